@@ -1,0 +1,20 @@
+"""megatron_dscoder: DeepSeek-Coder pretraining on megatron-core.
+
+Modules: ``models`` (size registry), ``model`` (GPTModel builder), ``init`` (layout-independent
+initialisation), ``config``/``arguments`` (validated run configuration), ``distributed``
+(process groups), ``cpu_compat`` (megatron-core on CPU), ``training`` (step and loop),
+``pretrain`` (entry point).
+"""
+
+__version__ = "0.1.0"
+
+import warnings
+
+# megatron-core warns at import time when neither Transformer Engine nor Apex is installed (always
+# the case on CPU); the fallbacks it announces are the ones we use deliberately.
+warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
+warnings.filterwarnings("ignore", message="Apex is not installed. Falling back to Torch Norm")
+warnings.filterwarnings("ignore", message="full scope is deprecated")
+# megatron-core 0.16 calls the collectives torch 2.13 renamed; the old names still work.
+warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated",
+                        category=FutureWarning)

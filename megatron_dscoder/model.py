@@ -1,0 +1,143 @@
+"""Build a DeepSeek-Coder ``GPTModel`` from megatron-core blocks.
+
+Two layer specs, one model:
+
+* with Transformer Engine on a GPU: megatron-core's TE spec (RMSNorm fused into the QKV and fc1
+  GEMMs, TE's fused attention / FlashAttention);
+* otherwise: megatron-core's local spec (its own column/row-parallel linears and dot-product
+  attention) with :class:`RMSNorm`, a norm that marks its weight for sequence parallelism so
+  megatron-core all-reduces its gradient over the tensor-parallel group.
+
+Checkpoint keys are the same for both specs (the local spec maps its norm names onto TE's).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import (
+    TransformerBlockSubmodules,
+    get_num_layers_to_build,
+)
+
+from megatron_dscoder.models import ModelArch
+
+
+def have_transformer_engine() -> bool:
+    """True when Transformer Engine is importable and a CUDA device is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """``torch.nn.RMSNorm`` with megatron-core's norm constructor and sequence-parallel marking.
+
+    Under sequence parallelism each tensor-parallel rank normalises a different slice of the
+    sequence, so the weight's gradient is partial; ``sequence_parallel=True`` on the weight tells
+    megatron-core's ``finalize_model_grads`` to all-reduce it over the TP group.
+    """
+
+    def __init__(self, config: TransformerConfig, hidden_size: int, eps: float = 1e-6,
+                 **unused: object) -> None:
+        super().__init__(hidden_size, eps=eps, dtype=config.params_dtype)
+        self.weight.sequence_parallel = config.sequence_parallel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [s, b, h] -> [s, b, h]
+        # fp32 statistics whatever the activation dtype, as HF Llama and TE do.
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(),
+                          self.eps).to(x.dtype)
+
+
+def transformer_config(
+    arch: ModelArch,
+    *,
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    sequence_parallel: bool = False,
+    context_parallel_size: int = 1,
+    first_stage_layers: int | None = None,
+    last_stage_layers: int | None = None,
+    params_dtype: torch.dtype = torch.float32,
+    **overrides: object,
+) -> TransformerConfig:
+    """The megatron-core ``TransformerConfig`` of a registry size and parallel layout."""
+    bf16 = params_dtype == torch.bfloat16
+    return TransformerConfig(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_query_groups,
+        kv_channels=arch.kv_channels,
+        layernorm_epsilon=arch.layernorm_epsilon,
+        init_method_std=arch.init_method_std,
+        normalization="RMSNorm",
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
+        masked_softmax_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+        tensor_model_parallel_size=tensor_model_parallel_size,
+        pipeline_model_parallel_size=pipeline_model_parallel_size,
+        context_parallel_size=context_parallel_size,
+        sequence_parallel=sequence_parallel,
+        num_layers_in_first_pipeline_stage=first_stage_layers,
+        num_layers_in_last_pipeline_stage=last_stage_layers,
+        pipeline_dtype=params_dtype,
+        params_dtype=params_dtype,
+        bf16=bf16,
+        # Weights are written by megatron_dscoder.init after construction (layout-independent).
+        perform_initialization=False,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        calculate_per_token_loss=True,
+        **overrides,
+    )
+
+
+def layer_spec(config: TransformerConfig, use_transformer_engine: bool | None = None
+               ) -> ModuleSpec | TransformerBlockSubmodules:
+    """The decoder spec for this process's pipeline stage."""
+    if use_transformer_engine is None:
+        use_transformer_engine = have_transformer_engine()
+    if use_transformer_engine:
+        return get_gpt_layer_with_transformer_engine_spec()
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.input_layernorm = RMSNorm
+    spec.submodules.pre_mlp_layernorm = RMSNorm
+    num_layers = get_num_layers_to_build(config)
+    return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=RMSNorm)
+
+
+def build_model(arch: ModelArch, config: TransformerConfig,
+                use_transformer_engine: bool | None = None) -> GPTModel:
+    """One pipeline stage of the model (pre/post-processing only on the first/last stage)."""
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(config, use_transformer_engine),
+        vocab_size=arch.padded_vocab_size(config.tensor_model_parallel_size),
+        max_sequence_length=arch.max_position_embeddings,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=False,
+        position_embedding_type="rope",
+        rotary_base=arch.rotary_base,
+        seq_len_interpolation_factor=arch.seq_len_interpolation_factor,
+    )

@@ -1,0 +1,60 @@
+"""Pretrain a DeepSeek-Coder model on megatron-core.
+
+    # one process, CPU toy run
+    python -m megatron_dscoder.pretrain --model debug --mock-data --train-iters 5
+    # TP=2 with sequence parallelism on 2 CPU processes (gloo) or 2 GPUs (NCCL)
+    torchrun --nproc-per-node 2 -m megatron_dscoder.pretrain --model debug --mock-data \\
+        --tensor-model-parallel-size 2 --sequence-parallel
+    # plan a 33B layout without GPUs
+    python -m megatron_dscoder.pretrain --model 33b --dry-run \\
+        --tensor-model-parallel-size 8 --pipeline-model-parallel-size 2
+
+This file only wires parts together; each part lives in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from megatron_dscoder import arguments, planner
+
+
+def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False) -> int:
+    """Entry point; returns the exit status.
+
+    ``keep_process_group`` leaves torch.distributed's default group up (megatron-core's groups
+    are always torn down), so one launch can run several layouts in turn.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("megatron").setLevel(logging.WARNING)
+    args, run = arguments.parse(argv, arguments.world_size_from_env())
+    if args.dry_run:
+        sys.stdout.write(planner.describe(run) + "\n")
+        return 0
+
+    from megatron_dscoder import distributed
+    from megatron_dscoder.metrics import MetricsLogger
+    from megatron_dscoder.training.build import (
+        build_model_chunks,
+        build_optimizer,
+        build_transformer_config,
+    )
+    from megatron_dscoder.training.loop import train
+
+    distributed.initialize(run.parallel, run.train.seed)
+    metrics = MetricsLogger(run.metrics_jsonl, enabled=distributed.is_logging_rank())
+    try:
+        config = build_transformer_config(run)
+        model = build_model_chunks(run, config)
+        optimizer = build_optimizer(run, model)
+        train(run, model, optimizer, metrics)
+    finally:
+        metrics.close()
+        distributed.destroy(keep_process_group=keep_process_group)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

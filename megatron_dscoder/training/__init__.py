@@ -1,0 +1,1 @@
+"""The training loop's parts: data feeding, the parallel step, logging."""

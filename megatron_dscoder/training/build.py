@@ -1,0 +1,74 @@
+"""Assemble the trainable pieces: model chunk (initialised layout-independently), DDP, optimizer."""
+
+from __future__ import annotations
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.distributed import (
+    DistributedDataParallel,
+    DistributedDataParallelConfig,
+    finalize_model_grads,
+)
+from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_megatron_optimizer
+from megatron.core.transformer import TransformerConfig
+
+from megatron_dscoder.config import RunConfig
+from megatron_dscoder.init import initialize_model
+from megatron_dscoder.model import build_model, transformer_config
+
+
+def build_transformer_config(run: RunConfig) -> TransformerConfig:
+    """The run's megatron-core config (fp32 on CPU, bf16 on GPU)."""
+    first, last = run.pipeline_layers
+    par = run.parallel
+    return transformer_config(
+        run.arch,
+        tensor_model_parallel_size=par.tensor_model_parallel_size,
+        pipeline_model_parallel_size=par.pipeline_model_parallel_size,
+        sequence_parallel=par.sequence_parallel,
+        first_stage_layers=first,
+        last_stage_layers=last,
+        params_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+    )
+
+
+def build_model_chunks(run: RunConfig, config: TransformerConfig) -> list[DistributedDataParallel]:
+    """This rank's model chunk, initialised from ``run.train.seed`` and wrapped in megatron DDP."""
+    model = build_model(run.arch, config)
+    initialize_model(
+        model, run.train.seed, init_method_std=run.arch.init_method_std,
+        num_layers=run.arch.num_layers,
+        tp_rank=parallel_state.get_tensor_model_parallel_rank(),
+        tp_size=parallel_state.get_tensor_model_parallel_world_size(),
+    )
+    if torch.cuda.is_available():
+        model.cuda(torch.cuda.current_device())
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=False,
+        use_distributed_optimizer=run.parallel.use_distributed_optimizer,
+    )
+    ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
+    config.finalize_model_grads_func = finalize_model_grads
+    config.no_sync_func = ddp.no_sync
+    return [ddp]
+
+
+def build_optimizer(run: RunConfig, model: list[DistributedDataParallel]) -> MegatronOptimizer:
+    """AdamW through megatron-core (TE/apex fused Adam on GPU, torch AdamW on CPU)."""
+    train = run.train
+    bf16 = torch.cuda.is_available()
+    config = OptimizerConfig(
+        optimizer="adam",
+        lr=train.lr,
+        min_lr=train.min_lr,
+        weight_decay=train.weight_decay,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_eps=train.adam_eps,
+        clip_grad=train.clip_grad,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_distributed_optimizer=run.parallel.use_distributed_optimizer,
+    )
+    return get_megatron_optimizer(config, model)
