@@ -103,23 +103,111 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
     seed: int = 1234
+    lr_decay_style: str = "three-stage"
+    lr_warmup_iters: int = 0
+    recompute_granularity: str | None = None
+    """``full`` or ``selective`` (megatron-core's activation recomputation)."""
+    recompute_method: str | None = None
+    """``uniform`` or ``block`` (with ``full``)."""
+    recompute_num_layers: int | None = None
+    max_nonfinite_iters: int = 10
+    """Consecutive NaN/inf losses (each update skipped) after which the run stops."""
+    inject_nonfinite_loss_iters: tuple[int, ...] = ()
+    """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
 
     def __post_init__(self) -> None:
         for name in ("micro_batch_size", "global_batch_size", "seq_length", "train_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.recompute_granularity not in (None, "full", "selective"):
+            raise ConfigError(f"recompute-granularity={self.recompute_granularity!r}: "
+                              "choose full or selective")
+        if self.recompute_method not in (None, "uniform", "block"):
+            raise ConfigError(f"recompute-method={self.recompute_method!r}: choose uniform or block")
+        if self.recompute_granularity == "full" and self.recompute_method is None:
+            raise ConfigError("recompute-granularity=full needs --recompute-method uniform|block")
+        if not 0 <= self.lr_warmup_iters <= self.train_iters:
+            raise ConfigError(f"lr-warmup-iters={self.lr_warmup_iters} must be within "
+                              f"[0, train-iters={self.train_iters}]")
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where samples come from: mock tokens, or Megatron ``.bin``/``.idx`` blends."""
+
+    mock_data: bool = False
+    data_path: list[str] | None = None
+    split: str = "99,1,0"
+    data_cache_path: str | None = None
+    tokenizer_model: str | None = None
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.mock_data == bool(self.data_path):
+            raise ConfigError("give exactly one of --mock-data and --data-path")
+        if self.data_path and not self.tokenizer_model:
+            raise ConfigError("--data-path needs --tokenizer-model DIR (an HF tokenizer directory)")
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    """Sharded checkpoints (megatron-core dist_checkpointing, torch_dist)."""
+
+    save: str | None = None
+    save_interval: int | None = None
+    load: str | None = None
+    finetune: bool = False
+    """Load weights only; reset iteration, samples, optimizer and schedule."""
+    no_load_optim: bool = False
+    no_load_rng: bool = False
+    keep_checkpoints: int | None = None
+    """Keep only the newest K complete checkpoints (None keeps all)."""
+
+    def __post_init__(self) -> None:
+        if self.save_interval is not None and (self.save is None or self.save_interval < 1):
+            raise ConfigError(f"--save-interval {self.save_interval} needs --save DIR and a "
+                              "positive interval")
+        if self.finetune and self.load is None:
+            raise ConfigError("--finetune needs --load DIR")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclass(kw_only=True)
+class LoggingConfig:
+    """What is reported, how often, and where."""
+
+    log_interval: int = 1
+    eval_interval: int | None = None
+    eval_iters: int = 1
+    metrics_jsonl: str | None = None
+    tensorboard_dir: str | None = None
+    wandb_project: str | None = None
+    wandb_exp_name: str | None = None
+    wandb_save_dir: str | None = None
+    peak_tflops: float | None = None
+    """Per-device peak for MFU; default: the GPU's dense bf16 peak where known."""
+
+    def __post_init__(self) -> None:
+        if self.log_interval < 1:
+            raise ConfigError(f"--log-interval must be >= 1, got {self.log_interval}")
+        if self.eval_interval is not None and (self.eval_interval < 1 or self.eval_iters < 1):
+            raise ConfigError(f"--eval-interval {self.eval_interval} / --eval-iters "
+                              f"{self.eval_iters} must be >= 1")
 
 
 @dataclass(kw_only=True)
 class RunConfig:
     """Everything one pretraining run needs; :meth:`validate` checks the combination."""
 
-    model: str
+    model: str | None
+    """Registry name; None for a checkpoint-defined architecture (e.g. imported from HF)."""
     arch: ModelArch
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    mock_data: bool = True
-    metrics_jsonl: str | None = None
+    data: DataConfig = field(default_factory=lambda: DataConfig(mock_data=True))
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
         self.validate()

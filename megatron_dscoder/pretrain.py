@@ -2,9 +2,9 @@
 
     # one process, CPU toy run
     python -m megatron_dscoder.pretrain --model debug --mock-data --train-iters 5
-    # TP=2 with sequence parallelism on 2 CPU processes (gloo) or 2 GPUs (NCCL)
+    # TP=2 with sequence parallelism on 2 CPU processes (gloo) or 2 GPUs (NCCL), with checkpoints
     torchrun --nproc-per-node 2 -m megatron_dscoder.pretrain --model debug --mock-data \\
-        --tensor-model-parallel-size 2 --sequence-parallel
+        --tensor-model-parallel-size 2 --sequence-parallel --save ckpt --load ckpt
     # plan a 33B layout without GPUs
     python -m megatron_dscoder.pretrain --model 33b --dry-run \\
         --tensor-model-parallel-size 8 --pipeline-model-parallel-size 2
@@ -41,17 +41,28 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
         build_optimizer,
         build_transformer_config,
     )
-    from megatron_dscoder.training.loop import train
+    from megatron_dscoder.training.data import build_train_valid
+    from megatron_dscoder.training.loop import Trainer, run_metadata
+    from megatron_dscoder.training.resume import restore
 
     distributed.initialize(run.parallel, run.train.seed)
-    metrics = MetricsLogger(run.metrics_jsonl, enabled=distributed.is_logging_rank())
+    metrics = None
     try:
-        config = build_transformer_config(run)
-        model = build_model_chunks(run, config)
+        model = build_model_chunks(run, build_transformer_config(run))
         optimizer = build_optimizer(run, model)
-        train(run, model, optimizer, metrics)
+        state = restore(run, model, optimizer)
+        datasets = build_train_valid(run)
+        log = run.logging
+        metrics = MetricsLogger(
+            enabled=distributed.is_logging_rank(), jsonl_path=log.metrics_jsonl,
+            tensorboard_dir=log.tensorboard_dir, wandb_project=log.wandb_project,
+            wandb_exp_name=log.wandb_exp_name, wandb_save_dir=log.wandb_save_dir,
+            run_config={**run_metadata(run), "save": run.checkpoint.save,
+                        "load": run.checkpoint.load})
+        Trainer(run, model, optimizer, datasets, metrics, state).train()
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         distributed.destroy(keep_process_group=keep_process_group)
     return 0
 

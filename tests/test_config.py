@@ -7,6 +7,8 @@ from megatron_dscoder.config import ConfigError, split_pipeline_layers
 
 
 def make(flags: str, world_size: int = 1):
+    if "--data-path" not in flags:
+        flags += " --mock-data"
     args = build_parser().parse_args(flags.split())
     return config_from_args(args, world_size)
 
@@ -31,7 +33,7 @@ def test_layers_not_splittable_over_pp():
     with pytest.raises(ConfigError, match="num_layers=4 .* pipeline-model-parallel-size=8"):
         make("--model debug --pipeline-model-parallel-size 8", world_size=8)
     with pytest.raises(ConfigError, match="num_layers=62 with 10 on the first"):
-        make("--model 33b --pipeline-model-parallel-size 4 "
+        make("--model 33b --lr-warmup-iters 0 --pipeline-model-parallel-size 4 "
              "--decoder-first-pipeline-num-layers 10", world_size=4)
 
 
@@ -68,3 +70,37 @@ def test_33b_splits_over_pipeline_stages(pp, expected):
     if first is not None:
         middle = 62 - first - last
         assert middle % (pp - 2) == 0 and middle // (pp - 2) >= first
+
+
+def test_data_source_is_exactly_one():
+    args = build_parser().parse_args("--model debug".split())
+    with pytest.raises(ConfigError, match="exactly one of --mock-data and --data-path"):
+        config_from_args(args, 1)
+    with pytest.raises(ConfigError, match="--data-path needs --tokenizer-model"):
+        make("--model debug --data-path some/prefix")
+
+
+def test_checkpoint_flags():
+    with pytest.raises(ConfigError, match="--save-interval 5 needs --save"):
+        make("--model debug --save-interval 5")
+    with pytest.raises(ConfigError, match="--finetune needs --load"):
+        make("--model debug --finetune")
+
+
+def test_recipe_defaults_and_overrides():
+    run = make("--model 6.7b --global-batch-size 64 --train-iters 4000", world_size=8)
+    assert run.train.lr == 4.2e-4 and run.train.global_batch_size == 64
+    assert run.train.lr_decay_style == "three-stage" and run.train.lr_warmup_iters == 2000
+    run = make("--model 33b --train-iters 4000", world_size=8)
+    assert (run.train.lr, run.train.global_batch_size) == (3.5e-4, 3840)
+    assert make("--model 1.3b --lr 1e-4 --train-iters 4000").train.lr == 1e-4
+
+
+def test_warmup_longer_than_training():
+    with pytest.raises(ConfigError, match="lr-warmup-iters=2000 .* train-iters=100"):
+        make("--model 1.3b --train-iters 100")
+
+
+def test_recompute_full_needs_method():
+    with pytest.raises(ConfigError, match="recompute-granularity=full needs --recompute-method"):
+        make("--model debug --recompute-granularity full")

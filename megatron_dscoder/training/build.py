@@ -29,6 +29,10 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
         first_stage_layers=first,
         last_stage_layers=last,
         params_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        recompute_granularity=run.train.recompute_granularity,
+        recompute_method=run.train.recompute_method,
+        recompute_num_layers=(run.train.recompute_num_layers or 1
+                              if run.train.recompute_granularity == "full" else None),
     )
 
 
@@ -60,7 +64,7 @@ def build_optimizer(run: RunConfig, model: list[DistributedDataParallel]) -> Meg
     bf16 = torch.cuda.is_available()
     config = OptimizerConfig(
         optimizer="adam",
-        lr=train.lr,
+        lr=train.lr,  # the schedule sets each iteration's value
         min_lr=train.min_lr,
         weight_decay=train.weight_decay,
         adam_beta1=train.adam_beta1,

@@ -1,43 +1,190 @@
-"""The pretraining loop: data -> parallel step -> metrics, for ``train_iters`` iterations."""
+"""The pretraining loop: data -> parallel step -> metrics -> evaluation -> checkpoints.
+
+Everything that decides what iteration ``i`` computes — the samples (a function of consumed
+samples), the learning rate (a function of ``i``), the weights, optimizer and RNG states (from the
+checkpoint) — is restored on resume, so an interrupted run continues bit-for-bit on CPU.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
+import torch
 from megatron.core import parallel_state
-from megatron.core.optimizer import MegatronOptimizer
 
+from megatron_dscoder import checkpointing
 from megatron_dscoder.config import RunConfig
-from megatron_dscoder.metrics import MetricsLogger
-from megatron_dscoder.training.mock_data import MockTokens, microbatches
-from megatron_dscoder.training.step import train_step
+from megatron_dscoder.flops import device_peak_tflops, flops_per_token
+from megatron_dscoder.metrics import MetricsLogger, memory_stats
+from megatron_dscoder.schedule import LRSchedule
+from megatron_dscoder.training.data import MicroBatchSampler, loader
+from megatron_dscoder.training.step import evaluate, train_step
+
+logger = logging.getLogger(__name__)
 
 
-def train(run: RunConfig, model: list, optimizer: MegatronOptimizer,
-          metrics: MetricsLogger) -> list[float]:
-    """Run the configured iterations; returns the per-iteration loss (NaN off the last stage)."""
-    train_cfg = run.train
-    vocab = run.arch.vocab_size
-    dataset = MockTokens(vocab, train_cfg.seq_length, train_cfg.seed)
-    dp_rank = parallel_state.get_data_parallel_rank()
-    dp_size = parallel_state.get_data_parallel_world_size()
-    losses = []
-    for iteration in range(1, train_cfg.train_iters + 1):
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive NaN/inf losses; a checkpoint of the last good state was written."""
+
+
+@dataclass
+class TrainState:
+    """Counters saved in every checkpoint."""
+
+    iteration: int = 0
+    consumed_samples: int = 0
+    skipped_iterations: int = 0
+
+
+class TimedIterator:
+    """Counts the seconds the training step spends waiting for data."""
+
+    def __init__(self, iterator: Iterator) -> None:
+        self._it, self.wait_s = iterator, 0.0
+
+    def __iter__(self) -> TimedIterator:
+        return self
+
+    def __next__(self):  # noqa: ANN204
         start = time.perf_counter()
-        data = microbatches(dataset, start_sample=(iteration - 1) * train_cfg.global_batch_size,
-                            global_batch_size=train_cfg.global_batch_size,
-                            micro_batch_size=train_cfg.micro_batch_size,
-                            dp_rank=dp_rank, dp_size=dp_size)
-        result = train_step(model, optimizer, data, num_microbatches=run.num_microbatches,
-                            seq_length=train_cfg.seq_length,
-                            micro_batch_size=train_cfg.micro_batch_size)
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
-        losses.append(result.lm_loss)
-        metrics.log({
-            "iteration": iteration,
-            "lm_loss": result.lm_loss,
-            "grad_norm": result.grad_norm,
-            "lr": optimizer.param_groups[0]["lr"],
-            "elapsed_ms": round(elapsed_ms, 3),
-        })
-    return losses
+        item = next(self._it)
+        self.wait_s += time.perf_counter() - start
+        return item
+
+
+def schedule_of(run: RunConfig) -> LRSchedule:
+    """The run's LR schedule."""
+    t = run.train
+    return LRSchedule(style=t.lr_decay_style, peak_lr=t.lr, warmup_iters=t.lr_warmup_iters,
+                      train_iters=t.train_iters, min_lr=t.min_lr)
+
+
+def run_metadata(run: RunConfig) -> dict:
+    """The run's description stored in each checkpoint's run_config.json (and in W&B)."""
+    return {"model": run.model, "arch": dataclasses.asdict(run.arch),
+            "tokenizer": run.data.tokenizer_model, "train": dataclasses.asdict(run.train),
+            "parallel": dataclasses.asdict(run.parallel), "data": dataclasses.asdict(run.data)}
+
+
+class Trainer:
+    """Owns the loop's state; built by ``pretrain.py`` from already-constructed parts."""
+
+    def __init__(self, run: RunConfig, model: list, optimizer, datasets: tuple,
+                 metrics: MetricsLogger, state: TrainState) -> None:
+        self.run, self.model, self.optimizer, self.metrics, self.state = (
+            run, model, optimizer, metrics, state)
+        self.train_ds, self.valid_ds = datasets
+        self.schedule = schedule_of(run)
+        t = run.train
+        self._shape = dict(num_microbatches=run.num_microbatches, seq_length=t.seq_length,
+                           micro_batch_size=t.micro_batch_size)
+        world = torch.distributed.get_world_size()
+        self._flops_per_iter = (flops_per_token(run.arch, t.seq_length)
+                                * t.global_batch_size * t.seq_length)
+        self._world = world
+        self._peak = run.logging.peak_tflops or device_peak_tflops()
+
+    def _iterator(self, dataset, consumed: int, total: int) -> TimedIterator:
+        sampler = MicroBatchSampler(
+            total_samples=total, consumed_samples=consumed,
+            micro_batch_size=self.run.train.micro_batch_size,
+            dp_rank=parallel_state.get_data_parallel_rank(),
+            dp_size=parallel_state.get_data_parallel_world_size())
+        return TimedIterator(loader(dataset, sampler, self.run.data.num_workers))
+
+    def save(self) -> None:
+        """Collective: checkpoint the current state under ``--save``."""
+        ckpt = self.run.checkpoint
+        path = checkpointing.save_checkpoint(
+            ckpt.save, iteration=self.state.iteration, model=self.model,
+            optimizer=self.optimizer,
+            run_meta={**run_metadata(self.run), "consumed_samples": self.state.consumed_samples},
+            common={"train_state": dataclasses.asdict(self.state)},
+            keep_last=ckpt.keep_checkpoints)
+        self.metrics.update_config({"last_checkpoint": str(path)})
+
+    def train(self) -> TrainState:
+        """Run until ``train_iters``; returns the final counters."""
+        t, log_cfg, state = self.run.train, self.run.logging, self.state
+        total_samples = t.train_iters * t.global_batch_size
+        data = self._iterator(self.train_ds, state.consumed_samples, total_samples)
+        nonfinite_in_row, window_start, window_iters = 0, time.perf_counter(), 0
+        wait_at_window = 0.0
+        while state.iteration < t.train_iters:
+            iteration = state.iteration + 1
+            lr = self.schedule.apply(self.optimizer, iteration)
+            result = train_step(self.model, self.optimizer, data, **self._shape,
+                                poison=iteration in t.inject_nonfinite_loss_iters)
+            state.iteration, state.consumed_samples = iteration, (state.consumed_samples
+                                                                  + t.global_batch_size)
+            window_iters += 1
+            if result.skipped:
+                state.skipped_iterations += 1
+                nonfinite_in_row += 1
+                logger.warning("iteration %d: non-finite loss, update skipped (%d in a row)",
+                               iteration, nonfinite_in_row)
+                if nonfinite_in_row >= t.max_nonfinite_iters:
+                    self._stop_on_nonfinite(nonfinite_in_row)
+            else:
+                nonfinite_in_row = 0
+            if iteration % log_cfg.log_interval == 0 or iteration == t.train_iters:
+                elapsed = time.perf_counter() - window_start
+                self._log(iteration, result, lr, elapsed / window_iters,
+                          (data.wait_s - wait_at_window) / max(elapsed, 1e-9))
+                window_start, window_iters, wait_at_window = time.perf_counter(), 0, data.wait_s
+            if log_cfg.eval_interval and iteration % log_cfg.eval_interval == 0:
+                self._evaluate(iteration)
+                window_start = time.perf_counter()
+            ckpt = self.run.checkpoint
+            if ckpt.save and ckpt.save_interval and iteration % ckpt.save_interval == 0:
+                self.save()
+                window_start = time.perf_counter()
+        if self.run.checkpoint.save and (not self.run.checkpoint.save_interval
+                                         or state.iteration % self.run.checkpoint.save_interval):
+            self.save()
+        return state
+
+    def _stop_on_nonfinite(self, count: int) -> None:
+        # Skipped updates left the weights at the last good state: keep it, then stop.
+        if self.run.checkpoint.save:
+            self.save()
+        raise NonFiniteLossError(f"{count} consecutive non-finite losses at iteration "
+                                 f"{self.state.iteration}; last good state saved "
+                                 f"under {self.run.checkpoint.save}")
+
+    def _log(self, iteration: int, result, lr: float, seconds_per_iter: float,
+             data_wait_fraction: float) -> None:
+        t = self.run.train
+        tokens_per_s = t.global_batch_size * t.seq_length / seconds_per_iter
+        tflops = self._flops_per_iter / seconds_per_iter / self._world / 1e12
+        remaining = (t.train_iters - iteration) * seconds_per_iter
+        record = {
+            "iteration": iteration, "lm_loss": result.lm_loss, "grad_norm": result.grad_norm,
+            "lr": lr, "elapsed_ms": round(seconds_per_iter * 1000.0, 3),
+            "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / self._world,
+            "tflops_per_gpu": tflops,
+            "consumed_tokens": self.state.consumed_samples * t.seq_length,
+            "skipped_iterations": self.state.skipped_iterations,
+            "data_wait_fraction": data_wait_fraction, "eta_s": round(remaining, 1),
+            **memory_stats(),
+        }
+        if self._peak:
+            record["mfu"] = tflops / self._peak
+        self.metrics.log(record, step=iteration)
+
+    def _evaluate(self, iteration: int) -> None:
+        if self.valid_ds is None:
+            return
+        t, log_cfg = self.run.train, self.run.logging
+        total = log_cfg.eval_iters * t.global_batch_size
+        data = self._iterator(self.valid_ds, 0, total)
+        loss = evaluate(self.model, data, eval_iters=log_cfg.eval_iters, **self._shape)
+        if loss is not None:
+            ppl = math.exp(min(loss, 50.0))
+            self.metrics.log({"iteration": iteration, "val_loss": loss, "val_ppl": ppl},
+                             step=iteration)

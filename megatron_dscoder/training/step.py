@@ -4,6 +4,9 @@ The loss is a per-token mean over the whole global batch: each micro-batch retur
 ``(sum of token losses, token count)`` and megatron-core divides the summed gradients by the
 global token count (``calculate_per_token_loss``). Pad and masked tokens therefore never dilute
 the loss, and every DP/PP layout computes the same number as one process does.
+
+A NaN/inf loss anywhere is agreed on by all ranks (one tiny all-reduce) and the update is skipped,
+so one bad batch never reaches the weights.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one iteration reports; ``lm_loss`` is NaN on ranks that do not hold the loss."""
+    """What one iteration reports; ``lm_loss`` is None on ranks that do not hold the loss."""
 
-    lm_loss: float
+    lm_loss: float | None
     grad_norm: float
-    num_tokens: int
-    update_successful: bool
+    skipped: bool
 
 
-def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor
+def loss_func(loss_mask: torch.Tensor, poison: bool, output_tensor: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token losses [b, s] -> (masked sum, token count, values to report)."""
     losses = output_tensor.float().view(-1)
+    if poison:  # fault injection: a genuinely non-finite loss and gradient
+        losses = losses * float("nan")
     mask = loss_mask.view(-1).float()
     loss_sum = torch.sum(losses * mask)
     num_tokens = mask.sum().to(torch.int)
@@ -39,43 +43,74 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor
     return loss_sum, num_tokens, {"lm loss": report}
 
 
-def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model: torch.nn.Module):
+def make_forward_step(poison: bool = False):
     """megatron-core's forward-step callback: run the model chunk on the next micro-batch."""
-    batch = next(data_iterator)
-    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    output = model(batch["tokens"], batch["position_ids"], attention_mask=None,
-                   labels=batch["labels"])
-    return output, partial(loss_func, batch["loss_mask"])
+
+    def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model: torch.nn.Module):
+        batch = next(data_iterator)
+        device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        output = model(batch["tokens"], batch["position_ids"], attention_mask=None,
+                       labels=batch["labels"])
+        return output, partial(loss_func, batch["loss_mask"], poison)
+
+    return forward_step
 
 
-def _reduce_loss(losses: list[dict[str, torch.Tensor]]) -> float:
-    """Global mean token loss on the last pipeline stage (NaN elsewhere)."""
+def _loss_sums(losses: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
+    """[sum, count] over the global batch on the last pipeline stage (None elsewhere)."""
     if not parallel_state.is_pipeline_last_stage():
-        return float("nan")
+        return None
     total = torch.stack([entry["lm loss"] for entry in losses]).sum(dim=0)
     torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
-    return float(total[0] / total[1].clamp(min=1))
+    return total
+
+
+def _any_rank(flag: bool) -> bool:
+    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def train_step(model: list[torch.nn.Module], optimizer: MegatronOptimizer,
                data_iterator: Iterator[dict[str, torch.Tensor]], *, num_microbatches: int,
-               seq_length: int, micro_batch_size: int) -> StepResult:
-    """Forward and backward over all micro-batches, then one optimizer update."""
+               seq_length: int, micro_batch_size: int, poison: bool = False) -> StepResult:
+    """Forward and backward over all micro-batches, then one optimizer update (unless NaN/inf)."""
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
     losses = get_forward_backward_func()(
-        forward_step_func=forward_step,
-        data_iterator=data_iterator,
-        model=model,
-        num_microbatches=num_microbatches,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        forward_only=False,
+        forward_step_func=make_forward_step(poison), data_iterator=data_iterator, model=model,
+        num_microbatches=num_microbatches, seq_length=seq_length,
+        micro_batch_size=micro_batch_size, forward_only=False,
     )
-    update_successful, grad_norm, _ = optimizer.step()
-    lm_loss = _reduce_loss(losses)
-    num_tokens = num_microbatches * micro_batch_size * seq_length
-    return StepResult(lm_loss=lm_loss, grad_norm=float(grad_norm or 0.0), num_tokens=num_tokens,
-                      update_successful=bool(update_successful))
+    sums = _loss_sums(losses)
+    lm_loss = None if sums is None else float(sums[0] / sums[1].clamp(min=1))
+    nonfinite = lm_loss is not None and not torch.isfinite(torch.tensor(lm_loss))
+    if _any_rank(nonfinite):
+        return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True)
+    _, grad_norm, _ = optimizer.step()
+    return StepResult(lm_loss=lm_loss, grad_norm=float(grad_norm or 0.0), skipped=False)
+
+
+@torch.no_grad()
+def evaluate(model: list[torch.nn.Module], data_iterator: Iterator[dict[str, torch.Tensor]], *,
+             eval_iters: int, num_microbatches: int, seq_length: int,
+             micro_batch_size: int) -> float | None:
+    """Mean token loss over ``eval_iters`` global batches (None off the last stage)."""
+    for chunk in model:
+        chunk.eval()
+    total = None
+    for _ in range(eval_iters):
+        losses = get_forward_backward_func()(
+            forward_step_func=make_forward_step(), data_iterator=data_iterator, model=model,
+            num_microbatches=num_microbatches, seq_length=seq_length,
+            micro_batch_size=micro_batch_size, forward_only=True,
+        )
+        sums = _loss_sums(losses)
+        if sums is not None:
+            total = sums if total is None else total + sums
+    for chunk in model:
+        chunk.train()
+    return None if total is None else float(total[0] / total[1].clamp(min=1))

@@ -1,0 +1,187 @@
+"""Training data: Megatron blends of ``.bin``/``.idx`` prefixes through megatron-core's GPTDataset.
+
+``--data-path`` takes Megatron's syntax, ``PREFIX`` or ``W1 PREFIX1 W2 PREFIX2 ...`` (the paper's
+mix is ``87 code 10 english 3 chinese``); ``--split 99,1,0`` divides each prefix's documents into
+train/valid/test. Index arrays are built by one rank (megatron-core's builder builds on rank 0,
+barriers, then the others read the cache in ``--data-cache-path``).
+
+Every prefix is checked before any process-group work needs it: both files present, the ``.idx``
+header and size consistent, the ``.bin`` as long as the ``.idx`` says, and token ids (sampled from
+the head of each ``.bin``) inside the tokenizer's vocabulary.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_MAGIC = b"MMIDIDX\x00\x00"
+_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
+           7: np.float32, 8: np.uint16}
+_SCAN_BYTES = 16 << 20
+
+
+class DataError(ValueError):
+    """Unusable training data; the message names the file."""
+
+
+def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
+    """``["a"]`` -> (["a"], None); ``["0.7", "a", "0.3", "b"]`` -> (["a", "b"], [0.7, 0.3])."""
+    if len(tokens) == 1:
+        return tokens, None
+    if len(tokens) % 2:
+        raise DataError(f"--data-path needs PREFIX or weight/prefix pairs, got {tokens}")
+    try:
+        weights = [float(w) for w in tokens[::2]]
+    except ValueError as err:
+        raise DataError(f"--data-path weights must be numbers: {tokens}") from err
+    if any(w <= 0 for w in weights):
+        raise DataError(f"--data-path weights must be positive: {weights}")
+    return list(tokens[1::2]), weights
+
+
+def check_prefix(prefix: str, vocab_size: int) -> int:
+    """Validate one ``PREFIX.bin``/``PREFIX.idx`` pair; returns its document count."""
+    idx, binf = Path(prefix + ".idx"), Path(prefix + ".bin")
+    for path in (idx, binf):
+        if not path.is_file():
+            raise DataError(f"{path}: missing (data prefix {prefix!r})")
+    size = idx.stat().st_size
+    with idx.open("rb") as f:
+        header = f.read(34)
+    if len(header) < 34 or header[:9] != _MAGIC:
+        raise DataError(f"{idx}: not a Megatron MMIDIDX index (bad header)")
+    version, code, num_seqs, num_docs = struct.unpack("<QBQQ", header[9:34])
+    if version != 1 or code not in _DTYPES:
+        raise DataError(f"{idx}: unsupported version {version} or dtype code {code}")
+    expected = 34 + 12 * num_seqs + 8 * num_docs
+    if size < expected:
+        raise DataError(f"{idx}: truncated ({size} of at least {expected} bytes)")
+    dtype = np.dtype(_DTYPES[code])
+    if num_seqs:
+        lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=34, shape=(num_seqs,))
+        pointers = np.memmap(idx, dtype=np.int64, mode="r", offset=34 + 4 * num_seqs,
+                             shape=(num_seqs,))
+        needed = int(pointers[-1]) + int(lengths[-1]) * dtype.itemsize
+        if binf.stat().st_size < needed:
+            raise DataError(f"{binf}: truncated ({binf.stat().st_size} of {needed} bytes)")
+        count = min(needed, _SCAN_BYTES) // dtype.itemsize
+        head = np.memmap(binf, dtype=dtype, mode="r", shape=(count,)) if count else []
+        largest = int(np.max(head)) if len(head) else -1
+        if largest >= vocab_size:
+            raise DataError(f"{binf}: token id {largest} does not fit the tokenizer's "
+                            f"{vocab_size} tokens (data made with another tokenizer?)")
+    return max(num_docs - 1, 0)
+
+
+class DatasetTokenizer:
+    """The few tokenizer facts megatron-core's GPTDataset needs (ids found by string upstream)."""
+
+    def __init__(self, vocab_size: int, eod: int, pad: int | None, name: str) -> None:
+        self.vocab_size, self.eod, self.eos = vocab_size, eod, eod
+        self.pad = pad if pad is not None else -1
+        self.unique_identifiers = {"class": "DatasetTokenizer", "name": name,
+                                   "vocab_size": vocab_size, "eod": eod, "pad": self.pad}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What to read and how to split it."""
+
+    data_path: list[str]
+    split: str
+    seq_length: int
+    seed: int
+    cache_path: str | None
+    tokenizer: DatasetTokenizer
+
+
+def build_datasets(spec: DataSpec, sizes: tuple[int, int, int]) -> list:
+    """Train/valid/test GPTDatasets of at least ``sizes`` samples (None where a split is empty)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder,
+    )
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    prefixes, weights = parse_blend(spec.data_path)
+    for prefix in prefixes:
+        check_prefix(prefix, spec.tokenizer.vocab_size)
+    config = GPTDatasetConfig(
+        random_seed=spec.seed,
+        sequence_length=spec.seq_length,
+        blend=(prefixes, weights),
+        split=spec.split,
+        path_to_cache=spec.cache_path,
+        tokenizer=spec.tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+    )
+    return BlendedMegatronDatasetBuilder(GPTDataset, list(sizes), lambda: True, config).build()
+
+
+class MicroBatchSampler:
+    """This DP rank's micro-batch indices from ``consumed_samples`` on, in Megatron's order.
+
+    Micro-batch ``m`` of an iteration starting at sample ``c`` holds, on DP rank ``r``, samples
+    ``c + m * (mbs * dp) + r * mbs + [0, mbs)``: the same global batch whatever the layout, and a
+    resumed run continues exactly where the interrupted one stopped.
+    """
+
+    def __init__(self, *, total_samples: int, consumed_samples: int, micro_batch_size: int,
+                 dp_rank: int, dp_size: int) -> None:
+        self.total, self.start = total_samples, consumed_samples
+        self.mbs, self.rank, self.size = micro_batch_size, dp_rank, dp_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        stride = self.mbs * self.size
+        for first in range(self.start, self.total - stride + 1, stride):
+            base = first + self.rank * self.mbs
+            yield list(range(base, base + self.mbs))
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0) // (self.mbs * self.size)
+
+
+def _collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    keys = ("tokens", "labels", "loss_mask", "position_ids")
+    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in keys}
+
+
+def loader(dataset, sampler: MicroBatchSampler, num_workers: int) -> Iterator[dict]:
+    """Prefetching iterator of micro-batches (worker processes read while the step computes)."""
+    return iter(torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
+        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+    ))
+
+
+def build_train_valid(run) -> tuple:  # noqa: ANN001 - RunConfig (import cycle otherwise)
+    """(train, valid) datasets for the run: mock tokens, or the blend through GPTDataset."""
+    from megatron_dscoder.training.mock_data import MockTokens
+
+    t, d = run.train, run.data
+    if d.mock_data:
+        return (MockTokens(run.arch.vocab_size, t.seq_length, t.seed),
+                MockTokens(run.arch.vocab_size, t.seq_length, t.seed + 1))
+    from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size
+
+    tok = load_tokenizer(d.tokenizer_model)
+    ids = special_token_ids(tok, require=("eos",), source=d.tokenizer_model,
+                            purpose="document separators")
+    spec = DataSpec(data_path=d.data_path, split=d.split, seq_length=t.seq_length, seed=t.seed,
+                    cache_path=d.data_cache_path,
+                    tokenizer=DatasetTokenizer(vocab_size(tok), ids.eos, ids.pad,
+                                               str(d.tokenizer_model)))
+    log = run.logging
+    evals = (t.train_iters // log.eval_interval + 1) * log.eval_iters if log.eval_interval else 0
+    train, valid, _ = build_datasets(spec, (t.train_iters * t.global_batch_size,
+                                            evals * t.global_batch_size, 0))
+    return train, valid
