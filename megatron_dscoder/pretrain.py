@@ -43,14 +43,15 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     )
     from megatron_dscoder.training.data import build_train_valid
     from megatron_dscoder.training.loop import Trainer, run_metadata
-    from megatron_dscoder.training.resume import restore
+    from megatron_dscoder.training.resume import preflight, restore
 
+    checkpoint = preflight(run)
     distributed.initialize(run.parallel, run.train.seed)
     metrics = None
     try:
         model = build_model_chunks(run, build_transformer_config(run))
         optimizer = build_optimizer(run, model)
-        state = restore(run, model, optimizer)
+        state = restore(run, checkpoint, model, optimizer)
         datasets = build_train_valid(run)
         log = run.logging
         metrics = MetricsLogger(

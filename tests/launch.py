@@ -21,12 +21,13 @@ def free_port() -> int:
 
 
 def torchrun(nproc: int, script: str | Path, *args: str, timeout: float = 600,
-             check: bool = True, env: dict[str, str] | None = None
+             check: bool = True, env: dict[str, str | None] | None = None
              ) -> subprocess.CompletedProcess:
     """Run ``script`` on ``nproc`` local ranks; output is captured and shown on failure."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
            f"--master-port={free_port()}", str(script), *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None unsets
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:
@@ -50,3 +51,46 @@ def python_module(module: str, *args: str, timeout: float = 600, check: bool = T
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a metrics JSONL file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def torchrun_popen(nproc: int, args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start ``torchrun -m megatron_dscoder.pretrain ARGS`` in its own process group."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--master-port={free_port()}", "-m", "megatron_dscoder.pretrain", *args]
+    log = open(log_path, "w")  # noqa: SIM115 - closed by the child's exit
+    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: float = 300) -> int:
+    """SIGKILL torchrun and every worker once ``metrics`` logs ``iteration``.
+
+    Returns the last iteration logged; asserts nothing more is logged afterwards (the workers
+    run in sessions of their own, so killing torchrun's process group alone would leave them
+    training).
+    """
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logged = [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r] \
+            if metrics.exists() else []
+        if logged and logged[-1] >= iteration:
+            tree = psutil.Process(proc.pid)
+            victims = [tree, *tree.children(recursive=True)]
+            for p in victims:
+                p.kill()
+            psutil.wait_procs(victims, timeout=30)
+            proc.wait()
+            time.sleep(0.5)
+            after = [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r]
+            assert after == logged or after[: len(logged)] == logged and len(after) <= \
+                len(logged) + 1, f"run kept training after SIGKILL: {after}"
+            return after[-1]
+        if proc.poll() is not None:
+            raise AssertionError(f"run exited ({proc.returncode}) before iteration {iteration}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"iteration {iteration} not reached in {timeout} s")

@@ -108,9 +108,7 @@ def build_datasets(spec: DataSpec, sizes: tuple[int, int, int]) -> list:
     )
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
-    prefixes, weights = parse_blend(spec.data_path)
-    for prefix in prefixes:
-        check_prefix(prefix, spec.tokenizer.vocab_size)
+    prefixes, weights = parse_blend(spec.data_path)  # validated by the run's preflight
     config = GPTDatasetConfig(
         random_seed=spec.seed,
         sequence_length=spec.seq_length,

@@ -1,34 +1,53 @@
-"""Where a run starts: from scratch, resumed from ``--load``, or fine-tuned from its weights."""
+"""Where a run starts: from scratch, resumed from ``--load``, or fine-tuned from its weights.
+
+:func:`preflight` runs before the model is built: a missing or truncated data prefix, a
+checkpoint of another size or a truncated one fails there, naming the file, before any memory is
+allocated for the model and before anything is written.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from megatron_dscoder import checkpointing
 from megatron_dscoder.config import RunConfig
+from megatron_dscoder.training.data import check_prefix, parse_blend
 from megatron_dscoder.training.loop import TrainState
 
 logger = logging.getLogger(__name__)
 
 
-def restore(run: RunConfig, model: list, optimizer) -> TrainState:  # noqa: ANN001
-    """Load the newest complete checkpoint under ``--load`` (if any) into model and optimizer.
-
-    A checkpoint of another size, or a truncated one, fails here — before any training step and
-    before anything is written. ``--finetune`` takes the weights only and starts counting at 0.
-    """
+def preflight(run: RunConfig) -> Path | None:
+    """Validate data and the checkpoint to load; returns that checkpoint (None: from scratch)."""
+    if run.data.data_path:
+        prefixes, _ = parse_blend(run.data.data_path)
+        for prefix in prefixes:
+            check_prefix(prefix, run.arch.vocab_size)
     ckpt = run.checkpoint
     if not ckpt.load:
-        return TrainState()
+        return None
     path = checkpointing.find_latest_checkpoint(ckpt.load)
     if path is None:
         if ckpt.finetune or ckpt.load != ckpt.save:
             raise checkpointing.CheckpointError(f"{ckpt.load}: no complete checkpoint found")
         logger.info("no checkpoint under %s yet: starting from scratch", ckpt.load)
-        return TrainState()
+        return None
     checkpointing.verify_checkpoint(path)
     meta = checkpointing.read_checkpoint_metadata(path)
     checkpointing.check_architecture(meta, run.arch, path)
+    return path
+
+
+def restore(run: RunConfig, path: Path | None, model: list, optimizer) -> TrainState:  # noqa: ANN001
+    """Load checkpoint ``path`` (from :func:`preflight`) into model and optimizer.
+
+    ``--finetune`` takes the weights only and starts counting at 0 (the 16K stage, continued
+    pretraining from imported weights).
+    """
+    if path is None:
+        return TrainState()
+    ckpt = run.checkpoint
     weights_only = ckpt.finetune or ckpt.no_load_optim
     common = checkpointing.load_checkpoint(
         path, model=model, optimizer=None if weights_only else optimizer,
