@@ -19,8 +19,13 @@ from megatron_dscoder.config import (
     RunConfig,
     TrainConfig,
 )
-from megatron_dscoder.models import MODELS, ModelArch, get_model, with_vocab_size
-from megatron_dscoder.recipes import pretrain_recipe
+from megatron_dscoder.models import MODELS, ModelArch, extend_context, get_model, with_vocab_size
+from megatron_dscoder.recipes import (
+    EXTEND_CONTEXT,
+    STAGES,
+    extend_context_recipe,
+    pretrain_recipe,
+)
 
 
 def world_size_from_env() -> int:
@@ -35,11 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument_group("model").add_argument
     add("--model", default=None,
         help=f"registry size: {', '.join(MODELS)} (default with --load: the checkpoint's)")
+    add("--stage", choices=STAGES, default="pretrain",
+        help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load")
 
     add = p.add_argument_group("parallelism").add_argument
     add("--tensor-model-parallel-size", type=int, default=1)
     add("--pipeline-model-parallel-size", type=int, default=1)
     add("--sequence-parallel", action="store_true")
+    add("--context-parallel-size", type=int, default=1,
+        help="split long sequences over GPUs (needs Transformer Engine)")
     add("--use-distributed-optimizer", action="store_true")
     add("--decoder-first-pipeline-num-layers", type=int, default=None)
     add("--decoder-last-pipeline-num-layers", type=int, default=None)
@@ -48,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--micro-batch-size", type=int, default=1)
     add("--global-batch-size", type=int, default=None, help="default: the size's recipe")
     add("--seq-length", type=int, default=None, help="default: max_position_embeddings")
-    add("--train-iters", type=int, default=10)
+    add("--train-iters", type=int, default=None,
+        help="default: 10 (pretrain), 1000 (extend-context)")
     add("--lr", type=float, default=None, help="peak LR; default: the size's recipe")
     add("--min-lr", type=float, default=None)
     add("--lr-decay-style", choices=("three-stage", "cosine", "constant"), default=None)
@@ -101,7 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_arch(args: argparse.Namespace) -> tuple[str | None, ModelArch]:
-    """The architecture: the registry size, or the checkpoint's when ``--model`` is omitted."""
+    """The architecture: the registry size, or the checkpoint's when ``--model`` is omitted;
+    the extend-context stage applies the 16K RoPE recipe to it."""
+    model, arch = _base_arch(args)
+    if args.stage == "extend-context" and arch.seq_len_interpolation_factor is None:
+        arch = extend_context(arch, EXTEND_CONTEXT.factor, EXTEND_CONTEXT.rotary_base)
+    return model, arch
+
+
+def _base_arch(args: argparse.Namespace) -> tuple[str | None, ModelArch]:
     if args.model is not None:
         arch = get_model(args.model)
     elif args.load:
@@ -126,6 +144,12 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
     """Turn parsed flags into a validated config (raises ConfigError / ValueError)."""
     model, arch = resolve_arch(args)
     recipe = pretrain_recipe(model)
+    extending = args.stage == "extend-context"
+    if extending:
+        recipe = extend_context_recipe(recipe, model)
+        if not args.load:
+            raise ConfigError("--stage extend-context needs --load CHECKPOINT (the 4K model)")
+    train_iters = args.train_iters or (EXTEND_CONTEXT.train_iters if extending else 10)
 
     def pick(value, default):  # noqa: ANN001, ANN202 - flag if given, else the recipe's
         return default if value is None else value
@@ -134,6 +158,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         tensor_model_parallel_size=args.tensor_model_parallel_size,
         pipeline_model_parallel_size=args.pipeline_model_parallel_size,
         sequence_parallel=args.sequence_parallel,
+        context_parallel_size=args.context_parallel_size,
         use_distributed_optimizer=args.use_distributed_optimizer,
         decoder_first_pipeline_num_layers=args.decoder_first_pipeline_num_layers,
         decoder_last_pipeline_num_layers=args.decoder_last_pipeline_num_layers,
@@ -143,7 +168,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         micro_batch_size=args.micro_batch_size,
         global_batch_size=pick(args.global_batch_size, recipe.global_batch_size),
         seq_length=args.seq_length or arch.max_position_embeddings,
-        train_iters=args.train_iters,
+        train_iters=train_iters,
         lr=pick(args.lr, recipe.lr),
         min_lr=pick(args.min_lr, recipe.min_lr),
         lr_decay_style=pick(args.lr_decay_style, recipe.lr_decay_style),
@@ -160,7 +185,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
                       data_cache_path=args.data_cache_path,
                       tokenizer_model=args.tokenizer_model, num_workers=args.num_workers)
     checkpoint = CheckpointConfig(save=args.save, save_interval=args.save_interval,
-                                  load=args.load, finetune=args.finetune,
+                                  load=args.load, finetune=args.finetune or extending,
                                   no_load_optim=args.no_load_optim, no_load_rng=args.no_load_rng,
                                   keep_checkpoints=args.keep_checkpoints)
     logging_cfg = LoggingConfig(log_interval=args.log_interval, eval_interval=args.eval_interval,

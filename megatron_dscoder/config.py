@@ -62,19 +62,23 @@ class ParallelConfig:
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
     sequence_parallel: bool = False
+    context_parallel_size: int = 1
+    """Sequence sharding over GPUs for long contexts (megatron-core CP; Transformer Engine)."""
     use_distributed_optimizer: bool = False
     decoder_first_pipeline_num_layers: int | None = None
     decoder_last_pipeline_num_layers: int | None = None
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        tp, pp = self.tensor_model_parallel_size, self.pipeline_model_parallel_size
-        if tp < 1 or pp < 1:
-            raise ConfigError(f"parallel sizes must be >= 1 (TP={tp}, PP={pp})")
-        if self.world_size % (tp * pp):
+        tp, pp, cp = (self.tensor_model_parallel_size, self.pipeline_model_parallel_size,
+                      self.context_parallel_size)
+        if min(tp, pp, cp) < 1:
+            raise ConfigError(f"parallel sizes must be >= 1 (TP={tp}, PP={pp}, CP={cp})")
+        if self.world_size % (tp * pp * cp):
             raise ConfigError(
                 f"world size {self.world_size} is not divisible by tensor-model-parallel-size "
                 f"{tp} x pipeline-model-parallel-size {pp}"
+                + (f" x context-parallel-size {cp}" if cp > 1 else "")
             )
         if self.sequence_parallel and tp == 1:
             raise ConfigError("--sequence-parallel needs tensor-model-parallel-size > 1 "
@@ -84,7 +88,8 @@ class ParallelConfig:
     def data_parallel_size(self) -> int:
         """Replicas of the model: ``world_size / (TP * PP)``."""
         return self.world_size // (self.tensor_model_parallel_size
-                                   * self.pipeline_model_parallel_size)
+                                   * self.pipeline_model_parallel_size
+                                   * self.context_parallel_size)
 
 
 @dataclass(kw_only=True)
@@ -235,6 +240,10 @@ class RunConfig:
                 f"seq-length={train.seq_length} exceeds max_position_embeddings="
                 f"{arch.max_position_embeddings} of model {self.model!r}"
             )
+        cp = par.context_parallel_size
+        if cp > 1 and train.seq_length % (2 * cp):
+            raise ConfigError(f"seq-length={train.seq_length} is not divisible by 2 x "
+                              f"context-parallel-size={cp} (load-balanced causal CP)")
         if par.sequence_parallel and train.seq_length % tp:
             raise ConfigError(f"seq-length={train.seq_length} is not divisible by "
                               f"tensor-model-parallel-size={tp} (needed by --sequence-parallel)")

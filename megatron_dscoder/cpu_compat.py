@@ -128,6 +128,23 @@ def _patch_cuda_namespace() -> None:
     tp_random._set_cuda_rng_state = lambda state, *a, **k: cpu_gen.set_state(state)
 
 
+def _reenter_mode_in_backward() -> None:
+    """Autograd runs backward without the Python mode stack; custom Functions whose backward
+    re-runs forward code (megatron-core's activation recomputation) would then create CUDA
+    tensors. Every custom Function's backward therefore runs inside the mode again."""
+    from torch.autograd.function import BackwardCFunction
+
+    original = BackwardCFunction.apply
+
+    def apply(self, *args):  # noqa: ANN001, ANN202
+        if torch.overrides._get_current_function_mode_stack():
+            return original(self, *args)
+        with _CudaToCpuMode():
+            return original(self, *args)
+
+    BackwardCFunction.apply = apply
+
+
 def activate() -> bool:
     """Make megatron-core's CUDA calls resolve to the CPU. Returns whether the layer is active.
 
@@ -140,6 +157,7 @@ def activate() -> bool:
     if torch.cuda.is_available():
         return False
     _patch_cuda_namespace()
+    _reenter_mode_in_backward()
     warnings.filterwarnings("ignore", message=".*CUDA_DEVICE_MAX_CONNECTIONS.*")  # GPU-only advice
     _CudaToCpuMode().__enter__()  # stays entered for the life of the process
     _ACTIVE = True

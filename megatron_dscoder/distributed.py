@@ -48,6 +48,7 @@ def initialize(parallel: ParallelConfig, seed: int, timeout_minutes: int = 10) -
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=parallel.tensor_model_parallel_size,
         pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
+        context_parallel_size=parallel.context_parallel_size,
     )
     torch.manual_seed(seed)
     model_parallel_cuda_manual_seed(seed)

@@ -34,3 +34,31 @@ FALLBACK = Recipe(lr=3e-4, global_batch_size=8, lr_warmup_iters=0)
 def pretrain_recipe(model: str | None) -> Recipe:
     """The 4K-stage defaults of a registry size."""
     return PRETRAIN.get(model or "", FALLBACK)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContextExtension:
+    """DeepSeek-Coder's 16K stage (§3.6), applied to a pretrained 4K model.
+
+    RoPE base 10000 -> 100000 with linear position interpolation x4, sequences 4x longer,
+    1000 iterations at global batch 512, the LR held at the final pretraining LR (the
+    three-stage schedule ends at 10 % of the peak), weights loaded from the 4K checkpoint.
+    """
+
+    factor: int = 4
+    rotary_base: int = 100000
+    train_iters: int = 1000
+    global_batch_size: int = 512
+    lr_fraction_of_peak: float = 0.1
+
+
+EXTEND_CONTEXT = ContextExtension()
+STAGES = ("pretrain", "extend-context")
+
+
+def extend_context_recipe(base: Recipe, model: str | None) -> Recipe:
+    """The 16K stage's defaults derived from the 4K recipe (debug keeps its tiny batch)."""
+    return Recipe(lr=base.lr * EXTEND_CONTEXT.lr_fraction_of_peak,
+                  global_batch_size=(base.global_batch_size if model == "debug"
+                                     else EXTEND_CONTEXT.global_batch_size),
+                  lr_warmup_iters=0, lr_decay_style="constant", min_lr=base.min_lr)

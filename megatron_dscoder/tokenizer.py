@@ -39,7 +39,17 @@ EOT = "<|EOT|>"
 
 #: DeepSeek-Coder's special tokens, in the order of their ids in the published tokenizer
 #: (32013 ... 32021 there; our trained tokenizer appends them after its BPE vocabulary too).
-SPECIAL_TOKENS: tuple[str, ...] = (BOS, EOS, FIM_HOLE, FIM_BEGIN, FIM_END, PAD, USER, ASSISTANT, EOT)
+SPECIAL_TOKENS: tuple[str, ...] = (
+    BOS,
+    EOS,
+    FIM_HOLE,
+    FIM_BEGIN,
+    FIM_END,
+    PAD,
+    USER,
+    ASSISTANT,
+    EOT,
+)
 FIM_TOKENS: tuple[str, ...] = (FIM_BEGIN, FIM_HOLE, FIM_END)
 
 #: The pre-tokenizer split rules of DeepSeek-Coder (as in llama.cpp's DEEPSEEK_CODER entry):
@@ -57,7 +67,9 @@ PRE_TOKENIZER_SPLITS: tuple[str, ...] = (
 class MissingSpecialTokensError(ValueError):
     """A tokenizer lacks special tokens that the caller needs; ``missing`` lists their strings."""
 
-    def __init__(self, missing: Iterable[str], source: str = "tokenizer", purpose: str = "") -> None:
+    def __init__(
+        self, missing: Iterable[str], source: str = "tokenizer", purpose: str = ""
+    ) -> None:
         self.missing = tuple(missing)
         names = ", ".join(repr(s) for s in self.missing)
         why = f" (needed for {purpose})" if purpose else ""

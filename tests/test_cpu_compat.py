@@ -62,6 +62,30 @@ def test_tensor_parallel_rng_tracker_forks_and_restores():
     assert out.strip() == "ok"
 
 
+def test_custom_function_backward_stays_on_cpu():
+    # Autograd runs backward without Python modes; recomputation re-runs forward code there.
+    out = run_snippet("""
+        import torch
+        from megatron_dscoder import cpu_compat
+        cpu_compat.activate()
+
+        class Twice(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, g):
+                return g * torch.full((1,), 2.0, device="cuda")
+
+        x = torch.ones(3, requires_grad=True)
+        Twice.apply(x).sum().backward()
+        assert x.grad.tolist() == [2.0, 2.0, 2.0]
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
 def test_inert_when_cuda_is_available():
     out = run_snippet("""
         import torch

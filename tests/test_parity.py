@@ -19,6 +19,8 @@ LAYOUTS = {
         "tp2_sp": "--tensor-model-parallel-size 2 --sequence-parallel",
         "pp2": "--pipeline-model-parallel-size 2",  # 8 micro-batches through 1F1B
         "dp2_distopt": "--use-distributed-optimizer",
+        "tp2_sp_recompute": "--tensor-model-parallel-size 2 --sequence-parallel "
+                            "--recompute-granularity full --recompute-method uniform",
     },
     4: {
         "tp2_pp2_sp": "--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 "

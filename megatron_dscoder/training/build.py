@@ -26,6 +26,7 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
         tensor_model_parallel_size=par.tensor_model_parallel_size,
         pipeline_model_parallel_size=par.pipeline_model_parallel_size,
         sequence_parallel=par.sequence_parallel,
+        context_parallel_size=par.context_parallel_size,
         first_stage_layers=first,
         last_stage_layers=last,
         params_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,

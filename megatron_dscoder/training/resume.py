@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from megatron_dscoder import checkpointing
-from megatron_dscoder.config import RunConfig
+from megatron_dscoder.config import ConfigError, RunConfig
+from megatron_dscoder.model import have_transformer_engine
 from megatron_dscoder.training.data import check_prefix, parse_blend
 from megatron_dscoder.training.loop import TrainState
 
@@ -24,9 +25,19 @@ def preflight(run: RunConfig) -> Path | None:
         prefixes, _ = parse_blend(run.data.data_path)
         for prefix in prefixes:
             check_prefix(prefix, run.arch.vocab_size)
+    if run.parallel.context_parallel_size > 1 and not have_transformer_engine():
+        raise ConfigError(
+            f"context-parallel-size={run.parallel.context_parallel_size} needs Transformer Engine "
+            "on a GPU; without it, fit long sequences with --sequence-parallel and "
+            "--recompute-granularity full (the CPU path of the 16K stage)")
     ckpt = run.checkpoint
     if not ckpt.load:
         return None
+    if ckpt.finetune and ckpt.save and checkpointing.find_latest_checkpoint(ckpt.save):
+        # An interrupted fine-tune (e.g. the 16K stage) resumes from its own checkpoints.
+        run.checkpoint.finetune = False
+        run.checkpoint.load = ckpt.save
+        logger.info("resuming the interrupted stage from %s", ckpt.save)
     path = checkpointing.find_latest_checkpoint(ckpt.load)
     if path is None:
         if ckpt.finetune or ckpt.load != ckpt.save:

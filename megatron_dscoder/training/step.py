@@ -19,6 +19,7 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.optimizer import MegatronOptimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.utils import get_batch_on_this_cp_rank
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ def make_forward_step(poison: bool = False):
         batch = next(data_iterator)
         device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if parallel_state.get_context_parallel_world_size() > 1:
+            # This CP rank's two load-balanced chunks of every sequence ([b, s] -> [b, s/cp]).
+            batch = get_batch_on_this_cp_rank(batch)
         output = model(batch["tokens"], batch["position_ids"], attention_mask=None,
                        labels=batch["labels"])
         return output, partial(loss_func, batch["loss_mask"], poison)
@@ -62,7 +66,8 @@ def _loss_sums(losses: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
     if not parallel_state.is_pipeline_last_stage():
         return None
     total = torch.stack([entry["lm loss"] for entry in losses]).sum(dim=0)
-    torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
+    group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+    torch.distributed.all_reduce(total, group=group)
     return total
 
 
