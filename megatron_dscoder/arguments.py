@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--global-batch-size", type=int, default=None, help="default: the size's recipe")
     add("--seq-length", type=int, default=None, help="default: max_position_embeddings")
     add("--train-iters", type=int, default=None,
-        help="default: 10 (pretrain), 1000 (extend-context)")
+        help="default: the recipe's (1.8T tokens at 4K; 1000 for extend-context; debug 10)")
     add("--lr", type=float, default=None, help="peak LR; default: the size's recipe")
     add("--min-lr", type=float, default=None)
     add("--lr-decay-style", choices=("three-stage", "cosine", "constant"), default=None)
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--peak-tflops", type=float, default=None, help="per-device peak for MFU")
     add("--dry-run", action="store_true",
         help="validate the configuration, print the plan, exit")
+    add("--gpu-memory-gib", type=float, default=80.0, help="for --dry-run: memory per GPU")
+    add("--assumed-efficiency", type=float, default=0.45,
+        help="for --dry-run: achieved fraction of --peak-tflops (default peak: 989, H800)")
     add("--world-size", type=int, default=None,
         help="for --dry-run: the world size to plan for (default: torchrun's, else TP x PP)")
     return p
@@ -149,7 +152,12 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         recipe = extend_context_recipe(recipe, model)
         if not args.load:
             raise ConfigError("--stage extend-context needs --load CHECKPOINT (the 4K model)")
-    train_iters = args.train_iters or (EXTEND_CONTEXT.train_iters if extending else 10)
+    if args.train_iters:
+        train_iters = args.train_iters
+    elif extending:
+        train_iters = EXTEND_CONTEXT.train_iters
+    else:
+        train_iters = recipe.train_iters(args.seq_length or arch.max_position_embeddings)
 
     def pick(value, default):  # noqa: ANN001, ANN202 - flag if given, else the recipe's
         return default if value is None else value

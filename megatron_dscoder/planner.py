@@ -1,23 +1,33 @@
-"""Analytic sizing of a model over a parallel layout, without GPUs (``--dry-run``).
+"""Plan a run without GPUs (``--dry-run``): parameters, memory and time per rank, for any layout.
 
-Counts are exact for megatron-core's GPTModel with our layer spec: they equal the parameters the
-process actually allocates (``tests/test_planner.py`` checks this on the debug model).
+Static memory follows megatron-core exactly: the DDP gradient buffer is fp32; with the
+distributed optimizer every parameter starts on a 64-element boundary and the buffer is padded
+to a multiple of lcm(DP, 128), and each DP rank keeps optimizer state for its 1/DP of it. Mixed
+precision (GPU) holds bf16 weights, an fp32 master copy and two fp32 Adam moments; fp32 (CPU)
+holds no master copy. ``tests/test_planner.py`` checks these numbers against what the debug model
+allocates on CPU.
+
+Activations per micro-batch (bf16, FlashAttention — no s^2 term — Transformer Engine spec), per
+token and layer, divided by TP when sequence parallelism shards the norms (Korthikanti et al.
+2022, redone for SwiGLU and GQA)::
+
+    norm inputs/outputs  4 x 2h          QKV output  2 (n_heads + 2 n_kv) d
+    attention output     2h              SwiGLU      2 (2f) + 2f
+    full recompute keeps only each layer's input (2h) plus one layer's activations.
+
+With 1F1B the first stage holds ``PP`` micro-batches in flight. Time is the model FLOPs
+(``flops.py``) at an assumed fraction of ``--peak-tflops``, stretched by the pipeline bubble.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from megatron_dscoder.config import RunConfig
+from megatron_dscoder.flops import flops_per_token
 
-
-@dataclass(frozen=True)
-class StageParams:
-    """Parameters held by one tensor-parallel rank of one pipeline stage."""
-
-    stage: int
-    num_layers: int
-    params_per_rank: int
+GIB = float(1 << 30)
 
 
 def layers_per_stage(run: RunConfig) -> list[int]:
@@ -27,51 +37,149 @@ def layers_per_stage(run: RunConfig) -> list[int]:
     total = run.arch.num_layers
     if first is None and last is None:
         return [total // pp] * pp
-    first_n, last_n = first or 0, last or 0
-    middle = (total - first_n - last_n) // max(pp - (first is not None) - (last is not None), 1)
+    middle_stages = pp - (first is not None) - (last is not None)
+    middle = (total - (first or 0) - (last or 0)) // max(middle_stages, 1)
     counts = [middle] * pp
     if first is not None:
-        counts[0] = first_n
+        counts[0] = first
     if last is not None:
-        counts[-1] = last_n
+        counts[-1] = last
     return counts
 
 
-def params_per_stage(run: RunConfig) -> list[StageParams]:
-    """Per-rank parameter counts (TP-sharded weights divided, norms replicated) by stage."""
-    arch = run.arch
-    tp = run.parallel.tensor_model_parallel_size
-    h, d = arch.hidden_size, arch.kv_channels
-    sharded_per_layer = (h * (arch.num_attention_heads + 2 * arch.num_query_groups) * d
-                         + h * arch.num_attention_heads * d + 3 * h * arch.ffn_hidden_size)
-    per_layer = sharded_per_layer // tp + 2 * h
-    vocab_shard = arch.padded_vocab_size(tp) // tp * h
+def stage_param_numels(run: RunConfig, stage: int) -> list[int]:
+    """Element counts of one TP rank's parameters on ``stage``, in module order."""
+    a, tp = run.arch, run.parallel.tensor_model_parallel_size
+    h, d = a.hidden_size, a.kv_channels
+    layer = [h, h * a.num_attention_heads * d // tp,                    # norm, proj
+             (a.num_attention_heads + 2 * a.num_query_groups) * d * h // tp,  # qkv
+             h, 2 * a.ffn_hidden_size * h // tp, h * a.ffn_hidden_size // tp]  # norm, fc1, fc2
     counts = layers_per_stage(run)
-    stages = []
+    vocab_shard = a.padded_vocab_size(tp) // tp * h
+    numels = [vocab_shard] if stage == 0 else []
+    numels += layer * counts[stage]
+    if stage == len(counts) - 1:
+        numels += [h, vocab_shard]
+    return numels
+
+
+def grad_buffer(numels: list[int], dp: int, distributed_optimizer: bool) -> tuple[int, int]:
+    """(buffer elements, real parameter elements owned by one DP rank's optimizer shard)."""
+    if not distributed_optimizer:
+        return sum(numels), sum(numels)
+    end, spans = 0, []
+    for n in reversed(numels):  # megatron-core fills the buffer in reverse parameter order
+        start = -(-end // 64) * 64
+        spans.append((start, start + n))
+        end = start + n
+    total = -(-end // math.lcm(dp, 128)) * math.lcm(dp, 128)
+    shard = total // dp  # rank 0's shard; the most loaded one differs by padding at most
+    owned = sum(max(0, min(e, shard) - s) for s, e in spans)
+    return total, owned
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Memory of one rank of one pipeline stage, in bytes."""
+
+    stage: int
+    num_layers: int
+    params: int
+    weights: int
+    grads: int
+    optimizer: int
+    activations_per_microbatch: int
+    in_flight: int
+
+    def total(self, micro_batch_size: int) -> int:
+        """Static memory plus the in-flight activations at ``micro_batch_size``."""
+        static = self.weights + self.grads + self.optimizer
+        return static + self.in_flight * micro_batch_size * self.activations_per_microbatch
+
+
+def activation_bytes_per_token(run: RunConfig, num_layers: int, first: bool, last: bool) -> float:
+    """Stored activations per token on one rank for ``num_layers`` layers (bf16)."""
+    a, par, t = run.arch, run.parallel, run.train
+    tp, h, d, f = par.tensor_model_parallel_size, a.hidden_size, a.kv_channels, a.ffn_hidden_size
+    sharded = 2 * (a.num_attention_heads + 2 * a.num_query_groups) * d + 2 * h + 6 * f
+    norms = 8 * h
+    per_layer = (sharded + norms) / tp if par.sequence_parallel else sharded / tp + norms
+    if t.recompute_granularity == "full":
+        stored = num_layers * 2 * h / (tp if par.sequence_parallel else 1) + per_layer
+    else:
+        stored = num_layers * per_layer
+    if first:
+        stored += 2 * h / (tp if par.sequence_parallel else 1)
+    if last:
+        stored += 6 * a.padded_vocab_size(tp) / tp  # bf16 logits + fp32 copy for the loss
+    return stored / par.context_parallel_size
+
+
+def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
+    """Per-stage memory plan; ``mixed_precision`` False models the fp32 CPU path."""
+    par, t = run.parallel, run.train
+    dp, pp = par.data_parallel_size, par.pipeline_model_parallel_size
+    counts = layers_per_stage(run)
+    out = []
     for stage, n in enumerate(counts):
-        params = n * per_layer
-        if stage == 0:
-            params += vocab_shard
-        if stage == len(counts) - 1:
-            params += vocab_shard + h
-        stages.append(StageParams(stage=stage, num_layers=n, params_per_rank=params))
-    return stages
+        numels = stage_param_numels(run, stage)
+        buffer, owned = grad_buffer(numels, dp, par.use_distributed_optimizer)
+        stored = buffer if par.use_distributed_optimizer else sum(numels)
+        weights = stored * (2 if mixed_precision else 4)
+        per_param_state = 12 if mixed_precision else 8  # (master +) exp_avg + exp_avg_sq
+        act = activation_bytes_per_token(run, n, stage == 0, stage == pp - 1) * t.seq_length
+        out.append(StagePlan(stage=stage, num_layers=n, params=sum(numels), weights=weights,
+                             grads=buffer * 4, optimizer=owned * per_param_state,
+                             activations_per_microbatch=int(act),
+                             in_flight=min(pp - stage, run.num_microbatches)))
+    return out
 
 
-def describe(run: RunConfig) -> str:
-    """The dry-run report: model, layout and parameters in total and per rank."""
-    par = run.parallel
+def bubble_fraction(run: RunConfig) -> float:
+    """Idle share of a 1F1B pipeline: (PP - 1) / (m + PP - 1)."""
+    pp, m = run.parallel.pipeline_model_parallel_size, run.num_microbatches
+    return (pp - 1) / (m + pp - 1)
+
+
+def describe(run: RunConfig, gpu_memory_gib: float = 80.0, peak_tflops: float = 989.0,
+             efficiency: float = 0.45) -> str:
+    """The dry-run report."""
+    par, t = run.parallel, run.train
     total = run.arch.num_parameters(par.tensor_model_parallel_size)
+    stages = plan(run)
     lines = [
         f"model {run.model}: {total:,} parameters ({total / 1e9:.2f}B), padded vocab "
         f"{run.arch.padded_vocab_size(par.tensor_model_parallel_size):,}",
         f"layout: TP={par.tensor_model_parallel_size} PP={par.pipeline_model_parallel_size} "
-        f"DP={par.data_parallel_size} SP={par.sequence_parallel} "
-        f"distributed-optimizer={par.use_distributed_optimizer} world={par.world_size}",
-        f"batch: global {run.train.global_batch_size} x seq {run.train.seq_length}, "
-        f"micro {run.train.micro_batch_size}, {run.num_microbatches} micro-batches per DP rank",
+        f"CP={par.context_parallel_size} DP={par.data_parallel_size} SP={par.sequence_parallel} "
+        f"distributed-optimizer={par.use_distributed_optimizer} "
+        f"recompute={t.recompute_granularity or 'none'} world={par.world_size}",
+        f"batch: global {t.global_batch_size} x seq {t.seq_length}, micro {t.micro_batch_size}, "
+        f"{run.num_microbatches} micro-batches per DP rank, pipeline bubble "
+        f"{100 * bubble_fraction(run):.1f}%",
+        f"memory per GPU (GiB, bf16 mixed precision; budget {gpu_memory_gib:g}):",
     ]
-    for s in params_per_stage(run):
-        lines.append(f"  stage {s.stage}: {s.num_layers} layers, {s.params_per_rank:,} "
-                     f"parameters per rank ({s.params_per_rank / 1e9:.3f}B)")
+    budget = gpu_memory_gib * GIB
+    worst = 0.0
+    for s in stages:
+        used = s.total(t.micro_batch_size)
+        worst = max(worst, used)
+        act = s.activations_per_microbatch
+        fits = int((budget - (s.weights + s.grads + s.optimizer)) // max(s.in_flight * act, 1))
+        lines.append(
+            f"  stage {s.stage}: {s.num_layers} layers, {s.params:,} parameters per rank "
+            f"({s.params / 1e9:.3f}B) | weights {s.weights / GIB:.1f} grads {s.grads / GIB:.1f} "
+            f"optimizer {s.optimizer / GIB:.1f} activations {s.in_flight} x "
+            f"{act * t.micro_batch_size / GIB:.2f} = total {used / GIB:.1f} | largest "
+            f"micro-batch that fits: {max(fits, 0)}")
+    verdict = "FITS" if worst <= budget else "DOES NOT FIT"
+    lines.append(f"{verdict}: peak {worst / GIB:.1f} GiB of {gpu_memory_gib:g} GiB "
+                 f"(margin {(budget - worst) / GIB:+.1f} GiB)")
+    flops = flops_per_token(run.arch, t.seq_length) * t.global_batch_size * t.seq_length
+    seconds = flops / (par.world_size * peak_tflops * 1e12 * efficiency) / (1 - bubble_fraction(run))
+    mfu = efficiency * (1 - bubble_fraction(run))
+    lines.append(f"time: {flops / 1e15:,.1f} PFLOP per step -> ~{seconds:.2f} s/step at "
+                 f"{efficiency:.0%} of {peak_tflops:g} TFLOP/s, MFU ~{mfu:.1%}, "
+                 f"{t.global_batch_size * t.seq_length / seconds / par.world_size:,.0f} "
+                 f"tokens/s per GPU")
     return "\n".join(lines)

@@ -31,7 +31,9 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     logging.getLogger("megatron").setLevel(logging.WARNING)
     args, run = arguments.parse(argv, arguments.world_size_from_env())
     if args.dry_run:
-        sys.stdout.write(planner.describe(run) + "\n")
+        sys.stdout.write(planner.describe(
+            run, gpu_memory_gib=args.gpu_memory_gib, peak_tflops=args.peak_tflops or 989.0,
+            efficiency=args.assumed_efficiency) + "\n")
         return 0
 
     from megatron_dscoder import distributed

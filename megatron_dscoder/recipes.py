@@ -7,6 +7,7 @@ always wins over the recipe.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -19,15 +20,21 @@ class Recipe:
     lr_warmup_iters: int = 2000
     lr_decay_style: str = "three-stage"
     min_lr: float = 0.0
+    train_tokens: float = 1.8e12
+    """The 4K stage's horizon: 1.8T of the 2T tokens (the rest is the 16K stage)."""
+
+    def train_iters(self, seq_length: int = 4096) -> int:
+        """Iterations that consume ``train_tokens`` (1.3b: 429,154; 33b: 114,441)."""
+        return math.ceil(self.train_tokens / (self.global_batch_size * seq_length))
 
 
 PRETRAIN: dict[str, Recipe] = {
-    "debug": Recipe(lr=3e-3, global_batch_size=8, lr_warmup_iters=0),
+    "debug": Recipe(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=8 * 128 * 10),
     "1.3b": Recipe(lr=5.3e-4, global_batch_size=1024),
     "6.7b": Recipe(lr=4.2e-4, global_batch_size=2304),
     "33b": Recipe(lr=3.5e-4, global_batch_size=3840),
 }
-FALLBACK = Recipe(lr=3e-4, global_batch_size=8, lr_warmup_iters=0)
+FALLBACK = Recipe(lr=3e-4, global_batch_size=8, lr_warmup_iters=0, train_tokens=8 * 4096 * 10)
 """For checkpoint-defined architectures (``--load`` without ``--model``)."""
 
 
@@ -61,4 +68,6 @@ def extend_context_recipe(base: Recipe, model: str | None) -> Recipe:
     return Recipe(lr=base.lr * EXTEND_CONTEXT.lr_fraction_of_peak,
                   global_batch_size=(base.global_batch_size if model == "debug"
                                      else EXTEND_CONTEXT.global_batch_size),
-                  lr_warmup_iters=0, lr_decay_style="constant", min_lr=base.min_lr)
+                  lr_warmup_iters=0, lr_decay_style="constant", min_lr=base.min_lr,
+                  train_tokens=EXTEND_CONTEXT.train_iters * EXTEND_CONTEXT.global_batch_size
+                  * 4096 * EXTEND_CONTEXT.factor)
