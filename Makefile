@@ -35,8 +35,8 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check megatron_dscoder tools tests benchmarks
-	@scripts=$$(git ls-files '*.sh' 2>/dev/null); if [ -n "$$scripts" ]; then \
-		for s in $$scripts; do bash -n "$$s"; done; $(VENV)/bin/shellcheck $$scripts; fi
+	@scripts=$$(ls examples/*.sh examples/*.sbatch 2>/dev/null); if [ -n "$$scripts" ]; then \
+		for s in $$scripts; do bash -n "$$s"; done; $(VENV)/bin/shellcheck -x $$scripts; fi
 	@if [ -f Dockerfile ]; then $(VENV)/bin/hadolint Dockerfile; fi
 
 test: setup lint

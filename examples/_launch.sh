@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Shared by the launchers: cluster variables with defaults, then torchrun of the entry point.
+# Sourced, not run. Every variable can be overridden from the environment (or by SLURM, see
+# slurm_pretrain.sbatch); extra command-line arguments are passed through to pretrain.
+#   NNODES NODE_RANK MASTER_ADDR MASTER_PORT GPUS_PER_NODE   cluster shape
+#   DATA_PATH TOKENIZER_MODEL DATA_CACHE_PATH                 data (see preprocess_corpus.sh)
+#   CHECKPOINT_DIR TENSORBOARD_DIR WANDB_PROJECT              outputs
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-localhost}
+MASTER_PORT=${MASTER_PORT:-29500}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+DATA_PATH=${DATA_PATH:-data/code_text_document}
+TOKENIZER_MODEL=${TOKENIZER_MODEL:-tokenizer}
+DATA_CACHE_PATH=${DATA_CACHE_PATH:-data/cache}
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/${RUN_NAME}}
+TENSORBOARD_DIR=${TENSORBOARD_DIR:-runs/${RUN_NAME}}
+WANDB_PROJECT=${WANDB_PROJECT:-megatron_dscoder}
+
+# launch TP ARG... : torchrun megatron_dscoder.pretrain on this node with the common groups.
+launch() {
+    local tp=$1
+    shift
+    if [ "${tp}" -gt 1 ]; then
+        # Hopper/Ampere: TP (and CP) communication must be issued in order with compute.
+        export CUDA_DEVICE_MAX_CONNECTIONS=1
+    fi
+    local distributed_args=(
+        --nproc-per-node "${GPUS_PER_NODE}" --nnodes "${NNODES}" --node-rank "${NODE_RANK}"
+        --master-addr "${MASTER_ADDR}" --master-port "${MASTER_PORT}"
+    )
+    # DATA_PATH may be a weighted blend ("87 code 10 english 3 chinese"): split on spaces.
+    local data_args
+    read -r -a data_args <<< "${DATA_PATH}"
+    local common_args=(
+        --data-path "${data_args[@]}" --tokenizer-model "${TOKENIZER_MODEL}"
+        --data-cache-path "${DATA_CACHE_PATH}" --split "99,1,0"
+        --save "${CHECKPOINT_DIR}" --load "${CHECKPOINT_DIR}" --save-interval 1000
+        --keep-checkpoints 3
+        --log-interval 1 --eval-interval 1000 --eval-iters 10
+        --tensorboard-dir "${TENSORBOARD_DIR}"
+        --wandb-project "${WANDB_PROJECT}" --wandb-exp-name "${RUN_NAME}"
+        --wandb-save-dir "${CHECKPOINT_DIR}"
+    )
+    exec torchrun "${distributed_args[@]}" -m megatron_dscoder.pretrain \
+        "${common_args[@]}" "$@"
+}
