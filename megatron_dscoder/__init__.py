@@ -15,6 +15,8 @@ import warnings
 warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
 warnings.filterwarnings("ignore", message="Apex is not installed. Falling back to Torch Norm")
 warnings.filterwarnings("ignore", message="full scope is deprecated")
-# megatron-core 0.16 calls the collectives torch 2.13 renamed; the old names still work.
+# megatron-core 0.16 calls APIs torch 2.13 renamed or deprecated; they still work.
+warnings.filterwarnings("ignore", message="`load_state_dict` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated",
                         category=FutureWarning)

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--recompute-granularity", choices=("full", "selective"), default=None)
     add("--recompute-method", choices=("uniform", "block"), default=None)
     add("--recompute-num-layers", type=int, default=None)
+    add("--exit-interval", type=int, default=None,
+        help="checkpoint and exit when the iteration is a multiple of this")
     add("--max-nonfinite-iters", type=int, default=10,
         help="stop (with a checkpoint) after this many NaN/inf losses in a row")
     add("--inject-nonfinite-loss-iters", type=int, nargs="*", default=[],
@@ -185,7 +187,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, seed=args.seed,
         recompute_granularity=args.recompute_granularity,
         recompute_method=args.recompute_method, recompute_num_layers=args.recompute_num_layers,
-        max_nonfinite_iters=args.max_nonfinite_iters,
+        max_nonfinite_iters=args.max_nonfinite_iters, exit_interval=args.exit_interval,
         inject_nonfinite_loss_iters=tuple(args.inject_nonfinite_loss_iters),
     )
     data = DataConfig(mock_data=args.mock_data or (args.dry_run and not args.data_path),

@@ -117,6 +117,8 @@ class TrainConfig:
     recompute_num_layers: int | None = None
     max_nonfinite_iters: int = 10
     """Consecutive NaN/inf losses (each update skipped) after which the run stops."""
+    exit_interval: int | None = None
+    """Stop (after a checkpoint, with ``--save``) once the iteration is a multiple of this."""
     inject_nonfinite_loss_iters: tuple[int, ...] = ()
     """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
 

@@ -141,9 +141,15 @@ class Trainer:
                 self._evaluate(iteration)
                 window_start = time.perf_counter()
             ckpt = self.run.checkpoint
-            if ckpt.save and ckpt.save_interval and iteration % ckpt.save_interval == 0:
+            saved = bool(ckpt.save and ckpt.save_interval and iteration % ckpt.save_interval == 0)
+            if saved:
                 self.save()
                 window_start = time.perf_counter()
+            if t.exit_interval and iteration % t.exit_interval == 0 and iteration < t.train_iters:
+                if ckpt.save and not saved:
+                    self.save()
+                logger.info("exit interval reached at iteration %d", iteration)
+                return state
         if self.run.checkpoint.save and (not self.run.checkpoint.save_interval
                                          or state.iteration % self.run.checkpoint.save_interval):
             self.save()
