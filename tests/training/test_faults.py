@@ -47,6 +47,8 @@ def outcomes(tmp_path_factory, token_corpus):
                     f"--metrics-jsonl {tmp / 'nan_once.jsonl'}",
         "nan_stop": f"{BASE} --mock-data --train-iters 8 --inject-nonfinite-loss-iters 2 3 4 "
                     f"--max-nonfinite-iters 3 --save {tmp / 'nan_ckpt'}",
+        "exit_interval": f"{BASE} --mock-data --train-iters 6 --exit-interval 3 "
+                         f"--save {tmp / 'exit_ckpt'} --metrics-jsonl {tmp / 'exit.jsonl'}",
     })
     ckpt = good / "iter_0000002"
     truncated = tmp / "truncated"
@@ -127,3 +129,10 @@ def test_truncated_idx(outcomes):
 def test_tokenizer_vocabulary_does_not_fit_data(outcomes):
     res = outcomes["vocab_mismatch"]
     assert res["status"] == "error" and "big_ids.bin: token id 4464" in res["message"]
+
+
+def test_exit_interval_checkpoints_and_stops(outcomes):
+    assert outcomes["exit_interval"]["status"] == "ok"
+    assert [r["iteration"] for r in read_jsonl(outcomes["_tmp"] / "exit.jsonl")] == [1, 2, 3]
+    root = outcomes["_tmp"] / "exit_ckpt"
+    assert (root / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
