@@ -77,28 +77,35 @@ def main() -> int:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seq-length", type=int, default=128)
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=None, help="default: the loop's")
     args = p.parse_args()
     _, run = arguments.parse(
         ["--model", "debug", "--mock-data", "--global-batch-size", "8", "--micro-batch-size", "2",
          "--seq-length", str(args.seq_length), "--train-iters", str(args.iters),
-         "--num-workers", str(args.num_workers)], 1)
+         *(["--num-workers", str(args.num_workers)] if args.num_workers is not None else [])], 1)
     distributed.initialize(run.parallel, run.train.seed)
     model = build_model_chunks(run, build_transformer_config(run))
     optimizer = build_optimizer(run, model)
-    bare, ours, waits = [], [], []
+    bare, ours, waits, cpu_bare, cpu_ours = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         bare_iteration_ms(run, model, optimizer, 3)  # warm-up
         for _ in range(args.rounds):
+            start = time.process_time()
             bare += bare_iteration_ms(run, model, optimizer, args.iters)[1:]
+            cpu_bare.append((time.process_time() - start) * 1000.0 / args.iters)
+            start = time.process_time()
             times, wait = ours_iteration_ms(run, model, optimizer, args.iters, Path(tmp))
+            cpu_ours.append((time.process_time() - start) * 1000.0 / args.iters)
             ours += times[1:]  # the first includes DataLoader worker start-up
             waits += wait[1:]
     distributed.destroy()
     b, o = statistics.median(bare), statistics.median(ours)
-    print(f"bare megatron-core loop : {b:8.2f} ms/iteration (median of {len(bare)})")
-    print(f"megatron_dscoder loop   : {o:8.2f} ms/iteration (median of {len(ours)})")
-    print(f"ratio ours/bare         : {o / b:8.3f}")
+    cb, co = statistics.median(cpu_bare), statistics.median(cpu_ours)
+    print(f"bare megatron-core loop : {b:8.2f} ms/iteration wall, {cb:8.2f} ms CPU "
+          f"(medians of {len(bare)} iterations / {len(cpu_bare)} rounds)")
+    print(f"megatron_dscoder loop   : {o:8.2f} ms/iteration wall, {co:8.2f} ms CPU")
+    print(f"ratio ours/bare         : {o / b:8.3f} wall, {co / cb:.3f} CPU time "
+          "(CPU time is robust to other processes on the machine)")
     print(f"data wait (median share of step time): {100 * statistics.median(waits):.2f} %")
     return 0
 

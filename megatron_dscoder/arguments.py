@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--split", default="99,1,0", help="train,valid,test proportions")
     add("--data-cache-path", default=None)
     add("--tokenizer-model", default=None, help="HF tokenizer directory")
-    add("--num-workers", type=int, default=2)
+    add("--num-workers", type=int, default=None, help="default: 2 on GPU, 0 on CPU")
 
     add = p.add_argument_group("checkpointing").add_argument
     add("--save", default=None)

@@ -64,7 +64,7 @@ def pretrain(out: Path, *flags: str) -> list[str]:
             "--tokenizer-model", str(out / "tokenizer"), "--data-path", str(out / "data" / "code"),
             "--split", "98,2,0", "--data-cache-path", str(out / "data" / "cache"),
             "--tensorboard-dir", str(out / "tensorboard"), "--wandb-project", "megatron_dscoder",
-            "--wandb-save-dir", str(out), "--log-interval", "10", "--num-workers", "1", *flags]
+            "--wandb-save-dir", str(out), "--log-interval", "10", *flags]
 
 
 def plot(out: Path, resumed_at: int) -> Path:

@@ -12,8 +12,12 @@ import pytest
 
 from tests.launch import WORKERS, python_module, read_jsonl, torchrun
 
+# --lr 3e-4 is in the range of the real sizes' peaks (3.5e-4 to 5.3e-4). At the debug recipe's
+# toy LR (3e-3) Adam's normalisation amplifies 1e-6 summation-order differences in near-zero
+# gradient elements, and by iteration 4 grad_norm differs by ~1e-4 across TP layouts while the
+# loss still agrees to 1e-7.
 COMMON = ("--model debug --mock-data --train-iters 5 --global-batch-size 8 "
-          "--micro-batch-size 1 --seq-length 64 --seed 7")
+          "--micro-batch-size 1 --seq-length 64 --seed 7 --lr 3e-4")
 LAYOUTS = {
     2: {
         "tp2_sp": "--tensor-model-parallel-size 2 --sequence-parallel",

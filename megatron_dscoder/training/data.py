@@ -152,8 +152,12 @@ def _collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in keys}
 
 
-def loader(dataset, sampler: MicroBatchSampler, num_workers: int) -> Iterator[dict]:
-    """Prefetching iterator of micro-batches (worker processes read while the step computes)."""
+def loader(dataset, sampler: MicroBatchSampler, num_workers: int | None) -> Iterator[dict]:
+    """Iterator of micro-batches; with workers, they prefetch while the step computes."""
+    if num_workers is None:
+        num_workers = 2 if torch.cuda.is_available() else 0
+    if num_workers == 0:  # inline: no DataLoader machinery on the step's critical path
+        return (_collate([dataset[i] for i in indices]) for indices in sampler)
     return iter(torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
         pin_memory=torch.cuda.is_available(), persistent_workers=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 
@@ -17,23 +18,22 @@ class MockTokens(torch.utils.data.Dataset):
 
     def __init__(self, vocab_size: int, seq_length: int, seed: int) -> None:
         self.vocab_size, self.seq_length, self.seed = vocab_size, seq_length, seed
-        ranks = torch.arange(1, vocab_size + 1, dtype=torch.float64)
-        self._zipf = (1.0 / ranks) / (1.0 / ranks).sum()
+        ranks = np.arange(1, vocab_size + 1, dtype=np.float64)
+        self._zipf_cdf = np.cumsum(1.0 / ranks) / np.sum(1.0 / ranks)
+        self._loss_mask = torch.ones(seq_length, dtype=torch.float32)
+        self._positions = torch.arange(seq_length, dtype=torch.int64)
 
     def __len__(self) -> int:
         return 2**31 - 1
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        period = int(torch.randint(8, 33, (1,), generator=gen))
-        phrase = torch.multinomial(self._zipf, period, replacement=True, generator=gen)
-        text = phrase.repeat(self.seq_length // period + 2)[: self.seq_length + 1]
-        return {
-            "tokens": text[:-1].clone(),
-            "labels": text[1:].clone(),
-            "loss_mask": torch.ones(self.seq_length, dtype=torch.float32),
-            "position_ids": torch.arange(self.seq_length, dtype=torch.int64),
-        }
+        rng = np.random.default_rng([self.seed, index])  # a stream per (seed, sample)
+        period = int(rng.integers(8, 33))
+        phrase = np.searchsorted(self._zipf_cdf, rng.random(period), side="right")
+        phrase = np.minimum(phrase, self.vocab_size - 1)
+        text = torch.from_numpy(np.resize(phrase, self.seq_length + 1).astype(np.int64))
+        return {"tokens": text[:-1], "labels": text[1:], "loss_mask": self._loss_mask,
+                "position_ids": self._positions}
 
 
 def microbatches(dataset: torch.utils.data.Dataset, *, start_sample: int, global_batch_size: int,
