@@ -1,0 +1,161 @@
+"""Batched tokenisation of documents into flat token arrays (no per-token Python loops).
+
+Each document is a list of pieces (text to encode, or a literal token id such as a FIM
+sentinel); EOS is appended to every document. The text of a partition goes through
+``Tokenizer.encode_batch_fast`` in batches of about ``batch_chars`` characters, whatever the
+document sizes (large enough for the tokenizer's thread pool, small enough to bound the memory
+of its ``Encoding`` objects), and each chunk's ids become a numpy array straight away.
+
+The tokenizer is used with ``encode_special_tokens = True`` so that source code which happens
+to contain a special-token string (``<pad>``, ``<|EOT|>``, ...) is encoded as ordinary text:
+only the pipeline itself inserts special tokens.
+
+Long texts (a repository sample can be many MB) are cut into chunks of about ``chunk_chars``
+right after a newline, when the tokenizer's pre-tokenizer isolates every newline (DeepSeek-Coder's
+does: ``[\r\n]`` is its first split rule; :func:`newline_safe` checks it). The tokens are then
+exactly those of the whole text, while the tokenizer's per-text memory stays small and its
+thread pool gets many pieces to share instead of one huge one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from megatron_dscoder.preprocess.fim import Piece
+
+
+@dataclass
+class EncodedPartition:
+    """The tokens of consecutive documents (concatenated) and their lengths."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+
+    @staticmethod
+    def empty(dtype: npt.DTypeLike) -> EncodedPartition:
+        return EncodedPartition(np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32))
+
+
+_PROBE = "x = 1\n\n\tdef f():\n  \n    return 2\r\n// a\u00e9\n\n\n"
+
+
+def prepare_tokenizer(tok: Tokenizer) -> Tokenizer:
+    """Make special-token strings in input text encode as plain text."""
+    tok.encode_special_tokens = True
+    return tok
+
+
+def newline_safe(tok: Tokenizer) -> bool:
+    """True when cutting a text right after any newline cannot change its tokens.
+
+    That holds when there is no normalizer, every CR and LF is a pre-token of its own, and no
+    added token contains a newline.
+    """
+    if tok.normalizer is not None or tok.pre_tokenizer is None:
+        return False
+    if any("\n" in t.content or "\r" in t.content for t in tok.get_added_tokens_decoder().values()):
+        return False
+    spans = {offsets for _, offsets in tok.pre_tokenizer.pre_tokenize_str(_PROBE)}
+    return all((i, i + 1) in spans for i, c in enumerate(_PROBE) if c in "\r\n")
+
+
+def newline_cuts(text: str, chunk_chars: int | None) -> list[int]:
+    """End offsets of the chunks of ``text``: cut right after a newline once a chunk has at least
+    ``chunk_chars`` characters (None: one chunk)."""
+    if chunk_chars is None or len(text) <= chunk_chars:
+        return [len(text)]
+    cuts = []
+    start = 0
+    while len(text) - start > chunk_chars:
+        cut = text.find("\n", start + chunk_chars) + 1
+        if cut == 0:
+            break
+        cuts.append(cut)
+        start = cut
+    if start < len(text):
+        cuts.append(len(text))
+    return cuts
+
+
+def split_at_newlines(text: str, chunk_chars: int | None) -> list[str]:
+    """``text`` cut as :func:`newline_cuts` says."""
+    starts = [0, *newline_cuts(text, chunk_chars)]
+    return [text[a:b] for a, b in zip(starts, starts[1:], strict=False)]
+
+
+def encode_documents(
+    documents: list[list[Piece]],
+    tok: Tokenizer,
+    eos: int,
+    dtype: npt.DTypeLike,
+    batch_chars: int = 1 << 20,
+    chunk_chars: int | None = 16384,
+) -> EncodedPartition:
+    """Tokenise documents; each gets EOS appended.
+
+    Text is sent to the tokenizer in batches of about ``batch_chars`` characters whatever the
+    document sizes (a document of many MB spans several batches), and every chunk's ids become
+    a numpy array at once, so memory stays near the size of the output tokens.
+    ``chunk_chars`` must only be set for a :func:`newline_safe` tokenizer (None: no chunking).
+    """
+    cuts = [
+        newline_cuts(piece, chunk_chars)
+        for pieces in documents
+        for piece in pieces
+        if isinstance(piece, str) and piece
+    ]
+
+    def chunks() -> Iterator[str]:
+        texts = (p for pieces in documents for p in pieces if isinstance(p, str) and p)
+        for text, ends in zip(texts, cuts, strict=True):
+            start = 0
+            for end in ends:
+                yield text[start:end]
+                start = end
+
+    encoded = _encoded_chunks(chunks(), tok, np.dtype(dtype), batch_chars)
+    piece_cuts = iter(cuts)
+    parts: list[np.ndarray] = []
+    lengths = np.zeros(len(documents), dtype=np.int32)
+    for index, pieces in enumerate(documents):
+        size = 0
+        for piece in pieces:
+            if isinstance(piece, int):
+                parts.append(np.array([piece], dtype=dtype))
+                size += 1
+            elif piece:
+                for _ in next(piece_cuts):
+                    part = next(encoded)
+                    parts.append(part)
+                    size += part.size
+        parts.append(np.array([eos], dtype=dtype))
+        lengths[index] = size + 1
+    if not parts:
+        return EncodedPartition.empty(dtype)
+    return EncodedPartition(np.concatenate(parts), lengths)
+
+
+def _encoded_chunks(
+    chunks: Iterator[str], tok: Tokenizer, dtype: np.dtype, batch_chars: int
+) -> Iterator[np.ndarray]:
+    """The ids of each chunk, in order, encoding ``batch_chars`` characters at a time."""
+    batch: list[str] = []
+    size = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= batch_chars:
+            yield from _encode(batch, tok, dtype)
+            batch, size = [], 0
+    if batch:
+        yield from _encode(batch, tok, dtype)
+
+
+def _encode(batch: list[str], tok: Tokenizer, dtype: np.dtype) -> Iterator[np.ndarray]:
+    for encoding in tok.encode_batch_fast(batch, add_special_tokens=False):
+        yield np.array(encoding.ids, dtype=dtype)

@@ -1,0 +1,146 @@
+"""Writer for Megatron's indexed binary format (MMIDIDX v1 ``.bin`` + ``.idx``), numpy only.
+
+``.bin`` is every document's tokens back to back (uint16 when the vocabulary has fewer than
+65,500 entries, else int32). ``.idx`` is::
+
+    b"MMIDIDX\\x00\\x00" | u64 version=1 | u8 dtype code | u64 S | u64 S+1
+    | int32[S] lengths | int64[S] byte pointers | int64[S+1] document indices (0..S)
+
+with one sequence per document (S documents). megatron-core's ``IndexedDataset`` reads it as
+is. This writer does not import torch (megatron-core's builder does), keeps memory flat (the
+lengths are spooled to a temporary file and the index is written in chunks), and is crash-safe:
+both files are written under temporary names and renamed only at :meth:`finalize` (the old
+``.idx`` is removed first and the new one is renamed last, so an interrupted run never leaves a
+``.bin``/``.idx`` pair that looks complete).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+INDEX_HEADER = b"MMIDIDX\x00\x00"
+INDEX_VERSION = 1
+DTYPE_CODES: dict[type, int] = {
+    np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5,
+    np.float64: 6, np.float32: 7, np.uint16: 8,
+}  # fmt: skip
+_CHUNK = 1 << 20
+
+
+class EmptyOutputError(RuntimeError):
+    """No document was written; no output pair is produced (megatron cannot map an empty .bin)."""
+
+
+def token_dtype(vocab_size: int) -> type:
+    """Megatron's rule: uint16 when the vocabulary has fewer than 65,500 entries, else int32."""
+    return np.uint16 if vocab_size < 65500 else np.int32
+
+
+class IndexedDatasetWriter:
+    """Appends documents to ``{prefix}.bin``/``.idx`` (temporary names until :meth:`finalize`)."""
+
+    def __init__(self, prefix: str, dtype: npt.DTypeLike) -> None:
+        self.prefix = str(prefix)
+        self.dtype = np.dtype(dtype)
+        directory = os.path.dirname(os.path.abspath(self.prefix))
+        os.makedirs(directory, exist_ok=True)
+        base = os.path.basename(self.prefix)
+        self._bin_path = self._temp(directory, f"{base}.bin.")
+        self._idx_path = self._temp(directory, f"{base}.idx.")
+        self._lengths_path = self._temp(directory, f"{base}.lengths.")
+        self._bin = open(self._bin_path, "wb")  # closed in finalize/abort
+        self._lengths = open(self._lengths_path, "wb")
+        self.documents = 0
+        self.tokens = 0
+
+    @staticmethod
+    def _temp(directory: str, prefix: str) -> str:
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=directory)
+        os.close(fd)
+        return path
+
+    def add(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        """Append documents: ``tokens`` is their concatenation, ``lengths`` their sizes."""
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+        if int(lengths.sum(dtype=np.int64)) != tokens.size:
+            raise ValueError("lengths do not add up to the number of tokens")
+        self._bin.write(tokens.tobytes())
+        self._lengths.write(lengths.tobytes())
+        self.documents += lengths.size
+        self.tokens += tokens.size
+
+    def finalize(self) -> tuple[str, str]:
+        """Write the index and move both files into place; returns (bin path, idx path)."""
+        if self.documents == 0:
+            self.abort()
+            raise EmptyOutputError(f"no documents to write to {self.prefix}.bin")
+        self._bin.close()
+        self._lengths.close()
+        self._write_index()
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (self._bin_path, self._idx_path):
+            os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600 files
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        bin_final, idx_final = f"{self.prefix}.bin", f"{self.prefix}.idx"
+        if os.path.exists(idx_final):
+            os.remove(idx_final)
+        os.replace(self._bin_path, bin_final)
+        os.replace(self._idx_path, idx_final)
+        os.remove(self._lengths_path)
+        return bin_final, idx_final
+
+    def _write_index(self) -> None:
+        count = self.documents
+        with open(self._idx_path, "wb") as idx:
+            idx.write(INDEX_HEADER)
+            idx.write(struct.pack("<Q", INDEX_VERSION))
+            idx.write(struct.pack("<B", DTYPE_CODES[self.dtype.type]))
+            idx.write(struct.pack("<Q", count))
+            idx.write(struct.pack("<Q", count + 1))
+            for chunk in self._length_chunks():
+                idx.write(chunk.tobytes())
+            pointer = 0
+            for chunk in self._length_chunks():
+                sizes = chunk.astype(np.int64) * self.dtype.itemsize
+                starts = np.cumsum(sizes) - sizes + pointer
+                pointer += int(sizes.sum())
+                idx.write(starts.tobytes())
+            for start in range(0, count + 1, _CHUNK):
+                idx.write(
+                    np.arange(start, min(start + _CHUNK, count + 1), dtype=np.int64).tobytes()
+                )
+
+    def _length_chunks(self) -> Iterator[np.ndarray]:
+        with open(self._lengths_path, "rb") as f:
+            while data := f.read(_CHUNK * 4):
+                yield np.frombuffer(data, dtype=np.int32)
+
+    def abort(self) -> None:
+        """Close and delete the temporary files (the final names are never touched)."""
+        for handle in (self._bin, self._lengths):
+            handle.close()
+        for path in (self._bin_path, self._idx_path, self._lengths_path):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def __enter__(self) -> IndexedDatasetWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -1,0 +1,263 @@
+"""Input discovery and partitioning: turn ``--input`` paths into small, ordered tasks.
+
+Three kinds of input are accepted:
+
+- JSONL, plain or compressed (``.gz``, ``.zst``/``.zstd``): one record per line. The reader
+  streams the file (decompressing on the fly) and cuts it into blobs of complete lines of about
+  ``blob_bytes``; a line longer than ``max_record_bytes`` is skipped *while streaming*, without
+  ever being held in memory, and counted as ``record_too_large``.
+- Parquet (``.parquet``): one task per row group, read by the worker itself.
+- A directory whose subdirectories are repository checkouts: one task per batch of files of
+  one repository (files directly inside the directory form a repository named after it).
+
+Tasks are produced in a deterministic order (inputs in the order given, directory entries
+sorted) and do not depend on the worker count, which is what makes the output byte-identical
+for any ``--workers``. Workers turn tasks into records with :mod:`.readers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from megatron_dscoder.preprocess.compression import is_zstd, open_compressed, zstd_complete
+from megatron_dscoder.preprocess.records import language_of
+
+logger = logging.getLogger(__name__)
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+#: Typical expansion of compressed input, used only to size the repository partitions.
+COMPRESSION_RATIO = {".gz": 4.0, ".zst": 5.0, ".zstd": 5.0, ".parquet": 4.0, ".pq": 4.0}
+
+
+@dataclass(frozen=True)
+class JsonlBlob:
+    """Complete JSONL lines cut from one input file."""
+
+    source: str
+    blob: bytes
+    input_bytes: int
+
+
+@dataclass(frozen=True)
+class ParquetRowGroup:
+    """One row group of a Parquet file."""
+
+    source: str
+    row_group: int
+    input_bytes: int
+
+
+@dataclass(frozen=True)
+class RepoFiles:
+    """A batch of files from one repository checkout (paths relative to ``root``)."""
+
+    source: str
+    repo: str
+    root: str
+    paths: tuple[str, ...]
+    input_bytes: int
+
+
+Task = JsonlBlob | ParquetRowGroup | RepoFiles
+
+
+def input_kind(path: str) -> str:
+    """'dir', 'parquet' or 'jsonl' (anything else is read as JSONL)."""
+    if os.path.isdir(path):
+        return "dir"
+    if path.lower().endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    return "jsonl"
+
+
+def estimated_text_bytes(paths: list[str]) -> int:
+    """Rough uncompressed size of all inputs (sizes the repository partitions; never exact)."""
+    total = 0
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                total += sum(_size(os.path.join(root, f)) for f in files if language_of("", f))
+            continue
+        ratio = next((r for s, r in COMPRESSION_RATIO.items() if path.lower().endswith(s)), 1.0)
+        total += int(_size(path) * ratio)
+    return total
+
+
+def total_input_bytes(paths: list[str]) -> int:
+    """On-disk bytes of all inputs (the unit of the progress bar)."""
+    return estimated_text_bytes([p for p in paths if os.path.isdir(p)]) + sum(
+        _size(p) for p in paths if not os.path.isdir(p)
+    )
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def iter_line_blobs(
+    stream: BinaryIO, blob_bytes: int, max_line_bytes: int, on_oversize: Callable[[], None]
+) -> Iterator[bytes]:
+    """Yield blobs of complete lines (each about ``blob_bytes``) from a binary stream.
+
+    Memory stays below ``blob_bytes + max_line_bytes + 1 MiB`` whatever the input: a line that
+    grows past ``max_line_bytes`` is dropped while it streams past (``on_oversize`` is called
+    once for it). A final line without a newline is still yielded.
+    """
+    block = max(1 << 16, min(1 << 20, blob_bytes))
+    pending: list[bytes] = []
+    pending_size = 0
+    tail = 0  # bytes of the unfinished line at the end of ``pending``
+    skipping = False
+    while data := stream.read(block):
+        if skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                continue
+            skipping = False
+            data = data[newline + 1 :]
+        newline = data.rfind(b"\n")
+        tail = tail + len(data) if newline < 0 else len(data) - newline - 1
+        pending.append(data)
+        pending_size += len(data)
+        if tail > max_line_bytes:
+            if pending_size > tail:
+                yield b"".join(pending)[: pending_size - tail]
+            on_oversize()
+            pending, pending_size, tail, skipping = [], 0, 0, True
+        elif pending_size >= blob_bytes and pending_size > tail:
+            buffer = b"".join(pending)
+            cut = pending_size - tail
+            yield buffer[:cut]
+            pending, pending_size = ([buffer[cut:]] if tail else []), tail
+    if pending_size:
+        yield b"".join(pending)
+
+
+def jsonl_tasks(
+    path: str, blob_bytes: int, max_record_bytes: int, bad: Counter[str]
+) -> Iterator[JsonlBlob]:
+    """Tasks for one JSONL file; unreadable or corrupt files are counted, never raised."""
+    try:
+        stream, raw = open_compressed(path)
+    except OSError as err:
+        logger.warning("skipping unreadable input %s: %s", path, err)
+        bad["unreadable_file"] += 1
+        return
+    position = 0
+    emitted = False
+    try:
+        with raw, stream:
+            blobs = iter_line_blobs(
+                stream, blob_bytes, max_record_bytes, lambda: bad.update(["record_too_large"])
+            )
+            for blob in blobs:
+                now = raw.tell()
+                emitted = True
+                yield JsonlBlob(path, blob, now - position)
+                position = now
+    except Exception as err:  # truncated or corrupt compressed stream (gzip, zstd errors)
+        logger.warning("input %s is corrupt after %d bytes: %s", path, position, err)
+        bad["unreadable_file"] += 1
+        return
+    if is_zstd(path) and not zstd_complete(path):
+        logger.warning("input %s is truncated; its readable part was used", path)
+        bad["unreadable_file"] += 1
+    elif not emitted:
+        bad["empty_file"] += 1
+
+
+def parquet_tasks(path: str, bad: Counter[str]) -> Iterator[ParquetRowGroup]:
+    """One task per row group of a Parquet file."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as err:  # pyarrow raises several types for bad files
+        logger.warning("skipping unreadable Parquet input %s: %s", path, err)
+        bad["unreadable_file"] += 1
+        return
+    if meta.num_row_groups == 0:
+        bad["empty_file"] += 1
+    for i in range(meta.num_row_groups):
+        yield ParquetRowGroup(path, i, meta.row_group(i).total_byte_size)
+
+
+def repo_dir_tasks(
+    root: str, batch_bytes: int, max_record_bytes: int, bad: Counter[str], skipped: Counter[str]
+) -> Iterator[RepoFiles]:
+    """Tasks for a directory of repository checkouts; hidden directories (``.git``) are skipped."""
+    top = Path(root)
+    entries = sorted(os.scandir(top), key=lambda e: e.name)
+    loose = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    repos = [(top.name, top, loose, False)]
+    repos += [
+        (e.name, top / e.name, None, True)
+        for e in entries
+        if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+    ]
+    for repo, repo_root, names, recursive in repos:
+        files = _walk_files(repo_root) if recursive else names or []
+        batch: list[str] = []
+        size = 0
+        for rel in files:
+            file_size = _size(str(repo_root / rel))
+            if not language_of("", rel):
+                skipped["unknown_language"] += 1
+                continue
+            if file_size > max_record_bytes:
+                bad["record_too_large"] += 1
+                continue
+            batch.append(rel)
+            size += file_size
+            if size >= batch_bytes:
+                yield RepoFiles(root, repo, str(repo_root), tuple(batch), size)
+                batch, size = [], 0
+        if batch:
+            yield RepoFiles(root, repo, str(repo_root), tuple(batch), size)
+
+
+def _walk_files(repo_root: Path) -> list[str]:
+    out = []
+    for dirpath, dirs, files in os.walk(repo_root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel_dir = os.path.relpath(dirpath, repo_root)
+        for name in sorted(files):
+            if not os.path.islink(os.path.join(dirpath, name)):
+                out.append(name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/"))
+    return out
+
+
+def iter_tasks(
+    inputs: list[str],
+    blob_bytes: int,
+    max_record_bytes: int,
+    bad: Counter[str],
+    skipped: Counter[str] | None = None,
+) -> Iterator[Task]:
+    """All tasks of all inputs, in a deterministic order.
+
+    Bad inputs are counted in ``bad``; files of checkouts in no known language in ``skipped``.
+    """
+    skipped = Counter() if skipped is None else skipped
+    for path in inputs:
+        if not os.path.exists(path):
+            logger.warning("input %s does not exist", path)
+            bad["unreadable_file"] += 1
+            continue
+        kind = input_kind(path)
+        if kind == "dir":
+            yield from repo_dir_tasks(path, blob_bytes, max_record_bytes, bad, skipped)
+        elif kind == "parquet":
+            yield from parquet_tasks(path, bad)
+        else:
+            yield from jsonl_tasks(path, blob_bytes, max_record_bytes, bad)

