@@ -6,8 +6,6 @@
 import json
 import sys
 
-import torch
-
 from megatron_dscoder import arguments, distributed, planner
 from megatron_dscoder.training.build import (
     build_model_chunks,
