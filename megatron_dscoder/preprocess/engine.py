@@ -1,0 +1,142 @@
+"""Execution engines: where the pipeline's partition functions run.
+
+The orchestration in :mod:`.pipeline` only ever calls ``engine.map(fn, items, config)``: run
+the module-level function ``fn(item, config)`` on every item, and yield ``(item, result)`` in
+item order with a bounded number of items in flight. The stage code (``fn``) is the same for
+every engine; engines differ only in where it runs:
+
+``local`` (default)  a ``spawn`` process pool of ``--workers`` processes on this machine
+                     (``--workers 1``: in this process).
+``ray``              Ray tasks on a Ray cluster (``--ray-address``; none starts a local Ray
+                     instance on this machine). ``config`` is put in the object store once;
+                     each item and result travels through it. Workers read the inputs and
+                     read/write the work directory themselves, so inputs, ``--output-prefix``
+                     and ``--tmp-dir`` must be on storage every node sees, and
+                     ``megatron_dscoder`` must be importable on every node (installed in the
+                     same environment, or shipped with a Ray ``runtime_env``).
+
+Because results are consumed in item order and the stage code is deterministic, both engines
+(and any worker count) write byte-identical output.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+C = TypeVar("C")
+
+ENGINES = ("local", "ray")
+
+
+class InlineExecutor(Executor):
+    """Runs each call at submit time in this process (``--workers 1``)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+class LocalEngine:
+    """A process pool (or this process) running partition functions."""
+
+    name = "local"
+
+    def __init__(self, workers: int, initializer: Callable[[C], None], config: C) -> None:
+        self.workers = max(1, workers)
+        self.executor: Executor = (
+            InlineExecutor()
+            if self.workers == 1
+            else ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=initializer,
+                initargs=(config,),
+            )
+        )
+        self.in_flight = 2 * self.workers + 2 if self.workers > 1 else 1
+        self.config = config
+
+    def map(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` in item order, at most ``in_flight`` pending."""
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for item in items:
+            pending.append((item, self.executor.submit(fn, item, self.config)))
+            while len(pending) >= self.in_flight:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+    def close(self, cancel: bool = False) -> None:
+        self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _ray_call(fn: Callable[[T, Any], R], item: T, config: Any) -> R:
+    return fn(item, config)
+
+
+class RayEngine:
+    """Ray tasks; joins the running Ray instance, or ``address``, or starts a local one."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, config: Any, max_in_flight: int = 0) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise ValueError("--engine ray needs Ray installed (pip install ray)") from err
+        self.ray = ray
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            ray.init(address=address or None, include_dashboard=False, logging_level="WARNING")
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = cpus
+        self.in_flight = max_in_flight or 2 * cpus + 2
+        self.remote = ray.remote(num_cpus=1, max_retries=2)(_ray_call)
+        self.config_ref = ray.put(config)
+        logger.info("Ray engine: %d CPUs, %d tasks in flight", cpus, self.in_flight)
+
+    def map(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` in item order, at most ``in_flight`` pending."""
+        pending: deque[tuple[T, Any]] = deque()
+        for item in items:
+            pending.append((item, self.remote.remote(fn, item, self.config_ref)))
+            while len(pending) >= self.in_flight:
+                done, ref = pending.popleft()
+                yield done, self.ray.get(ref)
+        while pending:
+            done, ref = pending.popleft()
+            yield done, self.ray.get(ref)
+
+    def close(self, cancel: bool = False) -> None:
+        del self.config_ref
+        if self.owns:
+            self.ray.shutdown()
+
+
+Engine = LocalEngine | RayEngine
+
+
+def make_engine(
+    kind: str,
+    workers: int,
+    config: Any,
+    initializer: Callable[[Any], None],
+    ray_address: str | None = None,
+) -> Engine:
+    """The engine named ``kind`` (one of :data:`ENGINES`)."""
+    if kind == "local":
+        return LocalEngine(workers, initializer, config)
+    if kind == "ray":
+        return RayEngine(ray_address, config)
+    raise ValueError(f"unknown engine {kind!r} (choose from {', '.join(ENGINES)})")

@@ -1,0 +1,141 @@
+"""Output shards: one per partition, written by the worker that made it, then merged.
+
+Every partition of the pipeline (an input task of pass 1, a spill region of pass 2) is a
+*shard*, numbered in the deterministic order of the tasks. Its worker writes, under the run's
+work directory (shared storage on a cluster):
+
+- ``s{shard}.tok.npy`` / ``.len.npy`` / ``.nf.npy``: its documents' tokens, lengths and
+  number of source files;
+- ``s{shard}.sig.npy`` / ``.key.npy`` / ``.id.npy``: MinHash signatures and sorted band
+  records for the dedup group-by (:mod:`.dedup`), when dedup is on.
+
+After deduplication, :func:`finalize_shard` (again a worker task) drops the shard's
+near-duplicates and writes ``shards/shard-{shard}.bin/.idx``, a complete Megatron indexed
+dataset; :func:`merge_shards` (the driver) concatenates the shards in order into
+``PREFIX.bin/.idx``. With ``--keep-shards`` the shard datasets are kept next to the output
+(``PREFIX.shards/``), e.g. to blend them at training time instead.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from megatron_dscoder.preprocess.dedup import save_array, shard_file, write_band_records
+from megatron_dscoder.preprocess.indexed import (
+    DTYPE_CODES,
+    INDEX_HEADER,
+    IndexedDatasetWriter,
+)
+from megatron_dscoder.preprocess.sources import Task
+from megatron_dscoder.preprocess.spill import Region
+from megatron_dscoder.preprocess.stages import StageConfig, map_task, reduce_region
+from megatron_dscoder.preprocess.stats import PartitionStats
+
+_CODES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """A partition to process and the number of the shard it becomes."""
+
+    index: int
+    work: Task | Region
+
+
+@dataclass
+class ShardResult:
+    """What a shard task returns to the driver (its tokens stay on disk)."""
+
+    index: int
+    documents: int
+    band_records: int
+    spill: dict[int, bytes]
+    stats: PartitionStats
+
+
+def run_shard(task: ShardTask, config: StageConfig) -> ShardResult:
+    """Pass 1 (input task) or pass 2 (spill region) of one partition, written as a shard."""
+    if isinstance(task.work, Region):
+        result = reduce_region(task.work, config)
+        spill: dict[int, bytes] = {}
+    else:
+        mapped = map_task(task.work, config)
+        result, spill = mapped, mapped.spill
+    stats = result.stats
+    documents = int(result.encoded.lengths.size)
+    records = 0
+    with stats.timed("write_shard"):
+        if documents:
+            save_array(shard_file(config.work_dir, task.index, "tok"), result.encoded.tokens)
+            save_array(shard_file(config.work_dir, task.index, "len"), result.encoded.lengths)
+            save_array(shard_file(config.work_dir, task.index, "nf"), result.files)
+        if documents and result.signatures is not None and config.dedup is not None:
+            records = write_band_records(
+                config.work_dir, task.index, result.signatures, config.dedup
+            )
+    return ShardResult(task.index, documents, records, spill, stats)
+
+
+def shard_prefix(work_dir: str, index: int) -> str:
+    return os.path.join(work_dir, "shards", f"shard-{index:07d}")
+
+
+@dataclass(frozen=True)
+class FinalizeTask:
+    """A shard to finalise and the positions of its documents to drop (sorted)."""
+
+    index: int
+    dropped: np.ndarray
+
+
+def finalize_shard(task: FinalizeTask, config: StageConfig) -> tuple[int, int, int]:
+    """Write the shard's kept documents as ``shards/shard-N.bin/.idx``; (documents, tokens,
+    files) written."""
+    tokens = np.load(shard_file(config.work_dir, task.index, "tok"))
+    lengths = np.load(shard_file(config.work_dir, task.index, "len"))
+    files = np.load(shard_file(config.work_dir, task.index, "nf"))
+    if task.dropped.size:
+        keep = np.ones(lengths.size, dtype=bool)
+        keep[task.dropped] = False
+        tokens = tokens[np.repeat(keep, lengths)]
+        lengths, files = lengths[keep], files[keep]
+    written = (0, 0, 0)
+    if lengths.size:
+        writer = IndexedDatasetWriter(shard_prefix(config.work_dir, task.index), config.dtype)
+        try:
+            writer.add(tokens, lengths)
+            writer.finalize()
+        except BaseException:
+            writer.abort()
+            raise
+        written = (int(lengths.size), int(tokens.size), int(files.sum()))
+    for kind in ("tok", "len", "nf", "sig", "key", "id"):
+        path = shard_file(config.work_dir, task.index, kind)
+        if os.path.exists(path):
+            os.remove(path)
+    return written
+
+
+def read_shard(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, lengths) of an MMIDIDX v1 dataset written by this pipeline (no torch)."""
+    with open(f"{prefix}.idx", "rb") as f:
+        head = f.read(len(INDEX_HEADER) + 8 + 1 + 16)
+        if not head.startswith(INDEX_HEADER):
+            raise ValueError(f"{prefix}.idx is not an MMIDIDX index")
+        offset = len(INDEX_HEADER) + 8
+        code = head[offset]
+        (count,) = struct.unpack_from("<Q", head, offset + 1)
+        lengths = np.fromfile(f, dtype=np.int32, count=count)
+    tokens = np.fromfile(f"{prefix}.bin", dtype=_CODES[code])
+    return tokens, lengths
+
+
+def merge_shards(prefixes: list[str], writer: IndexedDatasetWriter) -> None:
+    """Append the shard datasets, in order, to ``writer``."""
+    for prefix in prefixes:
+        tokens, lengths = read_shard(prefix)
+        writer.add(tokens, lengths)
