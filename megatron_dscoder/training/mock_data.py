@@ -7,8 +7,6 @@ depends only on its global index, every parallel layout sees exactly the same gl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 
@@ -34,18 +32,3 @@ class MockTokens(torch.utils.data.Dataset):
         text = torch.from_numpy(np.resize(phrase, self.seq_length + 1).astype(np.int64))
         return {"tokens": text[:-1], "labels": text[1:], "loss_mask": self._loss_mask,
                 "position_ids": self._positions}
-
-
-def microbatches(dataset: torch.utils.data.Dataset, *, start_sample: int, global_batch_size: int,
-                 micro_batch_size: int, dp_rank: int, dp_size: int
-                 ) -> Iterator[dict[str, torch.Tensor]]:
-    """This data-parallel rank's micro-batches of one global batch, in Megatron's sampler order.
-
-    Micro-batch ``m`` of DP rank ``r`` holds samples
-    ``start + m * (mbs * dp) + r * mbs + [0, mbs)``, as ``MegatronPretrainingSampler`` deals them.
-    """
-    stride = micro_batch_size * dp_size
-    for first in range(start_sample, start_sample + global_batch_size, stride):
-        base = first + dp_rank * micro_batch_size
-        samples = [dataset[base + k] for k in range(micro_batch_size)]
-        yield {key: torch.stack([s[key] for s in samples]) for key in samples[0]}

@@ -12,7 +12,8 @@ from megatron_dscoder.training.build import (
     build_optimizer,
     build_transformer_config,
 )
-from megatron_dscoder.training.mock_data import MockTokens, microbatches
+from megatron_dscoder.training.data import MicroBatchSampler, loader
+from megatron_dscoder.training.mock_data import MockTokens
 from megatron_dscoder.training.step import train_step
 
 
@@ -22,8 +23,9 @@ def main() -> None:
     distributed.initialize(run.parallel, run.train.seed)
     model = build_model_chunks(run, build_transformer_config(run))
     optimizer = build_optimizer(run, model)
-    data = microbatches(MockTokens(run.arch.vocab_size, 32, 0), start_sample=0,
-                        global_batch_size=2, micro_batch_size=1, dp_rank=0, dp_size=1)
+    sampler = MicroBatchSampler(total_samples=2, consumed_samples=0, micro_batch_size=1,
+                                dp_rank=0, dp_size=1)
+    data = loader(MockTokens(run.arch.vocab_size, 32, 0), sampler, num_workers=0)
     train_step(model, optimizer, data, num_microbatches=2, seq_length=32, micro_batch_size=1)
     buffers = model[0].buffers
     if buffers[0].param_data is not None:
