@@ -31,10 +31,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: setup
-	$(PY) -m megatron_dscoder.demo --output $(DEMO_OUT)
+	$(PY) examples/demo.py --output $(DEMO_OUT)
 
 lint: setup
-	$(VENV)/bin/ruff check megatron_dscoder tools tests benchmarks
+	$(VENV)/bin/ruff check megatron_dscoder tools tests benchmarks examples
+	$(VENV)/bin/ruff format --check megatron_dscoder tools tests benchmarks examples
 	@scripts=$$(ls examples/*.sh examples/*.sbatch 2>/dev/null); if [ -n "$$scripts" ]; then \
 		for s in $$scripts; do bash -n "$$s"; done; $(VENV)/bin/shellcheck -x $$scripts; fi
 	@if [ -f Dockerfile ]; then $(VENV)/bin/hadolint Dockerfile; fi

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
-from megatron_dscoder import arguments, distributed
-from megatron_dscoder.metrics import MetricsLogger
+from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.parallel import distributed
 from megatron_dscoder.training.build import (
     build_model_chunks,
     build_optimizer,
     build_transformer_config,
 )
 from megatron_dscoder.training.loop import Trainer, TrainState
+from megatron_dscoder.training.metrics import MetricsLogger
 from megatron_dscoder.training.mock_data import MockTokens
 from megatron_dscoder.training.step import make_forward_step
 
@@ -52,9 +53,14 @@ def bare_iteration_ms(run, model, optimizer, iters: int) -> list[float]:  # noqa
             chunk.zero_grad_buffer()
         optimizer.zero_grad()
         get_forward_backward_func()(
-            forward_step_func=make_forward_step(), data_iterator=iter(batches), model=model,
-            num_microbatches=run.num_microbatches, seq_length=t.seq_length,
-            micro_batch_size=t.micro_batch_size, forward_only=False)
+            forward_step_func=make_forward_step(),
+            data_iterator=iter(batches),
+            model=model,
+            num_microbatches=run.num_microbatches,
+            seq_length=t.seq_length,
+            micro_batch_size=t.micro_batch_size,
+            forward_only=False,
+        )
         optimizer.step()
         times.append((time.perf_counter() - start) * 1000.0)
     return times
@@ -80,9 +86,22 @@ def main() -> int:
     p.add_argument("--num-workers", type=int, default=None, help="default: the loop's")
     args = p.parse_args()
     _, run = arguments.parse(
-        ["--model", "debug", "--mock-data", "--global-batch-size", "8", "--micro-batch-size", "2",
-         "--seq-length", str(args.seq_length), "--train-iters", str(args.iters),
-         *(["--num-workers", str(args.num_workers)] if args.num_workers is not None else [])], 1)
+        [
+            "--model",
+            "debug",
+            "--mock-data",
+            "--global-batch-size",
+            "8",
+            "--micro-batch-size",
+            "2",
+            "--seq-length",
+            str(args.seq_length),
+            "--train-iters",
+            str(args.iters),
+            *(["--num-workers", str(args.num_workers)] if args.num_workers is not None else []),
+        ],
+        1,
+    )
     distributed.initialize(run.parallel, run.train.seed)
     model = build_model_chunks(run, build_transformer_config(run))
     optimizer = build_optimizer(run, model)
@@ -101,11 +120,15 @@ def main() -> int:
     distributed.destroy()
     b, o = statistics.median(bare), statistics.median(ours)
     cb, co = statistics.median(cpu_bare), statistics.median(cpu_ours)
-    print(f"bare megatron-core loop : {b:8.2f} ms/iteration wall, {cb:8.2f} ms CPU "
-          f"(medians of {len(bare)} iterations / {len(cpu_bare)} rounds)")
+    print(
+        f"bare megatron-core loop : {b:8.2f} ms/iteration wall, {cb:8.2f} ms CPU "
+        f"(medians of {len(bare)} iterations / {len(cpu_bare)} rounds)"
+    )
     print(f"megatron_dscoder loop   : {o:8.2f} ms/iteration wall, {co:8.2f} ms CPU")
-    print(f"ratio ours/bare         : {o / b:8.3f} wall, {co / cb:.3f} CPU time "
-          "(CPU time is robust to other processes on the machine)")
+    print(
+        f"ratio ours/bare         : {o / b:8.3f} wall, {co / cb:.3f} CPU time "
+        "(CPU time is robust to other processes on the machine)"
+    )
     print(f"data wait (median share of step time): {100 * statistics.median(waits):.2f} %")
     return 0
 

@@ -1,9 +1,10 @@
 """megatron_dscoder: DeepSeek-Coder pretraining on megatron-core.
 
-Modules: ``models`` (size registry), ``model`` (GPTModel builder), ``init`` (layout-independent
-initialisation), ``config``/``arguments`` (validated run configuration), ``distributed``
-(process groups), ``cpu_compat`` (megatron-core on CPU), ``training`` (step and loop),
-``pretrain`` (entry point).
+Rooms: ``model`` (size registry, GPTModel builder, weight init, FLOPs), ``config`` (frozen run
+configuration, recipes, command line), ``parallel`` (process groups, megatron-core on CPU),
+``data`` (the MMIDIDX format), ``training`` (entry point, loop, step, checkpoints, metrics,
+planner), ``preprocess`` (raw code -> MMIDIDX), ``convert`` (Hugging Face interop).
+``docs/ARCHITECTURE.md`` draws the map.
 """
 
 __version__ = "0.1.0"
@@ -18,5 +19,6 @@ warnings.filterwarnings("ignore", message="full scope is deprecated")
 # megatron-core 0.16 calls APIs torch 2.13 renamed or deprecated; they still work.
 warnings.filterwarnings("ignore", message="`load_state_dict` is deprecated", category=FutureWarning)
 warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
-warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated",
-                        category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning
+)

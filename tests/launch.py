@@ -20,31 +20,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(nproc: int, script: str | Path, *args: str, timeout: float = 600,
-             check: bool = True, env: dict[str, str | None] | None = None
-             ) -> subprocess.CompletedProcess:
+def torchrun(
+    nproc: int,
+    script: str | Path,
+    *args: str,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict[str, str | None] | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``script`` on ``nproc`` local ranks; output is captured and shown on failure."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", str(script), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        f"--master-port={free_port()}",
+        str(script),
+        *args,
+    ]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None unsets
-    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
-def python_module(module: str, *args: str, timeout: float = 600, check: bool = True,
-                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def python_module(
+    module: str,
+    *args: str,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` in a fresh interpreter from the repository root."""
     cmd = [sys.executable, "-m", module, *args]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
@@ -55,11 +83,25 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def torchrun_popen(nproc: int, args: list[str], log_path: Path) -> subprocess.Popen:
     """Start ``torchrun -m megatron_dscoder.pretrain ARGS`` in its own process group."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", "-m", "megatron_dscoder.pretrain", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        f"--master-port={free_port()}",
+        "-m",
+        "megatron_dscoder.pretrain",
+        *args,
+    ]
     log = open(log_path, "w")  # noqa: SIM115 - closed by the child's exit
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: float = 300) -> int:
@@ -75,8 +117,11 @@ def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: fl
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logged = [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r] \
-            if metrics.exists() else []
+        logged = (
+            [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r]
+            if metrics.exists()
+            else []
+        )
         if logged and logged[-1] >= iteration:
             tree = psutil.Process(proc.pid)
             victims = [tree, *tree.children(recursive=True)]
@@ -86,8 +131,9 @@ def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: fl
             proc.wait()
             time.sleep(0.5)
             after = [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r]
-            assert after == logged or after[: len(logged)] == logged and len(after) <= \
-                len(logged) + 1, f"run kept training after SIGKILL: {after}"
+            assert (
+                after == logged or after[: len(logged)] == logged and len(after) <= len(logged) + 1
+            ), f"run kept training after SIGKILL: {after}"
             return after[-1]
         if proc.poll() is not None:
             raise AssertionError(f"run exited ({proc.returncode}) before iteration {iteration}")

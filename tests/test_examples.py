@@ -17,21 +17,54 @@ from tests.training.conftest import token_corpus  # noqa: F401 - shared fixture
 
 
 def test_pretrain_33b_launcher_runs_with_overrides(tmp_path, token_corpus):  # noqa: F811
-    env = {**os.environ, "GPUS_PER_NODE": "2", "NNODES": "1", "NODE_RANK": "0",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DATA_PATH": f"0.5 {token_corpus['code']} 0.5 {token_corpus['prose']}",
-           "TOKENIZER_MODEL": str(token_corpus["tokenizer"]),
-           "DATA_CACHE_PATH": str(tmp_path / "cache"), "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-           "TENSORBOARD_DIR": str(tmp_path / "tb"), "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "GPUS_PER_NODE": "2",
+        "NNODES": "1",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DATA_PATH": f"0.5 {token_corpus['code']} 0.5 {token_corpus['prose']}",
+        "TOKENIZER_MODEL": str(token_corpus["tokenizer"]),
+        "DATA_CACHE_PATH": str(tmp_path / "cache"),
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "TENSORBOARD_DIR": str(tmp_path / "tb"),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
     metrics = tmp_path / "metrics.jsonl"
     proc = subprocess.run(
-        ["bash", "examples/pretrain_33b.sh", "--model", "debug", "--pipeline-model-parallel-size",
-         "1", "--tensor-model-parallel-size", "2", "--train-iters", "3", "--seq-length", "64",
-         "--global-batch-size", "4", "--lr-warmup-iters", "0", "--save-interval", "3",
-         "--eval-interval", "3", "--metrics-jsonl", str(metrics)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        [
+            "bash",
+            "examples/pretrain_33b.sh",
+            "--model",
+            "debug",
+            "--pipeline-model-parallel-size",
+            "1",
+            "--tensor-model-parallel-size",
+            "2",
+            "--train-iters",
+            "3",
+            "--seq-length",
+            "64",
+            "--global-batch-size",
+            "4",
+            "--lr-warmup-iters",
+            "0",
+            "--save-interval",
+            "3",
+            "--eval-interval",
+            "3",
+            "--metrics-jsonl",
+            str(metrics),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     train = [r for r in read_jsonl(metrics) if "lm_loss" in r]
     assert [r["iteration"] for r in train] == [1, 2, 3]

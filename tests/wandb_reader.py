@@ -22,9 +22,9 @@ def records(path: Path) -> list[bytes]:
         if left < 7:
             pos += left
             continue
-        length = int.from_bytes(data[pos + 4:pos + 6], "little")
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
         kind = data[pos + 6]
-        payload, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0:
             break
         if kind == 1:
@@ -48,6 +48,10 @@ def history(run_dir: Path) -> list[dict]:
         rec = pb.Record()
         rec.ParseFromString(payload)
         if rec.WhichOneof("record_type") == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                         for i in rec.history.item})
+            rows.append(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
+            )
     return rows

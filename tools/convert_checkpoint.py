@@ -43,27 +43,60 @@ from megatron_dscoder.convert import ConversionError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("direction", choices=("to-hf", "from-hf"))
-    parser.add_argument("--load", required=True, metavar="SRC",
-                        help="to-hf: checkpoint root or iter_* directory; from-hf: HF model dir")
-    parser.add_argument("--save", required=True, metavar="DST",
-                        help="output directory (must not exist or be empty)")
-    parser.add_argument("--tensor-model-parallel-size", type=int, default=1,
-                        help="from-hf: TP layout to chunk the checkpoint for (default: 1)")
-    parser.add_argument("--pipeline-model-parallel-size", type=int, default=1,
-                        help="from-hf: PP layout to validate and record (default: 1)")
-    parser.add_argument("--check-logits", action="store_true",
-                        help="load source and result on CPU, print the max |logits difference|")
-    parser.add_argument("--logits-tolerance", type=float, default=1e-4,
-                        help="with --check-logits: exit 3 above this (default: %(default)s)")
-    parser.add_argument("--tokenizer-model", default=None, metavar="DIR",
-                        help="HF tokenizer directory (default: the one the source records/holds)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                        help="output weight dtype (default: the source's)")
-    parser.add_argument("--max-shard-size-gb", type=float, default=2.0,
-                        help="to-hf: safetensors shard size (default: %(default)s)")
+    parser.add_argument(
+        "--load",
+        required=True,
+        metavar="SRC",
+        help="to-hf: checkpoint root or iter_* directory; from-hf: HF model dir",
+    )
+    parser.add_argument(
+        "--save", required=True, metavar="DST", help="output directory (must not exist or be empty)"
+    )
+    parser.add_argument(
+        "--tensor-model-parallel-size",
+        type=int,
+        default=1,
+        help="from-hf: TP layout to chunk the checkpoint for (default: 1)",
+    )
+    parser.add_argument(
+        "--pipeline-model-parallel-size",
+        type=int,
+        default=1,
+        help="from-hf: PP layout to validate and record (default: 1)",
+    )
+    parser.add_argument(
+        "--check-logits",
+        action="store_true",
+        help="load source and result on CPU, print the max |logits difference|",
+    )
+    parser.add_argument(
+        "--logits-tolerance",
+        type=float,
+        default=1e-4,
+        help="with --check-logits: exit 3 above this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tokenizer-model",
+        default=None,
+        metavar="DIR",
+        help="HF tokenizer directory (default: the one the source records/holds)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="output weight dtype (default: the source's)",
+    )
+    parser.add_argument(
+        "--max-shard-size-gb",
+        type=float,
+        default=2.0,
+        help="to-hf: safetensors shard size (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,30 +116,42 @@ def main(argv: list[str] | None = None) -> int:
         if args.direction == "to-hf":
             if (tp, pp) != (1, 1):
                 logging.info("to-hf reads any layout; the parallel sizes are not needed")
-            result = pipeline.to_hf(args.load, args.save, tokenizer=args.tokenizer_model,
-                                    dtype=args.dtype,
-                                    max_shard_bytes=int(args.max_shard_size_gb * 1024**3))
+            result = pipeline.to_hf(
+                args.load,
+                args.save,
+                tokenizer=args.tokenizer_model,
+                dtype=args.dtype,
+                max_shard_bytes=int(args.max_shard_size_gb * 1024**3),
+            )
             ckpt_dir, hf_dir = pipeline.resolve_checkpoint(args.load), result.output
         else:
-            result = pipeline.from_hf(args.load, args.save, tensor_model_parallel_size=tp,
-                                      pipeline_model_parallel_size=pp,
-                                      tokenizer=args.tokenizer_model, dtype=args.dtype)
+            result = pipeline.from_hf(
+                args.load,
+                args.save,
+                tensor_model_parallel_size=tp,
+                pipeline_model_parallel_size=pp,
+                tokenizer=args.tokenizer_model,
+                dtype=args.dtype,
+            )
             ckpt_dir, hf_dir = result.output, Path(args.load)
     except ConversionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.direction}: wrote {result.output} ({result.arch.num_layers} layers, "
-          f"{str(result.dtype).removeprefix('torch.')}, {result.vocab_rows} vocabulary rows) in "
-          f"{time.perf_counter() - start:.1f} s, peak RSS {peak_mb:.0f} MB")
+    print(
+        f"{args.direction}: wrote {result.output} ({result.arch.num_layers} layers, "
+        f"{str(result.dtype).removeprefix('torch.')}, {result.vocab_rows} vocabulary rows) in "
+        f"{time.perf_counter() - start:.1f} s, peak RSS {peak_mb:.0f} MB"
+    )
     if args.check_logits:
         from megatron_dscoder.convert.logits import max_abs_logits_diff
 
         diff = max_abs_logits_diff(ckpt_dir, hf_dir, result.arch, result.vocab_rows)
         print(f"check-logits: max abs logits difference {diff:.3e}")
         if diff > args.logits_tolerance:
-            print(f"error: logits differ by {diff:.3e} > {args.logits_tolerance:g}",
-                  file=sys.stderr)
+            print(
+                f"error: logits differ by {diff:.3e} > {args.logits_tolerance:g}", file=sys.stderr
+            )
             return 3
     return 0
 

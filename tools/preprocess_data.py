@@ -48,6 +48,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from megatron_dscoder.data.indexed import EmptyOutputError
 from megatron_dscoder.preprocess.decontam import (
     HUMANEVAL,
     BenchmarkSpec,
@@ -55,7 +56,6 @@ from megatron_dscoder.preprocess.decontam import (
     parse_benchmark,
 )
 from megatron_dscoder.preprocess.engine import ENGINES
-from megatron_dscoder.preprocess.indexed import EmptyOutputError
 from megatron_dscoder.preprocess.minhash import MinHashConfig
 from megatron_dscoder.preprocess.pipeline import PipelineConfig, run_pipeline
 from megatron_dscoder.preprocess.readers import FieldNames

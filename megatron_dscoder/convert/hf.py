@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from megatron_dscoder.convert import ConversionError
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +36,28 @@ CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 #: Files of an HF tokenizer directory that an export carries along (those present are copied).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-                   "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-_ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
-              "F64": torch.float64}
+_ST_DTYPES = {
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F64": torch.float64,
+}
 
 
 # ---- config.json ----------------------------------------------------------------------------
+
 
 def read_config(hf_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of an HF model directory, checked to be a plain Llama model."""
@@ -60,7 +72,8 @@ def read_config(hf_dir: str | Path) -> dict[str, Any]:
     if config.get("model_type") != "llama" or (archs and "LlamaForCausalLM" not in archs):
         raise ConversionError(
             f"{path}: not a Llama model (model_type={config.get('model_type')!r}, "
-            f"architectures={archs}); only LlamaForCausalLM checkpoints convert")
+            f"architectures={archs}); only LlamaForCausalLM checkpoints convert"
+        )
     unsupported = {
         "hidden_act": (config.get("hidden_act", "silu"), "silu"),
         "attention_bias": (config.get("attention_bias", False), False),
@@ -71,8 +84,10 @@ def read_config(hf_dir: str | Path) -> dict[str, Any]:
             raise ConversionError(f"{path}: {key}={got!r} is not supported (needs {want!r})")
     heads = config["num_attention_heads"]
     if config.get("head_dim") not in (None, config["hidden_size"] // heads):
-        raise ConversionError(f"{path}: head_dim={config['head_dim']} != hidden_size / "
-                              f"num_attention_heads (megatron-core derives it)")
+        raise ConversionError(
+            f"{path}: head_dim={config['head_dim']} != hidden_size / "
+            f"num_attention_heads (megatron-core derives it)"
+        )
     return config
 
 
@@ -85,8 +100,10 @@ def rope_settings(config: dict[str, Any], where: str = CONFIG) -> tuple[float, f
     if kind == "default":
         return float(theta), None
     if kind != "linear":
-        raise ConversionError(f"{where}: rope scaling {kind!r} is not supported "
-                              f"(megatron-core's seq_len_interpolation_factor is linear)")
+        raise ConversionError(
+            f"{where}: rope scaling {kind!r} is not supported "
+            f"(megatron-core's seq_len_interpolation_factor is linear)"
+        )
     factor = float(scaling["factor"])
     return float(theta), (factor if factor != 1.0 else None)
 
@@ -98,23 +115,34 @@ def choose_vocab_divisor(tokens: int, rows: int, tensor_model_parallel_size: int
     itself always works when TP divides it.
     """
     for divisor in (256, 128, 64, 32, 16, 8, 4, 2, 1, rows):
-        arch = ModelArch(num_layers=1, hidden_size=1, ffn_hidden_size=1, num_attention_heads=1,
-                         num_query_groups=1, vocab_size=tokens,
-                         make_vocab_size_divisible_by=divisor)
+        arch = ModelArch(
+            num_layers=1,
+            hidden_size=1,
+            ffn_hidden_size=1,
+            num_attention_heads=1,
+            num_query_groups=1,
+            vocab_size=tokens,
+            make_vocab_size_divisible_by=divisor,
+        )
         if arch.padded_vocab_size(tensor_model_parallel_size) == rows:
             return divisor
-    raise ConversionError(f"the HF embedding has {rows} rows, which tensor-model-parallel-size "
-                          f"{tensor_model_parallel_size} does not divide")
+    raise ConversionError(
+        f"the HF embedding has {rows} rows, which tensor-model-parallel-size "
+        f"{tensor_model_parallel_size} does not divide"
+    )
 
 
-def arch_from_config(config: dict[str, Any], *, tokens: int | None,
-                     tensor_model_parallel_size: int) -> ModelArch:
+def arch_from_config(
+    config: dict[str, Any], *, tokens: int | None, tensor_model_parallel_size: int
+) -> ModelArch:
     """The :class:`ModelArch` of an HF Llama config; ``tokens`` is the tokenizer length."""
     rows = config["vocab_size"]
     tokens = rows if tokens is None else tokens
     if tokens > rows:
-        raise ConversionError(f"the tokenizer has {tokens} tokens but the model's embedding has "
-                              f"only {rows} rows (vocab_size in {CONFIG})")
+        raise ConversionError(
+            f"the tokenizer has {tokens} tokens but the model's embedding has "
+            f"only {rows} rows (vocab_size in {CONFIG})"
+        )
     theta, factor = rope_settings(config)
     return ModelArch(
         num_layers=config["num_hidden_layers"],
@@ -126,20 +154,28 @@ def arch_from_config(config: dict[str, Any], *, tokens: int | None,
         rotary_base=int(theta) if float(theta).is_integer() else theta,  # type: ignore[arg-type]
         seq_len_interpolation_factor=factor,
         vocab_size=tokens,
-        make_vocab_size_divisible_by=choose_vocab_divisor(tokens, rows,
-                                                          tensor_model_parallel_size),
+        make_vocab_size_divisible_by=choose_vocab_divisor(tokens, rows, tensor_model_parallel_size),
         layernorm_epsilon=config.get("rms_norm_eps", 1e-6),
         init_method_std=config.get("initializer_range", 0.02),
     )
 
 
-def config_from_arch(arch: ModelArch, *, vocab_rows: int, dtype: torch.dtype,
-                     bos_token_id: int | None, eos_token_id: int | None) -> dict[str, Any]:
+def config_from_arch(
+    arch: ModelArch,
+    *,
+    vocab_rows: int,
+    dtype: torch.dtype,
+    bos_token_id: int | None,
+    eos_token_id: int | None,
+) -> dict[str, Any]:
     """``config.json`` for ``arch`` as ``LlamaForCausalLM`` (legacy and v5 RoPE keys both)."""
     factor = arch.seq_len_interpolation_factor
     theta = float(arch.rotary_base)
-    scaling = None if factor is None else {"type": "linear", "rope_type": "linear",
-                                           "factor": float(factor)}
+    scaling = (
+        None
+        if factor is None
+        else {"type": "linear", "rope_type": "linear", "factor": float(factor)}
+    )
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -155,7 +191,8 @@ def config_from_arch(arch: ModelArch, *, vocab_rows: int, dtype: torch.dtype,
         "rms_norm_eps": arch.layernorm_epsilon,
         "rope_theta": theta,
         "rope_scaling": scaling,
-        "rope_parameters": {"rope_type": "default", "rope_theta": theta} if factor is None
+        "rope_parameters": {"rope_type": "default", "rope_theta": theta}
+        if factor is None
         else {"rope_type": "linear", "factor": float(factor), "rope_theta": theta},
         "attention_bias": False,
         "attention_dropout": 0.0,
@@ -175,6 +212,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # ---- tokenizer ------------------------------------------------------------------------------
+
 
 def tokenizer_dir(path: str | Path | None) -> Path | None:
     """The directory of an HF tokenizer (``tokenizer.json`` inside), or None if there is none."""
@@ -228,6 +266,7 @@ def inspect_tokenizer(path: Path) -> TokenizerInfo:
 
 # ---- safetensors ----------------------------------------------------------------------------
 
+
 class SafetensorsReader:
     """Lazy reads from an HF directory's safetensors (one file, or shards with an index)."""
 
@@ -239,13 +278,15 @@ class SafetensorsReader:
         elif (self.dir / SINGLE).is_file():
             weight_map = {}
         else:
-            raise ConversionError(f"{self.dir}: no {SINGLE} or {INDEX} (only safetensors "
-                                  f"checkpoints are read)")
+            raise ConversionError(
+                f"{self.dir}: no {SINGLE} or {INDEX} (only safetensors checkpoints are read)"
+            )
         files = sorted(set(weight_map.values())) or [SINGLE]
         missing = [name for name in files if not (self.dir / name).is_file()]
         if missing:
-            raise ConversionError(f"{self.dir}: missing safetensors shard(s) {', '.join(missing)} "
-                                  f"listed in {INDEX}")
+            raise ConversionError(
+                f"{self.dir}: missing safetensors shard(s) {', '.join(missing)} listed in {INDEX}"
+            )
         self.files: dict[str, str] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._dtypes: dict[str, torch.dtype] = {}
@@ -258,8 +299,9 @@ class SafetensorsReader:
                     self._dtypes[key] = _ST_DTYPES[view.get_dtype()]
         for key, name in weight_map.items():
             if self.files.get(key) != name:
-                raise ConversionError(f"{self.dir / name}: does not hold {key}, which {INDEX} "
-                                      f"places there")
+                raise ConversionError(
+                    f"{self.dir / name}: does not hold {key}, which {INDEX} places there"
+                )
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
@@ -300,8 +342,9 @@ def shard_file_names(count: int) -> list[str]:
     return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
 
 
-def write_shards(out_dir: Path, plan: list[list[str]],
-                 tensors: Iterator[tuple[str, torch.Tensor]]) -> int:
+def write_shards(
+    out_dir: Path, plan: list[list[str]], tensors: Iterator[tuple[str, torch.Tensor]]
+) -> int:
     """Write ``tensors`` (arriving in plan order) shard by shard; returns total bytes.
 
     At most one shard is held in memory. Writes the index json when there are several shards.

@@ -62,21 +62,46 @@ class KeyMapping:
 
 MAPPINGS: tuple[KeyMapping, ...] = (
     KeyMapping("embedding.word_embeddings.weight", ("model.embed_tokens.weight",), VOCAB, 0),
-    KeyMapping("decoder.layers.{}.self_attention.linear_qkv.layer_norm_weight",
-               ("model.layers.{}.input_layernorm.weight",), COPY, None),
-    KeyMapping("decoder.layers.{}.self_attention.linear_qkv.weight",
-               ("model.layers.{}.self_attn.q_proj.weight",
-                "model.layers.{}.self_attn.k_proj.weight",
-                "model.layers.{}.self_attn.v_proj.weight"), QKV, 0),
-    KeyMapping("decoder.layers.{}.self_attention.linear_proj.weight",
-               ("model.layers.{}.self_attn.o_proj.weight",), COPY, 1),
-    KeyMapping("decoder.layers.{}.mlp.linear_fc1.layer_norm_weight",
-               ("model.layers.{}.post_attention_layernorm.weight",), COPY, None),
-    KeyMapping("decoder.layers.{}.mlp.linear_fc1.weight",
-               ("model.layers.{}.mlp.gate_proj.weight", "model.layers.{}.mlp.up_proj.weight"),
-               GATE_UP, 0),
-    KeyMapping("decoder.layers.{}.mlp.linear_fc2.weight",
-               ("model.layers.{}.mlp.down_proj.weight",), COPY, 1),
+    KeyMapping(
+        "decoder.layers.{}.self_attention.linear_qkv.layer_norm_weight",
+        ("model.layers.{}.input_layernorm.weight",),
+        COPY,
+        None,
+    ),
+    KeyMapping(
+        "decoder.layers.{}.self_attention.linear_qkv.weight",
+        (
+            "model.layers.{}.self_attn.q_proj.weight",
+            "model.layers.{}.self_attn.k_proj.weight",
+            "model.layers.{}.self_attn.v_proj.weight",
+        ),
+        QKV,
+        0,
+    ),
+    KeyMapping(
+        "decoder.layers.{}.self_attention.linear_proj.weight",
+        ("model.layers.{}.self_attn.o_proj.weight",),
+        COPY,
+        1,
+    ),
+    KeyMapping(
+        "decoder.layers.{}.mlp.linear_fc1.layer_norm_weight",
+        ("model.layers.{}.post_attention_layernorm.weight",),
+        COPY,
+        None,
+    ),
+    KeyMapping(
+        "decoder.layers.{}.mlp.linear_fc1.weight",
+        ("model.layers.{}.mlp.gate_proj.weight", "model.layers.{}.mlp.up_proj.weight"),
+        GATE_UP,
+        0,
+    ),
+    KeyMapping(
+        "decoder.layers.{}.mlp.linear_fc2.weight",
+        ("model.layers.{}.mlp.down_proj.weight",),
+        COPY,
+        1,
+    ),
     KeyMapping("decoder.final_layernorm.weight", ("model.norm.weight",), COPY, None),
     KeyMapping("output_layer.weight", ("lm_head.weight",), VOCAB, 0),
 )
@@ -118,22 +143,31 @@ class Geometry:
 
 # ---- small named helpers on whole tensors ---------------------------------------------------
 
-def interleave_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_groups: int
-                   ) -> torch.Tensor:
+
+def interleave_qkv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_groups: int
+) -> torch.Tensor:
     """HF ``q [nh*d, h]``, ``k``/``v [ng*d, h]`` -> megatron ``[ng*(nh/ng+2)*d, h]`` by group."""
-    q, k, v = q.unflatten(0, (num_groups, -1)), k.unflatten(0, (num_groups, -1)), \
-        v.unflatten(0, (num_groups, -1))
+    q, k, v = (
+        q.unflatten(0, (num_groups, -1)),
+        k.unflatten(0, (num_groups, -1)),
+        v.unflatten(0, (num_groups, -1)),
+    )
     return torch.cat([q, k, v], dim=1).flatten(0, 1)
 
 
-def split_qkv(qkv: torch.Tensor, geometry: Geometry
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_qkv(
+    qkv: torch.Tensor, geometry: Geometry
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of :func:`interleave_qkv`: megatron's fused QKV -> HF ``(q, k, v)``."""
     d, per_group = geometry.kv_channels, geometry.heads_per_group
     grouped = qkv.unflatten(0, (geometry.num_query_groups, geometry.qkv_group_rows))
     q, k, v = grouped.split([per_group * d, d, d], dim=1)
-    return (q.flatten(0, 1).contiguous(), k.flatten(0, 1).contiguous(),
-            v.flatten(0, 1).contiguous())
+    return (
+        q.flatten(0, 1).contiguous(),
+        k.flatten(0, 1).contiguous(),
+        v.flatten(0, 1).contiguous(),
+    )
 
 
 def stack_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -163,12 +197,19 @@ def trim_vocab(weight: torch.Tensor, rows: int) -> torch.Tensor:
 
 # ---- HF -> megatron, one range along the TP axis at a time ----------------------------------
 
+
 def _along(axis: int, start: int, stop: int) -> tuple[slice, ...]:
     return (slice(None),) * axis + (slice(start, stop),)
 
 
-def megatron_slice(mapping: KeyMapping, layer: int | None, start: int, stop: int,
-                   read: HFReader, geometry: Geometry) -> torch.Tensor:
+def megatron_slice(
+    mapping: KeyMapping,
+    layer: int | None,
+    start: int,
+    stop: int,
+    read: HFReader,
+    geometry: Geometry,
+) -> torch.Tensor:
     """Elements ``[start:stop)`` along ``mapping.tp_axis`` of the megatron tensor (whole tensor
     when it is not TP-split: pass ``0, 0``), read from the HF checkpoint through ``read``."""
     names = hf_names(mapping, layer)
@@ -192,17 +233,22 @@ def megatron_slice(mapping: KeyMapping, layer: int | None, start: int, stop: int
         block, d = geometry.qkv_group_rows, geometry.kv_channels
         g0, g1 = start // block, -(-stop // block)
         qd = geometry.heads_per_group * d
-        fused = interleave_qkv(read(names[0], _along(0, g0 * qd, g1 * qd)),
-                               read(names[1], _along(0, g0 * d, g1 * d)),
-                               read(names[2], _along(0, g0 * d, g1 * d)), g1 - g0)
-        return fused[start - g0 * block: stop - g0 * block]
+        fused = interleave_qkv(
+            read(names[0], _along(0, g0 * qd, g1 * qd)),
+            read(names[1], _along(0, g0 * d, g1 * d)),
+            read(names[2], _along(0, g0 * d, g1 * d)),
+            g1 - g0,
+        )
+        return fused[start - g0 * block : stop - g0 * block]
     raise ValueError(f"unknown combine rule {mapping.combine!r} for {mapping.megatron}")
 
 
 # ---- megatron -> HF, one whole tensor -------------------------------------------------------
 
-def hf_tensors(mapping: KeyMapping, layer: int | None, tensor: torch.Tensor,
-               geometry: Geometry) -> dict[str, torch.Tensor]:
+
+def hf_tensors(
+    mapping: KeyMapping, layer: int | None, tensor: torch.Tensor, geometry: Geometry
+) -> dict[str, torch.Tensor]:
     """The HF tensors that one whole megatron tensor (of one layer) becomes."""
     names = hf_names(mapping, layer)
     if mapping.combine == COPY:
@@ -216,8 +262,9 @@ def hf_tensors(mapping: KeyMapping, layer: int | None, tensor: torch.Tensor,
     raise ValueError(f"unknown combine rule {mapping.combine!r} for {mapping.megatron}")
 
 
-def megatron_shape(mapping: KeyMapping, hidden_size: int, geometry: Geometry,
-                   vocab_rows: int) -> tuple[int, ...]:
+def megatron_shape(
+    mapping: KeyMapping, hidden_size: int, geometry: Geometry, vocab_rows: int
+) -> tuple[int, ...]:
     """Expected shape of one layer's megatron tensor (``vocab_rows``: padded embedding rows)."""
     h, f = hidden_size, geometry.ffn_hidden_size
     if mapping.combine == VOCAB:
@@ -229,8 +276,9 @@ def megatron_shape(mapping: KeyMapping, hidden_size: int, geometry: Geometry,
     return hf_shapes(mapping, hidden_size, geometry)[0]
 
 
-def hf_shapes(mapping: KeyMapping, hidden_size: int, geometry: Geometry
-              ) -> tuple[tuple[int, ...], ...]:
+def hf_shapes(
+    mapping: KeyMapping, hidden_size: int, geometry: Geometry
+) -> tuple[tuple[int, ...], ...]:
     """Expected HF tensor shapes of ``mapping`` (used to validate an HF checkpoint)."""
     h, d, f = hidden_size, geometry.kv_channels, geometry.ffn_hidden_size
     if mapping.combine == VOCAB:

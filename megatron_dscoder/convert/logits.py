@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 
 def fixed_token_ids(vocab: int, length: int = 32) -> torch.Tensor:
@@ -31,8 +31,9 @@ def hf_logits(hf_dir: str | Path, ids: torch.Tensor) -> torch.Tensor:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32,
-                                                 local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(hf_dir), dtype=torch.float32, local_files_only=True
+    )
     model.eval()
     logits = model(input_ids=ids).logits
     del model
@@ -42,9 +43,9 @@ def hf_logits(hf_dir: str | Path, ids: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def megatron_logits(ckpt_dir: str | Path, arch: ModelArch, ids: torch.Tensor) -> torch.Tensor:
     """fp32 logits ``[1, s, padded vocab]`` of a torch_dist checkpoint, loaded at TP=PP=1."""
-    from megatron_dscoder import checkpointing
     from megatron_dscoder.convert.megatron import one_rank_group
-    from megatron_dscoder.model import build_model, transformer_config
+    from megatron_dscoder.model.build import build_model, transformer_config
+    from megatron_dscoder.training import checkpoint as checkpointing
 
     with one_rank_group():
         model = build_model(arch, transformer_config(arch), use_transformer_engine=False)
@@ -55,14 +56,17 @@ def megatron_logits(ckpt_dir: str | Path, arch: ModelArch, ids: torch.Tensor) ->
     return logits.float()
 
 
-def max_abs_logits_diff(ckpt_dir: str | Path, hf_dir: str | Path, arch: ModelArch,
-                        vocab_rows: int, length: int = 32) -> float:
+def max_abs_logits_diff(
+    ckpt_dir: str | Path, hf_dir: str | Path, arch: ModelArch, vocab_rows: int, length: int = 32
+) -> float:
     """Max |megatron - HF| over the first ``vocab_rows`` logits of fixed token ids."""
-    ids = fixed_token_ids(min(arch.vocab_size, vocab_rows),
-                          min(length, arch.max_position_embeddings))
+    ids = fixed_token_ids(
+        min(arch.vocab_size, vocab_rows), min(length, arch.max_position_embeddings)
+    )
     reference = megatron_logits(ckpt_dir, arch, ids)[..., :vocab_rows]
     converted = hf_logits(hf_dir, ids)[..., :vocab_rows]
     if reference.shape != converted.shape:
-        raise ValueError(f"logits shapes differ: megatron {tuple(reference.shape)}, "
-                         f"HF {tuple(converted.shape)}")
+        raise ValueError(
+            f"logits shapes differ: megatron {tuple(reference.shape)}, HF {tuple(converted.shape)}"
+        )
     return (reference - converted).abs().max().item()

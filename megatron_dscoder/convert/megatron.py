@@ -53,7 +53,7 @@ from torch.distributed.checkpoint.planner import LoadPlan, WriteItem, WriteItemT
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from megatron_dscoder.convert.keymap import BY_STACKED_KEY
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class CheckpointFormatError(ValueError):
 @contextlib.contextmanager
 def one_rank_group() -> Iterator[None]:
     """A one-rank gloo process group with megatron-core's TP=PP=1 groups, torn down after."""
-    from megatron_dscoder import distributed
-    from megatron_dscoder.config import ParallelConfig
+    from megatron_dscoder.config.run import ParallelConfig
+    from megatron_dscoder.parallel import distributed
 
     already = torch.distributed.is_initialized()
     distributed.initialize(ParallelConfig(), seed=0)
@@ -81,6 +81,7 @@ def one_rank_group() -> Iterator[None]:
 
 # ---- reading --------------------------------------------------------------------------------
 
+
 class _SlicePlanner(DefaultLoadPlanner):
     """Loads each requested tensor as one chunk at a given global offset (torch's resharding)."""
 
@@ -91,10 +92,10 @@ class _SlicePlanner(DefaultLoadPlanner):
     def create_local_plan(self) -> LoadPlan:
         items = []
         for fqn, tensor in self.state_dict.items():
-            chunk = ChunkStorageMetadata(offsets=torch.Size(self.offsets[fqn]),
-                                         sizes=tensor.size())
+            chunk = ChunkStorageMetadata(offsets=torch.Size(self.offsets[fqn]), sizes=tensor.size())
             items += create_read_items_for_chunk_list(
-                fqn, self.metadata.state_dict_metadata[fqn], [chunk])
+                fqn, self.metadata.state_dict_metadata[fqn], [chunk]
+            )
         return LoadPlan(items)
 
     def lookup_tensor(self, index: MetadataIndex) -> torch.Tensor:
@@ -124,7 +125,8 @@ class CheckpointReader:
             if mapping.per_layer and shape[0] != arch.num_layers:
                 raise CheckpointFormatError(
                     f"{self.ckpt_dir}: {key} stacks {shape[0]} layers, but run_config.json "
-                    f"says num_layers={arch.num_layers}")
+                    f"says num_layers={arch.num_layers}"
+                )
             self.shapes[key] = shape[1:] if mapping.per_layer else shape
             self.dtypes[key] = meta[key].properties.dtype
         self.vocab_rows = self.shapes["embedding.word_embeddings.weight"][0]
@@ -144,8 +146,7 @@ class CheckpointReader:
             else:
                 state[key] = torch.empty((1, *shape), dtype=self.dtypes[key])
                 offsets[key] = (layer,) + (0,) * len(shape)
-        dcp_load(state, storage_reader=self._storage,
-                 planner=_SlicePlanner(offsets), no_dist=True)
+        dcp_load(state, storage_reader=self._storage, planner=_SlicePlanner(offsets), no_dist=True)
         return {k: v[0] if layer is not None else v for k, v in state.items()}
 
     def layer(self, layer: int) -> dict[str, torch.Tensor]:
@@ -159,9 +160,10 @@ class CheckpointReader:
 
 # ---- writing --------------------------------------------------------------------------------
 
+
 def _meta_model_state(arch: ModelArch) -> dict[str, Any]:
     """``GPTModel.sharded_state_dict()`` of a TP=PP=1 model whose parameters are on ``meta``."""
-    from megatron_dscoder.model import build_model, transformer_config
+    from megatron_dscoder.model.build import build_model, transformer_config
 
     config = transformer_config(arch)
     with torch.device("meta"):
@@ -190,15 +192,22 @@ def _rechunk(sh: ShardedTensor, tp: int, dtype: torch.dtype) -> list[ShardedTens
             local_shape[axis - sh.prepend_axis_num] = size
             offset[axis] += rank * size
             frags[axis] *= pieces
-        chunks.append(dataclasses.replace(
-            sh, data=torch.empty(local_shape, dtype=dtype, device="meta"), dtype=dtype,
-            local_shape=tuple(local_shape), global_offset=tuple(offset),
-            axis_fragmentations=tuple(frags)))
+        chunks.append(
+            dataclasses.replace(
+                sh,
+                data=torch.empty(local_shape, dtype=dtype, device="meta"),
+                dtype=dtype,
+                local_shape=tuple(local_shape),
+                global_offset=tuple(offset),
+                axis_fragmentations=tuple(frags),
+            )
+        )
     return chunks
 
 
-def checkpoint_structure(arch: ModelArch, tensor_model_parallel_size: int, dtype: torch.dtype
-                         ) -> dict[str, Any]:
+def checkpoint_structure(
+    arch: ModelArch, tensor_model_parallel_size: int, dtype: torch.dtype
+) -> dict[str, Any]:
     """The model's sharded state dict, data on ``meta``, chunked as ``tp`` ranks save it.
 
     Chunks of one tensor are listed under ``"<state key>#<n>"``; megatron-core only uses the
@@ -210,8 +219,9 @@ def checkpoint_structure(arch: ModelArch, tensor_model_parallel_size: int, dtype
             flat[name] = value
             continue
         values = value if isinstance(value, list) else [value]
-        for n, sh in enumerate(v for item in values for v in _rechunk(
-                item, tensor_model_parallel_size, dtype)):
+        for n, sh in enumerate(
+            v for item in values for v in _rechunk(item, tensor_model_parallel_size, dtype)
+        ):
             flat[f"{name}#{n}"] = sh
     return flat
 
@@ -238,10 +248,12 @@ class _LazyPlanner(MCoreSavePlanner):
             start = offset[self.prepend[key] + axis]
             stop = start + sizes[self.prepend[key] + axis]
         tensor = self.produce(key, layer, start, stop)
-        expected = sizes[self.prepend[key]:]
+        expected = sizes[self.prepend[key] :]
         if tuple(tensor.shape) != expected:
-            raise CheckpointFormatError(f"{key} layer {layer} [{start}:{stop}]: produced "
-                                        f"{tuple(tensor.shape)}, expected {expected}")
+            raise CheckpointFormatError(
+                f"{key} layer {layer} [{start}:{stop}]: produced "
+                f"{tuple(tensor.shape)}, expected {expected}"
+            )
         dtype = write_item.tensor_data.properties.dtype
         return tensor.to(dtype).contiguous().view(sizes).clone()
 
@@ -255,18 +267,31 @@ class _StreamingStrategy(TorchDistSaveShardedStrategy):
 
     def save(self, sharded_state_dict: dict[str, Any], checkpoint_dir: Path) -> None:
         state, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded_state_dict, True)
-        prepend = {sh.key: sh.prepend_axis_num for shards in state.values() for sh in shards
-                   if isinstance(sh, ShardedTensor)}
-        planner = _LazyPlanner(self.produce, prepend, dedup_replicated_tensors=False,
-                               flatten_state_dict=False)
-        dcp_save(mcore_to_pyt_state_dict(state, False),
-                 storage_writer=FileSystemWriter(str(checkpoint_dir), thread_count=1),
-                 planner=planner)
+        prepend = {
+            sh.key: sh.prepend_axis_num
+            for shards in state.values()
+            for sh in shards
+            if isinstance(sh, ShardedTensor)
+        }
+        planner = _LazyPlanner(
+            self.produce, prepend, dedup_replicated_tensors=False, flatten_state_dict=False
+        )
+        dcp_save(
+            mcore_to_pyt_state_dict(state, False),
+            storage_writer=FileSystemWriter(str(checkpoint_dir), thread_count=1),
+            planner=planner,
+        )
 
 
-def write_checkpoint(ckpt_dir: str | Path, arch: ModelArch, produce: ChunkProducer, *,
-                     tensor_model_parallel_size: int, dtype: torch.dtype,
-                     common: dict[str, Any]) -> None:
+def write_checkpoint(
+    ckpt_dir: str | Path,
+    arch: ModelArch,
+    produce: ChunkProducer,
+    *,
+    tensor_model_parallel_size: int,
+    dtype: torch.dtype,
+    common: dict[str, Any],
+) -> None:
     """Write a torch_dist checkpoint of ``arch`` whose tensor data comes from ``produce``.
 
     ``common`` (plain Python values) goes into ``common.pt`` next to the ``"model"`` state, as

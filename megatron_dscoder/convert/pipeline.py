@@ -31,8 +31,7 @@ from typing import Any
 
 import torch
 
-from megatron_dscoder import checkpointing
-from megatron_dscoder.config import ConfigError, split_pipeline_layers
+from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
 from megatron_dscoder.convert import ConversionError, hf
 from megatron_dscoder.convert.keymap import (
     MAPPINGS,
@@ -45,7 +44,8 @@ from megatron_dscoder.convert.keymap import (
     megatron_slice,
     stacked_key,
 )
-from megatron_dscoder.models import MODELS, ModelArch
+from megatron_dscoder.model.registry import MODELS, ModelArch
+from megatron_dscoder.training import checkpoint as checkpointing
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,13 @@ class Result:
 
 
 def geometry_of(arch: ModelArch, hf_vocab_rows: int) -> Geometry:
-    return Geometry(arch.num_attention_heads, arch.num_query_groups, arch.kv_channels,
-                    arch.ffn_hidden_size, hf_vocab_rows)
+    return Geometry(
+        arch.num_attention_heads,
+        arch.num_query_groups,
+        arch.kv_channels,
+        arch.ffn_hidden_size,
+        hf_vocab_rows,
+    )
 
 
 def _ordered(arch: ModelArch) -> Iterator[tuple[KeyMapping, int | None]]:
@@ -112,6 +117,7 @@ def _dtype(name: str | None, default: torch.dtype) -> torch.dtype:
 
 # ---- megatron -> HF -------------------------------------------------------------------------
 
+
 def resolve_checkpoint(load: str | Path) -> Path:
     """An iteration directory: ``load`` itself, or the latest checkpoint under the root."""
     load = Path(load)
@@ -119,8 +125,10 @@ def resolve_checkpoint(load: str | Path) -> Path:
         return load
     found = checkpointing.find_latest_checkpoint(load) if load.is_dir() else None
     if found is None:
-        raise ConversionError(f"{load}: no checkpoint (neither {checkpointing.METADATA} nor a "
-                              f"complete iter_* directory under it)")
+        raise ConversionError(
+            f"{load}: no checkpoint (neither {checkpointing.METADATA} nor a "
+            f"complete iter_* directory under it)"
+        )
     return found
 
 
@@ -132,13 +140,22 @@ def _checkpoint_tokenizer(meta: dict[str, Any], ckpt_dir: Path) -> Path | None:
         if found is not None:
             return found
     if recorded is not None:
-        logger.warning("tokenizer %s recorded in the checkpoint is not there; exporting without "
-                       "tokenizer files (pass --tokenizer-model DIR)", recorded)
+        logger.warning(
+            "tokenizer %s recorded in the checkpoint is not there; exporting without "
+            "tokenizer files (pass --tokenizer-model DIR)",
+            recorded,
+        )
     return None
 
 
-def to_hf(load: str | Path, save: str | Path, *, tokenizer: str | Path | None = None,
-          dtype: str | None = None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Result:
+def to_hf(
+    load: str | Path,
+    save: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    dtype: str | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> Result:
     """Export a torch_dist checkpoint to an HF ``LlamaForCausalLM`` directory."""
     from megatron_dscoder.convert.megatron import CheckpointFormatError, CheckpointReader
 
@@ -157,8 +174,10 @@ def to_hf(load: str | Path, save: str | Path, *, tokenizer: str | Path | None = 
         key = stacked_key(mapping.megatron)
         want = megatron_shape(mapping, arch.hidden_size, geometry, reader.vocab_rows)
         if reader.shapes[key] != want:
-            raise ConversionError(f"{ckpt_dir}: {key} has shape {reader.shapes[key]}, but "
-                                  f"run_config.json's arch implies {want}")
+            raise ConversionError(
+                f"{ckpt_dir}: {key} has shape {reader.shapes[key]}, but "
+                f"run_config.json's arch implies {want}"
+            )
     if tokenizer is not None:
         tok_dir = hf.tokenizer_dir(tokenizer)
         if tok_dir is None:
@@ -167,17 +186,26 @@ def to_hf(load: str | Path, save: str | Path, *, tokenizer: str | Path | None = 
         tok_dir = _checkpoint_tokenizer(meta, ckpt_dir)
     tok = hf.inspect_tokenizer(tok_dir) if tok_dir is not None else None
     if tok is not None and tok.length > rows:
-        raise ConversionError(f"{tok.path}: the tokenizer has {tok.length} tokens, more than the "
-                              f"{rows} rows of the checkpoint's (padded) vocabulary")
+        raise ConversionError(
+            f"{tok.path}: the tokenizer has {tok.length} tokens, more than the "
+            f"{rows} rows of the checkpoint's (padded) vocabulary"
+        )
     if tok is not None and tok.length != arch.vocab_size:
-        logger.warning("%s has %d tokens; the checkpoint was trained for vocab_size=%d",
-                       tok.path, tok.length, arch.vocab_size)
+        logger.warning(
+            "%s has %d tokens; the checkpoint was trained for vocab_size=%d",
+            tok.path,
+            tok.length,
+            arch.vocab_size,
+        )
     out_dtype = _dtype(dtype, reader.dtype)
     order = list(_ordered(arch))
-    sizes = [(name, int(torch.Size(shape).numel()) * out_dtype.itemsize)
-             for m, layer in order
-             for name, shape in zip(hf_names(m, layer),
-                                    hf_shapes(m, arch.hidden_size, geometry), strict=True)]
+    sizes = [
+        (name, int(torch.Size(shape).numel()) * out_dtype.itemsize)
+        for m, layer in order
+        for name, shape in zip(
+            hf_names(m, layer), hf_shapes(m, arch.hidden_size, geometry), strict=True
+        )
+    ]
     plan = hf.plan_shards(sizes, max_shard_bytes)
 
     def tensors() -> Iterator[tuple[str, torch.Tensor]]:
@@ -196,25 +224,31 @@ def to_hf(load: str | Path, save: str | Path, *, tokenizer: str | Path | None = 
     save = Path(save)
     with staged(save) as tmp:
         total = hf.write_shards(tmp, plan, tensors())
-        ids = dict(bos_token_id=tok.bos_token_id if tok else None,
-                   eos_token_id=tok.eos_token_id if tok else None)
-        hf.write_json(tmp / hf.CONFIG, hf.config_from_arch(arch, vocab_rows=rows,
-                                                           dtype=out_dtype, **ids))
+        ids = dict(
+            bos_token_id=tok.bos_token_id if tok else None,
+            eos_token_id=tok.eos_token_id if tok else None,
+        )
+        hf.write_json(
+            tmp / hf.CONFIG, hf.config_from_arch(arch, vocab_rows=rows, dtype=out_dtype, **ids)
+        )
         hf.write_json(tmp / "generation_config.json", {**ids, "do_sample": False})
         if tok is not None:
             hf.copy_tokenizer(tok.path, tmp)
-    logger.info("exported %s (%.1f MB in %d shard(s)) to %s", ckpt_dir, total / 1e6,
-                len(plan), save)
+    logger.info(
+        "exported %s (%.1f MB in %d shard(s)) to %s", ckpt_dir, total / 1e6, len(plan), save
+    )
     return Result(save, arch, out_dtype, rows, tok.path if tok else None)
 
 
 # ---- HF -> megatron -------------------------------------------------------------------------
 
+
 def _validate_layout(arch: ModelArch, tp: int, pp: int) -> None:
     if arch.num_attention_heads % tp or arch.num_query_groups % tp:
         raise ConversionError(
             f"tensor-model-parallel-size {tp} does not divide num_attention_heads="
-            f"{arch.num_attention_heads} and num_query_groups={arch.num_query_groups}")
+            f"{arch.num_attention_heads} and num_query_groups={arch.num_query_groups}"
+        )
     try:
         split_pipeline_layers(arch.num_layers, pp)
     except ConfigError as err:
@@ -225,9 +259,15 @@ def _registry_name(arch: ModelArch) -> str | None:
     return next((name for name, known in MODELS.items() if known == arch), None)
 
 
-def from_hf(load: str | Path, save: str | Path, *, tensor_model_parallel_size: int = 1,
-            pipeline_model_parallel_size: int = 1, tokenizer: str | Path | None = None,
-            dtype: str | None = None) -> Result:
+def from_hf(
+    load: str | Path,
+    save: str | Path,
+    *,
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    tokenizer: str | Path | None = None,
+    dtype: str | None = None,
+) -> Result:
     """Import an HF Llama directory as a torch_dist checkpoint root that pretrain can load."""
     from megatron_dscoder.convert.megatron import one_rank_group, write_checkpoint
 
@@ -238,15 +278,21 @@ def from_hf(load: str | Path, save: str | Path, *, tensor_model_parallel_size: i
         raise ConversionError(f"{tokenizer}: no tokenizer.json (not an HF tokenizer)")
     tok = hf.inspect_tokenizer(tok_dir) if tok_dir is not None else None
     if tok is None:
-        logger.warning("no tokenizer.json in %s: the vocabulary size is config.json's and no "
-                       "tokenizer is recorded (pass --tokenizer-model DIR)", src)
+        logger.warning(
+            "no tokenizer.json in %s: the vocabulary size is config.json's and no "
+            "tokenizer is recorded (pass --tokenizer-model DIR)",
+            src,
+        )
     if tok is not None and tok.length > config["vocab_size"]:
-        raise ConversionError(f"{tok.path}: the tokenizer has {tok.length} tokens but the model's "
-                              f"embedding has only {config['vocab_size']} rows (vocab_size in "
-                              f"{src / hf.CONFIG})")
+        raise ConversionError(
+            f"{tok.path}: the tokenizer has {tok.length} tokens but the model's "
+            f"embedding has only {config['vocab_size']} rows (vocab_size in "
+            f"{src / hf.CONFIG})"
+        )
     tp, pp = tensor_model_parallel_size, pipeline_model_parallel_size
-    arch = hf.arch_from_config(config, tokens=tok.length if tok else None,
-                               tensor_model_parallel_size=tp)
+    arch = hf.arch_from_config(
+        config, tokens=tok.length if tok else None, tensor_model_parallel_size=tp
+    )
     _validate_layout(arch, tp, pp)
     reader = hf.SafetensorsReader(src)
     rows = config["vocab_size"]
@@ -254,14 +300,16 @@ def from_hf(load: str | Path, save: str | Path, *, tensor_model_parallel_size: i
     tied = "lm_head.weight" not in reader and config.get("tie_word_embeddings", False)
     aliases = {"lm_head.weight": "model.embed_tokens.weight"} if tied else {}
     for m, layer in _ordered(arch):
-        for name, shape in zip(hf_names(m, layer), hf_shapes(m, arch.hidden_size, geometry),
-                               strict=True):
+        for name, shape in zip(
+            hf_names(m, layer), hf_shapes(m, arch.hidden_size, geometry), strict=True
+        ):
             stored = aliases.get(name, name)
             if stored not in reader:
                 raise ConversionError(f"{src}: tensor {stored} is missing from the safetensors")
             if reader.shape(stored) != shape:
-                raise ConversionError(f"{src}: {stored} has shape {reader.shape(stored)}, "
-                                      f"config.json implies {shape}")
+                raise ConversionError(
+                    f"{src}: {stored} has shape {reader.shape(stored)}, config.json implies {shape}"
+                )
     out_dtype = _dtype(dtype, reader.dtype("model.embed_tokens.weight"))
     by_key = {stacked_key(m.megatron): m for m in MAPPINGS}
 
@@ -278,9 +326,14 @@ def from_hf(load: str | Path, save: str | Path, *, tensor_model_parallel_size: i
         ckpt_dir = checkpointing.iteration_dir(tmp, FROM_HF_ITERATION)
         ckpt_dir.mkdir()
         with one_rank_group():
-            write_checkpoint(ckpt_dir, arch, produce, tensor_model_parallel_size=tp,
-                             dtype=out_dtype,
-                             common={"iteration": FROM_HF_ITERATION, "train_state": state})
+            write_checkpoint(
+                ckpt_dir,
+                arch,
+                produce,
+                tensor_model_parallel_size=tp,
+                dtype=out_dtype,
+                common={"iteration": FROM_HF_ITERATION, "train_state": state},
+            )
         if tok is not None:
             hf.copy_tokenizer(tok.path, ckpt_dir / "tokenizer")
         run_config = {
@@ -290,10 +343,14 @@ def from_hf(load: str | Path, save: str | Path, *, tensor_model_parallel_size: i
             "iteration": FROM_HF_ITERATION,
             "consumed_samples": 0,
             "tokenizer": str((final_dir / "tokenizer").resolve()) if tok else None,
-            "converted_from": {"format": "hf_llama", "path": str(src.resolve()),
-                               "vocab_rows": rows, "dtype": hf.DTYPE_NAMES[out_dtype],
-                               "tensor_model_parallel_size": tp,
-                               "pipeline_model_parallel_size": pp},
+            "converted_from": {
+                "format": "hf_llama",
+                "path": str(src.resolve()),
+                "vocab_rows": rows,
+                "dtype": hf.DTYPE_NAMES[out_dtype],
+                "tensor_model_parallel_size": tp,
+                "pipeline_model_parallel_size": pp,
+            },
         }
         (ckpt_dir / checkpointing.METADATA).write_text(json.dumps(run_config, indent=2) + "\n")
         (tmp / checkpointing.TRACKER).write_text(f"{FROM_HF_ITERATION}\n")

@@ -17,7 +17,7 @@ One concern per module, in pipeline order:
 - :mod:`.engine`      where partition functions run: local process pool or Ray
 - :mod:`.fim`         document-level FIM (PSM/SPM) from (seed, sample identity)
 - :mod:`.encode`      batched tokenisation into flat numpy arrays, EOS appended
-- :mod:`.indexed`     MMIDIDX v1 ``.bin``/``.idx`` writer (numpy only, crash-safe)
+  (output: :mod:`megatron_dscoder.data.indexed`, MMIDIDX v1 ``.bin``/``.idx``, crash-safe)
 - :mod:`.stats`       counters, stats JSON, progress bar
 - :mod:`.pipeline`    the orchestration (two passes, dedup, finalise, merge) over an engine
 - :mod:`.train_tokenizer`  byte-level BPE with DeepSeek-Coder's pre-tokenizer and specials

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from megatron_dscoder.data.indexed import EmptyOutputError, IndexedDatasetWriter, token_dtype
 from megatron_dscoder.preprocess.decontam import DecontamConfig
 from megatron_dscoder.preprocess.dedup import (
     DedupOutcome,
@@ -57,7 +58,6 @@ from megatron_dscoder.preprocess.dedup import (
 )
 from megatron_dscoder.preprocess.engine import Engine, make_engine
 from megatron_dscoder.preprocess.fim import FimConfig
-from megatron_dscoder.preprocess.indexed import EmptyOutputError, IndexedDatasetWriter, token_dtype
 from megatron_dscoder.preprocess.minhash import MinHashConfig
 from megatron_dscoder.preprocess.readers import FieldNames
 from megatron_dscoder.preprocess.shards import (

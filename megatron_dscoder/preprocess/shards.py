@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from megatron_dscoder.preprocess.dedup import save_array, shard_file, write_band_records
-from megatron_dscoder.preprocess.indexed import (
+from megatron_dscoder.data.indexed import (
     DTYPE_CODES,
     INDEX_HEADER,
     IndexedDatasetWriter,
 )
+from megatron_dscoder.preprocess.dedup import save_array, shard_file, write_band_records
 from megatron_dscoder.preprocess.sources import Task
 from megatron_dscoder.preprocess.spill import Region
 from megatron_dscoder.preprocess.stages import StageConfig, map_task, reduce_region

@@ -12,9 +12,9 @@ from megatron.core.distributed import (
 from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_megatron_optimizer
 from megatron.core.transformer import TransformerConfig
 
-from megatron_dscoder.config import RunConfig
-from megatron_dscoder.init import initialize_model
-from megatron_dscoder.model import build_model, transformer_config
+from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.model.build import build_model, transformer_config
+from megatron_dscoder.model.weight_init import initialize_model
 
 
 def build_transformer_config(run: RunConfig) -> TransformerConfig:
@@ -32,8 +32,11 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
         params_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
         recompute_granularity=run.train.recompute_granularity,
         recompute_method=run.train.recompute_method,
-        recompute_num_layers=(run.train.recompute_num_layers or 1
-                              if run.train.recompute_granularity == "full" else None),
+        recompute_num_layers=(
+            run.train.recompute_num_layers or 1
+            if run.train.recompute_granularity == "full"
+            else None
+        ),
     )
 
 
@@ -41,7 +44,9 @@ def build_model_chunks(run: RunConfig, config: TransformerConfig) -> list[Distri
     """This rank's model chunk, initialised from ``run.train.seed`` and wrapped in megatron DDP."""
     model = build_model(run.arch, config)
     initialize_model(
-        model, run.train.seed, init_method_std=run.arch.init_method_std,
+        model,
+        run.train.seed,
+        init_method_std=run.arch.init_method_std,
         num_layers=run.arch.num_layers,
         tp_rank=parallel_state.get_tensor_model_parallel_rank(),
         tp_size=parallel_state.get_tensor_model_parallel_world_size(),

@@ -21,8 +21,16 @@ import numpy as np
 import torch
 
 _MAGIC = b"MMIDIDX\x00\x00"
-_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
-           7: np.float32, 8: np.uint16}
+_DTYPES = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
 _SCAN_BYTES = 16 << 20
 
 
@@ -65,8 +73,9 @@ def check_prefix(prefix: str, vocab_size: int) -> int:
     dtype = np.dtype(_DTYPES[code])
     if num_seqs:
         lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=34, shape=(num_seqs,))
-        pointers = np.memmap(idx, dtype=np.int64, mode="r", offset=34 + 4 * num_seqs,
-                             shape=(num_seqs,))
+        pointers = np.memmap(
+            idx, dtype=np.int64, mode="r", offset=34 + 4 * num_seqs, shape=(num_seqs,)
+        )
         needed = int(pointers[-1]) + int(lengths[-1]) * dtype.itemsize
         if binf.stat().st_size < needed:
             raise DataError(f"{binf}: truncated ({binf.stat().st_size} of {needed} bytes)")
@@ -74,8 +83,10 @@ def check_prefix(prefix: str, vocab_size: int) -> int:
         head = np.memmap(binf, dtype=dtype, mode="r", shape=(count,)) if count else []
         largest = int(np.max(head)) if len(head) else -1
         if largest >= vocab_size:
-            raise DataError(f"{binf}: token id {largest} does not fit the tokenizer's "
-                            f"{vocab_size} tokens (data made with another tokenizer?)")
+            raise DataError(
+                f"{binf}: token id {largest} does not fit the tokenizer's "
+                f"{vocab_size} tokens (data made with another tokenizer?)"
+            )
     return max(num_docs - 1, 0)
 
 
@@ -85,8 +96,13 @@ class DatasetTokenizer:
     def __init__(self, vocab_size: int, eod: int, pad: int | None, name: str) -> None:
         self.vocab_size, self.eod, self.eos = vocab_size, eod, eod
         self.pad = pad if pad is not None else -1
-        self.unique_identifiers = {"class": "DatasetTokenizer", "name": name,
-                                   "vocab_size": vocab_size, "eod": eod, "pad": self.pad}
+        self.unique_identifiers = {
+            "class": "DatasetTokenizer",
+            "name": name,
+            "vocab_size": vocab_size,
+            "eod": eod,
+            "pad": self.pad,
+        }
 
 
 @dataclass(frozen=True)
@@ -132,8 +148,15 @@ class MicroBatchSampler:
     resumed run continues exactly where the interrupted one stopped.
     """
 
-    def __init__(self, *, total_samples: int, consumed_samples: int, micro_batch_size: int,
-                 dp_rank: int, dp_size: int) -> None:
+    def __init__(
+        self,
+        *,
+        total_samples: int,
+        consumed_samples: int,
+        micro_batch_size: int,
+        dp_rank: int,
+        dp_size: int,
+    ) -> None:
         self.total, self.start = total_samples, consumed_samples
         self.mbs, self.rank, self.size = micro_batch_size, dp_rank, dp_size
 
@@ -158,11 +181,17 @@ def loader(dataset, sampler: MicroBatchSampler, num_workers: int | None) -> Iter
         num_workers = 2 if torch.cuda.is_available() else 0
     if num_workers == 0:  # inline: no DataLoader machinery on the step's critical path
         return (_collate([dataset[i] for i in indices]) for indices in sampler)
-    return iter(torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-        pin_memory=torch.cuda.is_available(), persistent_workers=False,
-        prefetch_factor=4 if num_workers else None,
-    ))
+    return iter(
+        torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+            prefetch_factor=4 if num_workers else None,
+        )
+    )
 
 
 def build_train_valid(run) -> tuple:  # noqa: ANN001 - RunConfig (import cycle otherwise)
@@ -171,19 +200,27 @@ def build_train_valid(run) -> tuple:  # noqa: ANN001 - RunConfig (import cycle o
 
     t, d = run.train, run.data
     if d.mock_data:
-        return (MockTokens(run.arch.vocab_size, t.seq_length, t.seed),
-                MockTokens(run.arch.vocab_size, t.seq_length, t.seed + 1))
+        return (
+            MockTokens(run.arch.vocab_size, t.seq_length, t.seed),
+            MockTokens(run.arch.vocab_size, t.seq_length, t.seed + 1),
+        )
     from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size
 
     tok = load_tokenizer(d.tokenizer_model)
-    ids = special_token_ids(tok, require=("eos",), source=d.tokenizer_model,
-                            purpose="document separators")
-    spec = DataSpec(data_path=d.data_path, split=d.split, seq_length=t.seq_length, seed=t.seed,
-                    cache_path=d.data_cache_path,
-                    tokenizer=DatasetTokenizer(vocab_size(tok), ids.eos, ids.pad,
-                                               str(d.tokenizer_model)))
+    ids = special_token_ids(
+        tok, require=("eos",), source=d.tokenizer_model, purpose="document separators"
+    )
+    spec = DataSpec(
+        data_path=d.data_path,
+        split=d.split,
+        seq_length=t.seq_length,
+        seed=t.seed,
+        cache_path=d.data_cache_path,
+        tokenizer=DatasetTokenizer(vocab_size(tok), ids.eos, ids.pad, str(d.tokenizer_model)),
+    )
     log = run.logging
     evals = (t.train_iters // log.eval_interval + 1) * log.eval_iters if log.eval_interval else 0
-    train, valid, _ = build_datasets(spec, (t.train_iters * t.global_batch_size,
-                                            evals * t.global_batch_size, 0))
+    train, valid, _ = build_datasets(
+        spec, (t.train_iters * t.global_batch_size, evals * t.global_batch_size, 0)
+    )
     return train, valid

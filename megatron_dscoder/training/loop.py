@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from megatron.core import parallel_state
 
-from megatron_dscoder import checkpointing
-from megatron_dscoder.config import RunConfig
-from megatron_dscoder.flops import device_peak_tflops, flops_per_token
-from megatron_dscoder.metrics import MetricsLogger, memory_stats
-from megatron_dscoder.schedule import LRSchedule
+from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.model.flops import device_peak_tflops, flops_per_token
+from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training.data import MicroBatchSampler, loader
+from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
+from megatron_dscoder.training.schedule import LRSchedule
 from megatron_dscoder.training.step import evaluate, train_step
 
 logger = logging.getLogger(__name__)
@@ -60,52 +60,83 @@ class TimedIterator:
 def schedule_of(run: RunConfig) -> LRSchedule:
     """The run's LR schedule."""
     t = run.train
-    return LRSchedule(style=t.lr_decay_style, peak_lr=t.lr, warmup_iters=t.lr_warmup_iters,
-                      train_iters=t.train_iters, min_lr=t.min_lr)
+    return LRSchedule(
+        style=t.lr_decay_style,
+        peak_lr=t.lr,
+        warmup_iters=t.lr_warmup_iters,
+        train_iters=t.train_iters,
+        min_lr=t.min_lr,
+    )
 
 
 def run_metadata(run: RunConfig) -> dict:
     """The run's description stored in each checkpoint's run_config.json (and in W&B)."""
-    return {"model": run.model, "arch": dataclasses.asdict(run.arch),
-            "tokenizer": run.data.tokenizer_model, "train": dataclasses.asdict(run.train),
-            "parallel": dataclasses.asdict(run.parallel), "data": dataclasses.asdict(run.data)}
+    return {
+        "model": run.model,
+        "arch": dataclasses.asdict(run.arch),
+        "tokenizer": run.data.tokenizer_model,
+        "train": dataclasses.asdict(run.train),
+        "parallel": dataclasses.asdict(run.parallel),
+        "data": dataclasses.asdict(run.data),
+    }
 
 
 class Trainer:
     """Owns the loop's state; built by ``pretrain.py`` from already-constructed parts."""
 
-    def __init__(self, run: RunConfig, model: list, optimizer, datasets: tuple,
-                 metrics: MetricsLogger, state: TrainState) -> None:
+    def __init__(
+        self,
+        run: RunConfig,
+        model: list,
+        optimizer,
+        datasets: tuple,
+        metrics: MetricsLogger,
+        state: TrainState,
+    ) -> None:
         self.run, self.model, self.optimizer, self.metrics, self.state = (
-            run, model, optimizer, metrics, state)
+            run,
+            model,
+            optimizer,
+            metrics,
+            state,
+        )
         self.train_ds, self.valid_ds = datasets
         self.schedule = schedule_of(run)
         t = run.train
-        self._shape = dict(num_microbatches=run.num_microbatches, seq_length=t.seq_length,
-                           micro_batch_size=t.micro_batch_size)
+        self._shape = dict(
+            num_microbatches=run.num_microbatches,
+            seq_length=t.seq_length,
+            micro_batch_size=t.micro_batch_size,
+        )
         world = torch.distributed.get_world_size()
-        self._flops_per_iter = (flops_per_token(run.arch, t.seq_length)
-                                * t.global_batch_size * t.seq_length)
+        self._flops_per_iter = (
+            flops_per_token(run.arch, t.seq_length) * t.global_batch_size * t.seq_length
+        )
         self._world = world
         self._peak = run.logging.peak_tflops or device_peak_tflops()
 
     def _iterator(self, dataset, consumed: int, total: int) -> TimedIterator:
         sampler = MicroBatchSampler(
-            total_samples=total, consumed_samples=consumed,
+            total_samples=total,
+            consumed_samples=consumed,
             micro_batch_size=self.run.train.micro_batch_size,
             dp_rank=parallel_state.get_data_parallel_rank(),
-            dp_size=parallel_state.get_data_parallel_world_size())
+            dp_size=parallel_state.get_data_parallel_world_size(),
+        )
         return TimedIterator(loader(dataset, sampler, self.run.data.num_workers))
 
     def save(self) -> None:
         """Collective: checkpoint the current state under ``--save``."""
         ckpt = self.run.checkpoint
         path = checkpointing.save_checkpoint(
-            ckpt.save, iteration=self.state.iteration, model=self.model,
+            ckpt.save,
+            iteration=self.state.iteration,
+            model=self.model,
             optimizer=self.optimizer,
             run_meta={**run_metadata(self.run), "consumed_samples": self.state.consumed_samples},
             common={"train_state": dataclasses.asdict(self.state)},
-            keep_last=ckpt.keep_checkpoints)
+            keep_last=ckpt.keep_checkpoints,
+        )
         self.metrics.update_config({"last_checkpoint": str(path)})
 
     def train(self) -> TrainState:
@@ -118,24 +149,39 @@ class Trainer:
         while state.iteration < t.train_iters:
             iteration = state.iteration + 1
             lr = self.schedule.apply(self.optimizer, iteration)
-            result = train_step(self.model, self.optimizer, data, **self._shape,
-                                poison=iteration in t.inject_nonfinite_loss_iters)
-            state.iteration, state.consumed_samples = iteration, (state.consumed_samples
-                                                                  + t.global_batch_size)
+            result = train_step(
+                self.model,
+                self.optimizer,
+                data,
+                **self._shape,
+                poison=iteration in t.inject_nonfinite_loss_iters,
+            )
+            state.iteration, state.consumed_samples = (
+                iteration,
+                (state.consumed_samples + t.global_batch_size),
+            )
             window_iters += 1
             if result.skipped:
                 state.skipped_iterations += 1
                 nonfinite_in_row += 1
-                logger.warning("iteration %d: non-finite loss, update skipped (%d in a row)",
-                               iteration, nonfinite_in_row)
+                logger.warning(
+                    "iteration %d: non-finite loss, update skipped (%d in a row)",
+                    iteration,
+                    nonfinite_in_row,
+                )
                 if nonfinite_in_row >= t.max_nonfinite_iters:
                     self._stop_on_nonfinite(nonfinite_in_row)
             else:
                 nonfinite_in_row = 0
             if iteration % log_cfg.log_interval == 0 or iteration == t.train_iters:
                 elapsed = time.perf_counter() - window_start
-                self._log(iteration, result, lr, elapsed / window_iters,
-                          (data.wait_s - wait_at_window) / max(elapsed, 1e-9))
+                self._log(
+                    iteration,
+                    result,
+                    lr,
+                    elapsed / window_iters,
+                    (data.wait_s - wait_at_window) / max(elapsed, 1e-9),
+                )
                 window_start, window_iters, wait_at_window = time.perf_counter(), 0, data.wait_s
             if log_cfg.eval_interval and iteration % log_cfg.eval_interval == 0:
                 self._evaluate(iteration)
@@ -150,8 +196,10 @@ class Trainer:
                     self.save()
                 logger.info("exit interval reached at iteration %d", iteration)
                 return state
-        if self.run.checkpoint.save and (not self.run.checkpoint.save_interval
-                                         or state.iteration % self.run.checkpoint.save_interval):
+        if self.run.checkpoint.save and (
+            not self.run.checkpoint.save_interval
+            or state.iteration % self.run.checkpoint.save_interval
+        ):
             self.save()
         return state
 
@@ -159,24 +207,32 @@ class Trainer:
         # Skipped updates left the weights at the last good state: keep it, then stop.
         if self.run.checkpoint.save:
             self.save()
-        raise NonFiniteLossError(f"{count} consecutive non-finite losses at iteration "
-                                 f"{self.state.iteration}; last good state saved "
-                                 f"under {self.run.checkpoint.save}")
+        raise NonFiniteLossError(
+            f"{count} consecutive non-finite losses at iteration "
+            f"{self.state.iteration}; last good state saved "
+            f"under {self.run.checkpoint.save}"
+        )
 
-    def _log(self, iteration: int, result, lr: float, seconds_per_iter: float,
-             data_wait_fraction: float) -> None:
+    def _log(
+        self, iteration: int, result, lr: float, seconds_per_iter: float, data_wait_fraction: float
+    ) -> None:
         t = self.run.train
         tokens_per_s = t.global_batch_size * t.seq_length / seconds_per_iter
         tflops = self._flops_per_iter / seconds_per_iter / self._world / 1e12
         remaining = (t.train_iters - iteration) * seconds_per_iter
         record = {
-            "iteration": iteration, "lm_loss": result.lm_loss, "grad_norm": result.grad_norm,
-            "lr": lr, "elapsed_ms": round(seconds_per_iter * 1000.0, 3),
-            "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / self._world,
+            "iteration": iteration,
+            "lm_loss": result.lm_loss,
+            "grad_norm": result.grad_norm,
+            "lr": lr,
+            "elapsed_ms": round(seconds_per_iter * 1000.0, 3),
+            "tokens_per_s": tokens_per_s,
+            "tokens_per_s_per_gpu": tokens_per_s / self._world,
             "tflops_per_gpu": tflops,
             "consumed_tokens": self.state.consumed_samples * t.seq_length,
             "skipped_iterations": self.state.skipped_iterations,
-            "data_wait_fraction": data_wait_fraction, "eta_s": round(remaining, 1),
+            "data_wait_fraction": data_wait_fraction,
+            "eta_s": round(remaining, 1),
             **memory_stats(),
         }
         if self._peak:
@@ -192,5 +248,6 @@ class Trainer:
         loss = evaluate(self.model, data, eval_iters=log_cfg.eval_iters, **self._shape)
         if loss is not None:
             ppl = math.exp(min(loss, 50.0))
-            self.metrics.log({"iteration": iteration, "val_loss": loss, "val_ppl": ppl},
-                             step=iteration)
+            self.metrics.log(
+                {"iteration": iteration, "val_loss": loss, "val_ppl": ppl}, step=iteration
+            )

@@ -30,5 +30,9 @@ class MockTokens(torch.utils.data.Dataset):
         phrase = np.searchsorted(self._zipf_cdf, rng.random(period), side="right")
         phrase = np.minimum(phrase, self.vocab_size - 1)
         text = torch.from_numpy(np.resize(phrase, self.seq_length + 1).astype(np.int64))
-        return {"tokens": text[:-1], "labels": text[1:], "loss_mask": self._loss_mask,
-                "position_ids": self._positions}
+        return {
+            "tokens": text[:-1],
+            "labels": text[1:],
+            "loss_mask": self._loss_mask,
+            "position_ids": self._positions,
+        }

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from megatron_dscoder import checkpointing
-from megatron_dscoder.config import ConfigError, RunConfig
-from megatron_dscoder.model import have_transformer_engine
+from megatron_dscoder.config.run import ConfigError, RunConfig
+from megatron_dscoder.model.build import have_transformer_engine
+from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training.data import check_prefix, parse_blend
 from megatron_dscoder.training.loop import TrainState
 
@@ -29,7 +29,8 @@ def preflight(run: RunConfig) -> Path | None:
         raise ConfigError(
             f"context-parallel-size={run.parallel.context_parallel_size} needs Transformer Engine "
             "on a GPU; without it, fit long sequences with --sequence-parallel and "
-            "--recompute-granularity full (the CPU path of the 16K stage)")
+            "--recompute-granularity full (the CPU path of the 16K stage)"
+        )
     ckpt = run.checkpoint
     if not ckpt.load:
         return None
@@ -61,12 +62,19 @@ def restore(run: RunConfig, path: Path | None, model: list, optimizer) -> TrainS
     ckpt = run.checkpoint
     weights_only = ckpt.finetune or ckpt.no_load_optim
     common = checkpointing.load_checkpoint(
-        path, model=model, optimizer=None if weights_only else optimizer,
-        load_rng=not (ckpt.finetune or ckpt.no_load_rng))
+        path,
+        model=model,
+        optimizer=None if weights_only else optimizer,
+        load_rng=not (ckpt.finetune or ckpt.no_load_rng),
+    )
     if ckpt.finetune:
         logger.info("fine-tuning from the weights of %s; counters reset", path)
         return TrainState()
     state = TrainState(**common["train_state"])
-    logger.info("resumed from %s at iteration %d (%d samples consumed)", path, state.iteration,
-                state.consumed_samples)
+    logger.info(
+        "resumed from %s at iteration %d (%d samples consumed)",
+        path,
+        state.iteration,
+        state.consumed_samples,
+    )
     return state

@@ -31,8 +31,9 @@ class StepResult:
     skipped: bool
 
 
-def loss_func(loss_mask: torch.Tensor, poison: bool, output_tensor: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def loss_func(
+    loss_mask: torch.Tensor, poison: bool, output_tensor: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token losses [b, s] -> (masked sum, token count, values to report)."""
     losses = output_tensor.float().view(-1)
     if poison:  # fault injection: a genuinely non-finite loss and gradient
@@ -54,8 +55,9 @@ def make_forward_step(poison: bool = False):
         if parallel_state.get_context_parallel_world_size() > 1:
             # This CP rank's two load-balanced chunks of every sequence ([b, s] -> [b, s/cp]).
             batch = get_batch_on_this_cp_rank(batch)
-        output = model(batch["tokens"], batch["position_ids"], attention_mask=None,
-                       labels=batch["labels"])
+        output = model(
+            batch["tokens"], batch["position_ids"], attention_mask=None, labels=batch["labels"]
+        )
         return output, partial(loss_func, batch["loss_mask"], poison)
 
     return forward_step
@@ -78,17 +80,28 @@ def _any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
-def train_step(model: list[torch.nn.Module], optimizer: MegatronOptimizer,
-               data_iterator: Iterator[dict[str, torch.Tensor]], *, num_microbatches: int,
-               seq_length: int, micro_batch_size: int, poison: bool = False) -> StepResult:
+def train_step(
+    model: list[torch.nn.Module],
+    optimizer: MegatronOptimizer,
+    data_iterator: Iterator[dict[str, torch.Tensor]],
+    *,
+    num_microbatches: int,
+    seq_length: int,
+    micro_batch_size: int,
+    poison: bool = False,
+) -> StepResult:
     """Forward and backward over all micro-batches, then one optimizer update (unless NaN/inf)."""
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
     losses = get_forward_backward_func()(
-        forward_step_func=make_forward_step(poison), data_iterator=data_iterator, model=model,
-        num_microbatches=num_microbatches, seq_length=seq_length,
-        micro_batch_size=micro_batch_size, forward_only=False,
+        forward_step_func=make_forward_step(poison),
+        data_iterator=data_iterator,
+        model=model,
+        num_microbatches=num_microbatches,
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        forward_only=False,
     )
     sums = _loss_sums(losses)
     lm_loss = None if sums is None else float(sums[0] / sums[1].clamp(min=1))
@@ -100,18 +113,28 @@ def train_step(model: list[torch.nn.Module], optimizer: MegatronOptimizer,
 
 
 @torch.no_grad()
-def evaluate(model: list[torch.nn.Module], data_iterator: Iterator[dict[str, torch.Tensor]], *,
-             eval_iters: int, num_microbatches: int, seq_length: int,
-             micro_batch_size: int) -> float | None:
+def evaluate(
+    model: list[torch.nn.Module],
+    data_iterator: Iterator[dict[str, torch.Tensor]],
+    *,
+    eval_iters: int,
+    num_microbatches: int,
+    seq_length: int,
+    micro_batch_size: int,
+) -> float | None:
     """Mean token loss over ``eval_iters`` global batches (None off the last stage)."""
     for chunk in model:
         chunk.eval()
     total = None
     for _ in range(eval_iters):
         losses = get_forward_backward_func()(
-            forward_step_func=make_forward_step(), data_iterator=data_iterator, model=model,
-            num_microbatches=num_microbatches, seq_length=seq_length,
-            micro_batch_size=micro_batch_size, forward_only=True,
+            forward_step_func=make_forward_step(),
+            data_iterator=data_iterator,
+            model=model,
+            num_microbatches=num_microbatches,
+            seq_length=seq_length,
+            micro_batch_size=micro_batch_size,
+            forward_only=True,
         )
         sums = _loss_sums(losses)
         if sums is not None:

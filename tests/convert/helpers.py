@@ -15,7 +15,7 @@ import json
 import types
 from pathlib import Path
 
-from megatron_dscoder.models import MODELS, ModelArch, with_vocab_size
+from megatron_dscoder.model.registry import MODELS, ModelArch, with_vocab_size
 from megatron_dscoder.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 
 CORPUS = [
@@ -34,9 +34,11 @@ def make_tokenizer(path: Path, vocab_size: int = 320) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer)
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     filler = vocab_size - tok.get_vocab_size(with_added_tokens=True)  # a small corpus saturates
@@ -44,9 +46,18 @@ def make_tokenizer(path: Path, vocab_size: int = 320) -> Path:
     assert tok.get_vocab_size(with_added_tokens=True) == vocab_size
     path.mkdir(parents=True, exist_ok=True)
     tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS, "eos_token": EOS,
-        "pad_token": PAD, "add_bos_token": False, "model_max_length": 16384}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "pad_token": PAD,
+                "add_bos_token": False,
+                "model_max_length": 16384,
+            }
+        )
+    )
     return path
 
 
@@ -56,15 +67,23 @@ def debug_arch(mha: bool, vocab_size: int, *, extended: bool = False) -> ModelAr
     if mha:
         arch = dataclasses.replace(arch, num_query_groups=arch.num_attention_heads)
     if extended:
-        from megatron_dscoder.models import extend_context
+        from megatron_dscoder.model.registry import extend_context
 
         arch = extend_context(arch)
     return arch
 
 
-def make_hf_llama(path: Path, *, mha: bool, vocab_rows: int, tokenizer: Path | None,
-                  seed: int = 0, dtype: str = "float32", rope_scaling: float | None = None,
-                  num_layers: int = 2) -> Path:
+def make_hf_llama(
+    path: Path,
+    *,
+    mha: bool,
+    vocab_rows: int,
+    tokenizer: Path | None,
+    seed: int = 0,
+    dtype: str = "float32",
+    rope_scaling: float | None = None,
+    num_layers: int = 2,
+) -> Path:
     """A random ``LlamaForCausalLM`` (debug dimensions) saved to ``path`` with the tokenizer."""
     import shutil
 
@@ -72,12 +91,19 @@ def make_hf_llama(path: Path, *, mha: bool, vocab_rows: int, tokenizer: Path | N
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=vocab_rows, hidden_size=64, intermediate_size=176,
-        num_hidden_layers=num_layers, num_attention_heads=4,
-        num_key_value_heads=4 if mha else 2, max_position_embeddings=512, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0} if rope_scaling is None
+        vocab_size=vocab_rows,
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4 if mha else 2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}
+        if rope_scaling is None
         else {"rope_type": "linear", "factor": rope_scaling, "rope_theta": 100000.0},
-        tie_word_embeddings=False)
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # non-trivial norms so a swapped norm cannot go unnoticed
@@ -91,8 +117,7 @@ def make_hf_llama(path: Path, *, mha: bool, vocab_rows: int, tokenizer: Path | N
     return path
 
 
-def make_chain_model(path: Path, tokenizer: Path, chain: list[int], *, loop: bool = False
-                     ) -> Path:
+def make_chain_model(path: Path, tokenizer: Path, chain: list[int], *, loop: bool = False) -> Path:
     """A real ``LlamaForCausalLM`` whose greedy output after any prompt is exactly ``chain``.
 
     Its attention and MLP outputs are zero, so the last hidden state is the current token's
@@ -108,9 +133,16 @@ def make_chain_model(path: Path, tokenizer: Path, chain: list[int], *, loop: boo
     from megatron_dscoder.tokenizer import load_tokenizer, vocab_size
 
     rows = vocab_size(load_tokenizer(tokenizer))
-    config = LlamaConfig(vocab_size=rows, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=512, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=rows,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         for p in model.parameters():

@@ -33,12 +33,16 @@ from tests.launch import REPO, free_port
 WORKERS = Path(__file__).resolve().parent / "workers"
 ROWS = 384  # TOKENS padded by the debug model's make_vocab_size_divisible_by=128
 SAVES = {  # name: (TP, PP, MHA, 16K recipe: RoPE base 1e5 with linear scaling 4)
-    "gqa_tp1": (1, 1, False, False), "gqa_tp2": (2, 1, False, True),
-    "gqa_pp2": (1, 2, False, False), "mha_tp1": (1, 1, True, False),
-    "mha_tp2": (2, 1, True, False), "mha_pp2": (1, 2, True, False),
+    "gqa_tp1": (1, 1, False, False),
+    "gqa_tp2": (2, 1, False, True),
+    "gqa_pp2": (1, 2, False, False),
+    "mha_tp1": (1, 1, True, False),
+    "mha_tp2": (2, 1, True, False),
+    "mha_pp2": (1, 2, True, False),
 }
 SOURCES = {  # HF models made by transformers: (MHA, dtype, RoPE linear factor)
-    "hf_gqa": (False, "float32", None), "hf_mha": (True, "float32", None),
+    "hf_gqa": (False, "float32", None),
+    "hf_mha": (True, "float32", None),
     "hf_gqa16k_bf16": (False, "bfloat16", 4.0),
 }
 TINY_SHARDS = ["--max-shard-size-gb", str(100e3 / 1024**3)]  # ~100 kB: several shards
@@ -51,70 +55,189 @@ def _write_big_hf(path: Path) -> int:
 
     h, f, layers = BIG["hidden"], BIG["ffn"], BIG["layers"]
     gen = torch.Generator().manual_seed(0)
-    tensors = {"model.embed_tokens.weight": torch.randn(ROWS, h, generator=gen),
-               "lm_head.weight": torch.randn(ROWS, h, generator=gen),
-               "model.norm.weight": torch.ones(h)}
+    tensors = {
+        "model.embed_tokens.weight": torch.randn(ROWS, h, generator=gen),
+        "lm_head.weight": torch.randn(ROWS, h, generator=gen),
+        "model.norm.weight": torch.ones(h),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
-        for name, shape in (("self_attn.q_proj", (h, h)), ("self_attn.k_proj", (h // 2, h)),
-                            ("self_attn.v_proj", (h // 2, h)), ("self_attn.o_proj", (h, h)),
-                            ("mlp.gate_proj", (f, h)), ("mlp.up_proj", (f, h)),
-                            ("mlp.down_proj", (h, f))):
+        for name, shape in (
+            ("self_attn.q_proj", (h, h)),
+            ("self_attn.k_proj", (h // 2, h)),
+            ("self_attn.v_proj", (h // 2, h)),
+            ("self_attn.o_proj", (h, h)),
+            ("mlp.gate_proj", (f, h)),
+            ("mlp.up_proj", (f, h)),
+            ("mlp.down_proj", (h, f)),
+        ):
             tensors[p + name + ".weight"] = torch.randn(*shape, generator=gen) * 0.02
         tensors[p + "input_layernorm.weight"] = torch.ones(h)
         tensors[p + "post_attention_layernorm.weight"] = torch.ones(h)
     path.mkdir()
     save_file(tensors, str(path / "model.safetensors"))
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": ROWS,
-              "hidden_size": h, "intermediate_size": f, "num_hidden_layers": layers,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
-              "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "torch_dtype": "float32"}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": ROWS,
+        "hidden_size": h,
+        "intermediate_size": f,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "torch_dtype": "float32",
+    }
     (path / "config.json").write_text(json.dumps(config))
     return sum(t.numel() * 4 for t in tensors.values())
 
 
-def torchrun_background(nproc: int, script: Path, *args: str, env: dict[str, str]
-                       ) -> subprocess.Popen:
+def torchrun_background(
+    nproc: int, script: Path, *args: str, env: dict[str, str]
+) -> subprocess.Popen:
     """Start a torchrun launch (gloo, one thread per rank) without waiting for it."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           f"--master-port={free_port()}", str(script), *args]
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        f"--master-port={free_port()}",
+        str(script),
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _jobs(d: SimpleNamespace) -> list[dict]:
     def conv(name: str, *argv: str, measure: bool = False) -> dict:
         return {"name": name, "argv": [str(a) for a in argv], "measure": measure}
 
-    jobs = [conv(f"export_{n}", "to-hf", "--load", d.ckpt / n, "--save", d.hf / n,
-                 "--check-logits") for n in SAVES]
+    jobs = [
+        conv(f"export_{n}", "to-hf", "--load", d.ckpt / n, "--save", d.hf / n, "--check-logits")
+        for n in SAVES
+    ]
     for n in SOURCES:  # HF -> megatron (TP=2 chunks, PP=2 recorded) -> HF (sharded)
-        jobs += [conv(f"import_{n}", "from-hf", "--load", d.src / n, "--save", d.meg / n,
-                      "--tensor-model-parallel-size", 2, "--pipeline-model-parallel-size", 2,
-                      "--check-logits"),
-                 conv(f"back_{n}", "to-hf", "--load", d.meg / n, "--save", d.back / n,
-                      *TINY_SHARDS, "--check-logits")]
+        jobs += [
+            conv(
+                f"import_{n}",
+                "from-hf",
+                "--load",
+                d.src / n,
+                "--save",
+                d.meg / n,
+                "--tensor-model-parallel-size",
+                2,
+                "--pipeline-model-parallel-size",
+                2,
+                "--check-logits",
+            ),
+            conv(
+                f"back_{n}",
+                "to-hf",
+                "--load",
+                d.meg / n,
+                "--save",
+                d.back / n,
+                *TINY_SHARDS,
+                "--check-logits",
+            ),
+        ]
     jobs += [  # megatron (TP=2) -> HF -> megatron (TP=2): chunking as megatron-core's own save
-        conv("reimport_gqa_tp2", "from-hf", "--load", d.hf / "gqa_tp2", "--save",
-             d.meg / "reimport_gqa_tp2", "--tensor-model-parallel-size", 2),
-        conv("err_not_llama", "from-hf", "--load", d.err / "not_llama", "--save",
-             d.err / "out_not_llama"),
-        conv("err_missing_shard", "from-hf", "--load", d.err / "missing_shard", "--save",
-             d.err / "out_missing_shard"),
-        conv("err_missing_distcp", "to-hf", "--load", d.err / "missing_distcp", "--save",
-             d.err / "out_missing_distcp"),
-        conv("err_tokenizer_to_hf", "to-hf", "--load", d.ckpt / "gqa_tp1", "--save",
-             d.err / "out_tokenizer_to_hf", "--tokenizer-model", d.big_tokenizer),
-        conv("err_tokenizer_from_hf", "from-hf", "--load", d.src / "hf_gqa", "--save",
-             d.err / "out_tokenizer_from_hf", "--tokenizer-model", d.big_tokenizer),
-        {"name": "pretrain_finetune", "module": "megatron_dscoder.pretrain",
-         "argv": ["--load", str(d.meg / "hf_gqa16k_bf16"), "--finetune", "--mock-data",
-                  "--train-iters", "2", "--global-batch-size", "2", "--seq-length", "64",
-                  "--metrics-jsonl", str(d.meg / "finetune.jsonl")]},
-        conv("big_from_hf", "from-hf", "--load", d.src / "big", "--save", d.meg / "big",
-             measure=True),
-        conv("big_to_hf", "to-hf", "--load", d.meg / "big", "--save", d.back / "big",
-             "--max-shard-size-gb", str(4 / 1024), measure=True),
+        conv(
+            "reimport_gqa_tp2",
+            "from-hf",
+            "--load",
+            d.hf / "gqa_tp2",
+            "--save",
+            d.meg / "reimport_gqa_tp2",
+            "--tensor-model-parallel-size",
+            2,
+        ),
+        conv(
+            "err_not_llama",
+            "from-hf",
+            "--load",
+            d.err / "not_llama",
+            "--save",
+            d.err / "out_not_llama",
+        ),
+        conv(
+            "err_missing_shard",
+            "from-hf",
+            "--load",
+            d.err / "missing_shard",
+            "--save",
+            d.err / "out_missing_shard",
+        ),
+        conv(
+            "err_missing_distcp",
+            "to-hf",
+            "--load",
+            d.err / "missing_distcp",
+            "--save",
+            d.err / "out_missing_distcp",
+        ),
+        conv(
+            "err_tokenizer_to_hf",
+            "to-hf",
+            "--load",
+            d.ckpt / "gqa_tp1",
+            "--save",
+            d.err / "out_tokenizer_to_hf",
+            "--tokenizer-model",
+            d.big_tokenizer,
+        ),
+        conv(
+            "err_tokenizer_from_hf",
+            "from-hf",
+            "--load",
+            d.src / "hf_gqa",
+            "--save",
+            d.err / "out_tokenizer_from_hf",
+            "--tokenizer-model",
+            d.big_tokenizer,
+        ),
+        {
+            "name": "pretrain_finetune",
+            "module": "megatron_dscoder.pretrain",
+            "argv": [
+                "--load",
+                str(d.meg / "hf_gqa16k_bf16"),
+                "--finetune",
+                "--mock-data",
+                "--train-iters",
+                "2",
+                "--global-batch-size",
+                "2",
+                "--seq-length",
+                "64",
+                "--metrics-jsonl",
+                str(d.meg / "finetune.jsonl"),
+            ],
+        },
+        conv(
+            "big_from_hf", "from-hf", "--load", d.src / "big", "--save", d.meg / "big", measure=True
+        ),
+        conv(
+            "big_to_hf",
+            "to-hf",
+            "--load",
+            d.meg / "big",
+            "--save",
+            d.back / "big",
+            "--max-shard-size-gb",
+            str(4 / 1024),
+            measure=True,
+        ),
     ]
     return jobs
 
@@ -122,22 +245,41 @@ def _jobs(d: SimpleNamespace) -> list[dict]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tokenizer_dir: Path, big_tokenizer_dir: Path) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("convert")
-    d = SimpleNamespace(**{k: root / k for k in ("ckpt", "hf", "src", "meg", "back", "err")},
-                        big_tokenizer=big_tokenizer_dir)
+    d = SimpleNamespace(
+        **{k: root / k for k in ("ckpt", "hf", "src", "meg", "back", "err")},
+        big_tokenizer=big_tokenizer_dir,
+    )
     for sub in ("src", "meg", "back", "err", "hf"):
         getattr(d, sub).mkdir()
     jobs_file, results_file = root / "jobs.json", root / "results.json"
     converting = subprocess.Popen(  # imports now, runs the jobs once jobs.json appears
         [sys.executable, str(WORKERS / "convert_cases.py"), str(jobs_file), str(results_file)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         specs = [f"{n}:{tp}:{pp}:{int(mha)}:{int(ext)}" for n, (tp, pp, mha, ext) in SAVES.items()]
-        saving = torchrun_background(2, WORKERS / "save_random.py", str(d.ckpt), str(tokenizer_dir),
-                                     *specs, env={"PYTHONPATH": str(REPO)})
+        saving = torchrun_background(
+            2,
+            WORKERS / "save_random.py",
+            str(d.ckpt),
+            str(tokenizer_dir),
+            *specs,
+            env={"PYTHONPATH": str(REPO)},
+        )
         for n, (mha, dtype, factor) in SOURCES.items():  # meanwhile, HF models from transformers
-            make_hf_llama(d.src / n, mha=mha, vocab_rows=ROWS, tokenizer=tokenizer_dir, dtype=dtype,
-                          rope_scaling=factor, seed=len(n))
+            make_hf_llama(
+                d.src / n,
+                mha=mha,
+                vocab_rows=ROWS,
+                tokenizer=tokenizer_dir,
+                dtype=dtype,
+                rope_scaling=factor,
+                seed=len(n),
+            )
         d.big_bytes = _write_big_hf(d.src / "big")
         # error inputs
         shutil.copytree(d.src / "hf_gqa", d.err / "not_llama")
@@ -244,25 +386,40 @@ def test_hf_megatron_hf_is_bit_identical(runs, name):
     assert set(index["weight_map"]) == set(src) and len(set(index["weight_map"].values())) > 2
     src_cfg = json.loads((runs.src / name / "config.json").read_text())
     back_cfg = json.loads((runs.back / name / "config.json").read_text())
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
-                "rms_norm_eps", "rope_parameters"):
+    for key in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_parameters",
+    ):
         assert back_cfg[key] == src_cfg[key], key
-    assert (runs.back / name / "tokenizer.json").read_bytes() == \
-        (runs.src / name / "tokenizer.json").read_bytes()
+    assert (runs.back / name / "tokenizer.json").read_bytes() == (
+        runs.src / name / "tokenizer.json"
+    ).read_bytes()
 
 
 def test_pretrain_finetunes_from_an_imported_checkpoint(runs):
     """``pretrain --load DST --finetune`` (no --model) continues from a from-hf checkpoint."""
     _ok(runs, "pretrain_finetune")
-    records = [json.loads(line) for line in
-               (runs.meg / "finetune.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in (runs.meg / "finetune.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     losses = [r["lm_loss"] for r in records if "lm_loss" in r]
     assert len(losses) == 2 and all(0 < loss < 20 for loss in losses), records
 
 
 def test_from_hf_checkpoint_is_what_pretrain_loads(runs):
-    from megatron_dscoder.checkpointing import find_latest_checkpoint, read_checkpoint_metadata
+    from megatron_dscoder.training.checkpoint import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
 
     ckpt = find_latest_checkpoint(runs.meg / "hf_gqa16k_bf16")
     assert ckpt is not None and ckpt.name == "iter_0000000"
@@ -271,7 +428,7 @@ def test_from_hf_checkpoint_is_what_pretrain_loads(runs):
     assert meta["arch"]["rotary_base"] == 100000
     assert meta["arch"]["seq_len_interpolation_factor"] == 4.0
     assert meta["converted_from"]["tensor_model_parallel_size"] == 2
-    from megatron_dscoder.models import ModelArch
+    from megatron_dscoder.model.registry import ModelArch
 
     assert ModelArch(**meta["arch"]).padded_vocab_size(2) == ROWS
     assert (Path(meta["tokenizer"]) / "tokenizer.json").is_file()
@@ -286,23 +443,32 @@ def test_from_hf_chunks_like_megatron_core(runs):
     def layout(root: Path) -> dict:
         iter_dir = next(p for p in root.iterdir() if p.name.startswith("iter_"))
         meta = FileSystemReader(str(iter_dir)).read_metadata().state_dict_metadata
-        return {key: sorted((tuple(c.offsets), tuple(c.sizes)) for c in md.chunks)
-                if hasattr(md, "chunks") else "bytes"
-                for key, md in meta.items() if key.startswith(("embedding", "decoder", "output"))}
+        return {
+            key: sorted((tuple(c.offsets), tuple(c.sizes)) for c in md.chunks)
+            if hasattr(md, "chunks")
+            else "bytes"
+            for key, md in meta.items()
+            if key.startswith(("embedding", "decoder", "output"))
+        }
 
     ours, theirs = layout(runs.meg / "reimport_gqa_tp2"), layout(runs.ckpt / "gqa_tp2")
     assert ours.keys() == theirs.keys()
     assert ours == theirs
 
 
-@pytest.mark.parametrize("name, message", [
-    ("err_not_llama", "not a Llama model (model_type='mistral'"),
-    ("err_missing_shard", "missing safetensors shard(s) model-00002-of-"),
-    ("err_missing_distcp", "shard missing"),
-    ("err_tokenizer_to_hf", "the tokenizer has 480 tokens, more than the 384 rows"),
-    ("err_tokenizer_from_hf",
-     "the tokenizer has 480 tokens but the model's embedding has only 384"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("err_not_llama", "not a Llama model (model_type='mistral'"),
+        ("err_missing_shard", "missing safetensors shard(s) model-00002-of-"),
+        ("err_missing_distcp", "shard missing"),
+        ("err_tokenizer_to_hf", "the tokenizer has 480 tokens, more than the 384 rows"),
+        (
+            "err_tokenizer_from_hf",
+            "the tokenizer has 480 tokens but the model's embedding has only 384",
+        ),
+    ],
+)
 def test_errors_are_clear_and_write_nothing(runs, name, message):
     result = runs.results[name]
     assert result["rc"] == 1, result

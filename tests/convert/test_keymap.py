@@ -26,8 +26,13 @@ H, D = 8, 2
 
 
 def _geometry(heads: int, groups: int) -> Geometry:
-    return Geometry(num_attention_heads=heads, num_query_groups=groups, kv_channels=D,
-                    ffn_hidden_size=6, hf_vocab_rows=10)
+    return Geometry(
+        num_attention_heads=heads,
+        num_query_groups=groups,
+        kv_channels=D,
+        ffn_hidden_size=6,
+        hf_vocab_rows=10,
+    )
 
 
 def test_qkv_is_interleaved_per_query_group():
@@ -36,8 +41,7 @@ def test_qkv_is_interleaved_per_query_group():
     k = (100 + torch.arange(4.0))[:, None].expand(4, H)
     v = (200 + torch.arange(4.0))[:, None].expand(4, H)
     fused = interleave_qkv(q, k, v, num_groups=2)
-    assert fused[:, 0].tolist() == [0, 1, 2, 3, 100, 101, 200, 201,
-                                    4, 5, 6, 7, 102, 103, 202, 203]
+    assert fused[:, 0].tolist() == [0, 1, 2, 3, 100, 101, 200, 201, 4, 5, 6, 7, 102, 103, 202, 203]
     back = split_qkv(fused, _geometry(4, 2))
     assert all(torch.equal(a, b) for a, b in zip(back, (q, k, v), strict=True))
 

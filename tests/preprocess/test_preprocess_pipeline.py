@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
-from megatron_dscoder.preprocess.indexed import EmptyOutputError
+from megatron_dscoder.data.indexed import EmptyOutputError
 from megatron_dscoder.tokenizer import (
     EOS,
     FIM_BEGIN,

@@ -30,8 +30,7 @@ class Canonical:
     def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
         return self.answers[prompt]
 
-    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int,
-               stop: Sequence[str]) -> str:
+    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
         raise AssertionError("not used")
 
 
@@ -41,8 +40,7 @@ class Pass:
     def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
         return "    pass\n"
 
-    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int,
-               stop: Sequence[str]) -> str:
+    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
         return ""
 
 
@@ -55,8 +53,7 @@ class Oracle:
     def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
         raise AssertionError("not used")
 
-    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int,
-               stop: Sequence[str]) -> str:
+    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
         return "  " + self.truth[(prefix, suffix)] + "\nextra_line()"
 
 
@@ -67,10 +64,10 @@ def problems() -> list[dict]:
 
 def test_canonical_solutions_score_one_and_pass_scores_zero(problems):
     assert len(problems) == 164
-    summary, records = ev.evaluate_humaneval(Canonical(problems), problems, timeout=30,
-                                             workers=2)
-    failed = [(r["task_id"], r["status"], r["output"][-300:]) for r in records
-              if r["status"] != "passed"]
+    summary, records = ev.evaluate_humaneval(Canonical(problems), problems, timeout=30, workers=2)
+    failed = [
+        (r["task_id"], r["status"], r["output"][-300:]) for r in records if r["status"] != "passed"
+    ]
     assert summary["pass@1"] == 1.0, failed
     summary, records = ev.evaluate_humaneval(Pass(), problems, timeout=30, workers=2)
     assert summary["pass@1"] == 0.0
@@ -99,10 +96,12 @@ def test_sandbox_limits(tmp_path: Path):
     assert not ev.run_sandboxed("x = bytearray(3 * 2**30)\n", memory_mb=512).passed
     victim = tmp_path / "keep.txt"
     victim.write_text("data")
-    for attack in (f"import os\nos.remove({str(victim)!r})\n",
-                   f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
-                   "import subprocess\nsubprocess.run(['true'])\n",
-                   "import os\nos.system('true')\n"):
+    for attack in (
+        f"import os\nos.remove({str(victim)!r})\n",
+        f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
+        "import subprocess\nsubprocess.run(['true'])\n",
+        "import os\nos.system('true')\n",
+    ):
         assert ev.run_sandboxed(attack).status == "failed", attack
     assert victim.read_text() == "data"
     cwd = ev.run_sandboxed("import os\nprint(os.getcwd(), sorted(os.environ))\n")
@@ -116,8 +115,7 @@ def _corpus(root: Path) -> Path:
     (root / "a.py").write_text("import os\n\n\ndef f(x):\n    y = x + 1\n    return y * 2\n")
     (root / "b.js").write_text("function g(a) {\n  const b = a * 3;\n  return b;\n}\n")
     (root / "notes.txt").write_text("not code\n")
-    (root / "c.jsonl").write_text(json.dumps({"content": "int main() {\n  return 0;\n}\n"})
-                                  + "\n")
+    (root / "c.jsonl").write_text(json.dumps({"content": "int main() {\n  return 0;\n}\n"}) + "\n")
     return root
 
 
@@ -143,13 +141,29 @@ def test_fim_exact_match(tmp_path):
 def test_command_line_on_a_real_model(tmp_path, capsys):
     tok_dir = make_tokenizer(tmp_path / "tok")
     tok = load_tokenizer(tok_dir)
-    model = make_chain_model(tmp_path / "model", tok_dir,
-                             tok.encode("    return 0").ids + [tok.token_to_id(EOS)])
+    model = make_chain_model(
+        tmp_path / "model", tok_dir, tok.encode("    return 0").ids + [tok.token_to_id(EOS)]
+    )
     corpus = _corpus(tmp_path / "corpus")
     out = tmp_path / "result.json"
-    rc = ev.main(["--model", str(model), "--tasks", "humaneval,fim", "--limit", "2",
-                  "--fim-corpus", str(corpus), "--max-new-tokens", "8", "--output", str(out),
-                  "--workers", "2"])
+    rc = ev.main(
+        [
+            "--model",
+            str(model),
+            "--tasks",
+            "humaneval,fim",
+            "--limit",
+            "2",
+            "--fim-corpus",
+            str(corpus),
+            "--max-new-tokens",
+            "8",
+            "--output",
+            str(out),
+            "--workers",
+            "2",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["humaneval"]["problems"] == 2 and summary["humaneval"]["pass@1"] == 0.0

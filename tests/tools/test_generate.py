@@ -52,8 +52,13 @@ def test_fim_prompt_is_psm_with_sentinels_found_by_string(models):
     prefix, suffix = "def f(x):\n", "\n    return y\n"
     ids = gen.fim_prompt_ids(prefix, suffix)
     begin, hole, end = (tok.token_to_id(s) for s in (FIM_BEGIN, FIM_HOLE, FIM_END))
-    assert ids == ([tok.token_to_id(BOS), begin] + tok.encode(prefix).ids + [hole]
-                   + tok.encode(suffix).ids + [end])
+    assert ids == (
+        [tok.token_to_id(BOS), begin]
+        + tok.encode(prefix).ids
+        + [hole]
+        + tok.encode(suffix).ids
+        + [end]
+    )
     # a sentinel string inside user text stays text: the structure cannot be forged
     forged = gen.fim_prompt_ids(FIM_HOLE, "")
     assert forged.count(hole) == 1 and forged[-2] == hole
@@ -74,8 +79,12 @@ def test_stop_strings_and_token_budget(models):
 def test_command_line(models, capsys):
     assert generate.main(["--model", str(models["eos"]), "--prompt", "def add(a, b):\n"]) == 0
     assert capsys.readouterr().out == " return a + b\n"
-    assert generate.main(["--model", str(models["eos"]), "--fim-prefix", "A", "--fim-suffix",
-                          "B", "--show-full"]) == 0
+    assert (
+        generate.main(
+            ["--model", str(models["eos"]), "--fim-prefix", "A", "--fim-suffix", "B", "--show-full"]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "A return a + bB\n"
     assert generate.main(["--model", str(models["eos"])]) == 2
 
@@ -88,8 +97,9 @@ def test_missing_fim_tokens_named(tmp_path: Path):
     import json
 
     data = json.loads((tok_dir / "tokenizer.json").read_text())
-    data["added_tokens"] = [t for t in data["added_tokens"]
-                            if t["content"] not in (FIM_BEGIN, FIM_HOLE, FIM_END)]
+    data["added_tokens"] = [
+        t for t in data["added_tokens"] if t["content"] not in (FIM_BEGIN, FIM_HOLE, FIM_END)
+    ]
     (tok_dir / "tokenizer.json").write_text(json.dumps(data))
     model = chain(tmp_path / "m", tok_dir, [5])
     gen = generate.Generator(model)

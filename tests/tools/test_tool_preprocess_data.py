@@ -98,7 +98,6 @@ def test_killed_run_leaves_no_complete_looking_pair(
     assert all(n.endswith(".partial") or ".work-" in n for n in names)
 
 
-
 def load_tool() -> object:
     import importlib.util
 

@@ -9,8 +9,16 @@ import pytest
 
 from tests.conftest import stdlib_texts
 
-CODE_MODULES = ("difflib.py", "argparse.py", "dataclasses.py", "textwrap.py", "string.py",
-                "json/encoder.py", "json/decoder.py", "json/__init__.py")
+CODE_MODULES = (
+    "difflib.py",
+    "argparse.py",
+    "dataclasses.py",
+    "textwrap.py",
+    "string.py",
+    "json/encoder.py",
+    "json/decoder.py",
+    "json/__init__.py",
+)
 
 
 def write_prefix(prefix: Path, docs: list[list[int]], dtype=np.uint16) -> Path:
@@ -37,10 +45,13 @@ def token_corpus(tiny_tokenizer_dir, tmp_path_factory) -> dict:
     chunks = []
     for text in stdlib_texts(CODE_MODULES):
         lines = text.splitlines(keepends=True)
-        chunks += ["".join(lines[i:i + 40]) for i in range(0, len(lines), 40)]
+        chunks += ["".join(lines[i : i + 40]) for i in range(0, len(lines), 40)]
     prose = [c for c in chunks if '"""' in c]
     code = [e.ids + [eos] for e in tok.encode_batch(chunks)]
     english = [e.ids + [eos] for e in tok.encode_batch(prose)]
-    return {"tokenizer": tiny_tokenizer_dir, "eos": eos,
-            "code": write_prefix(out / "code", code),
-            "prose": write_prefix(out / "prose", english)}
+    return {
+        "tokenizer": tiny_tokenizer_dir,
+        "eos": eos,
+        "code": write_prefix(out / "code", code),
+        "prose": write_prefix(out / "prose", english),
+    }

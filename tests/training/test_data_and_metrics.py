@@ -22,14 +22,22 @@ SERIES = ("lm_loss", "lr", "grad_norm", "tokens_per_s", "tflops_per_gpu")
 def blend_run(tmp_path_factory, token_corpus):
     out = tmp_path_factory.mktemp("blend")
     c = token_corpus
-    flags = (f"--model debug --seq-length 64 --global-batch-size 8 --micro-batch-size 2 "
-             f"--train-iters 12 --lr 3e-3 --lr-warmup-iters 2 --tokenizer-model {c['tokenizer']} "
-             f"--data-path 0.7 {c['code']} 0.3 {c['prose']} --split 90,10,0 "
-             f"--data-cache-path {out / 'cache'} --eval-interval 6 --eval-iters 2 "
-             f"--tensorboard-dir {out / 'tb'} --wandb-project dscoder-test "
-             f"--wandb-exp-name blend --wandb-save-dir {out / 'wb'} --save {out / 'ckpt'}")
-    torchrun(2, WORKERS / "layouts.py", str(out), "blend", flags,
-             env={"WANDB_MODE": None, "WANDB_API_KEY": None})  # no credentials: offline
+    flags = (
+        f"--model debug --seq-length 64 --global-batch-size 8 --micro-batch-size 2 "
+        f"--train-iters 12 --lr 3e-3 --lr-warmup-iters 2 --tokenizer-model {c['tokenizer']} "
+        f"--data-path 0.7 {c['code']} 0.3 {c['prose']} --split 90,10,0 "
+        f"--data-cache-path {out / 'cache'} --eval-interval 6 --eval-iters 2 "
+        f"--tensorboard-dir {out / 'tb'} --wandb-project dscoder-test "
+        f"--wandb-exp-name blend --wandb-save-dir {out / 'wb'} --save {out / 'ckpt'}"
+    )
+    torchrun(
+        2,
+        WORKERS / "layouts.py",
+        str(out),
+        "blend",
+        flags,
+        env={"WANDB_MODE": None, "WANDB_API_KEY": None},
+    )  # no credentials: offline
     return out
 
 
@@ -76,8 +84,10 @@ def test_wandb_offline_run_holds_the_series(blend_run):
 
 def test_parse_blend():
     assert parse_blend(["a"]) == (["a"], None)
-    assert parse_blend(["87", "code", "10", "en", "3", "zh"]) == (["code", "en", "zh"],
-                                                                   [87.0, 10.0, 3.0])
+    assert parse_blend(["87", "code", "10", "en", "3", "zh"]) == (
+        ["code", "en", "zh"],
+        [87.0, 10.0, 3.0],
+    )
     with pytest.raises(DataError, match="weight/prefix pairs"):
         parse_blend(["0.5", "a", "b"])
     with pytest.raises(DataError, match="must be numbers"):
@@ -86,7 +96,13 @@ def test_parse_blend():
 
 @pytest.mark.parametrize("dp", [1, 2, 4])
 def test_sampler_deals_the_same_global_batch_at_any_dp(dp):
-    per_rank = [list(MicroBatchSampler(total_samples=32, consumed_samples=8, micro_batch_size=2,
-                                       dp_rank=r, dp_size=dp)) for r in range(dp)]
+    per_rank = [
+        list(
+            MicroBatchSampler(
+                total_samples=32, consumed_samples=8, micro_batch_size=2, dp_rank=r, dp_size=dp
+            )
+        )
+        for r in range(dp)
+    ]
     dealt = sorted(i for rank in per_rank for mb in rank for i in mb)
     assert dealt == list(range(8, 32))

@@ -31,8 +31,11 @@ def run_cases(tmp_path, cases: dict[str, str]) -> dict:
 
 
 def tree_state(path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +44,18 @@ def outcomes(tmp_path_factory, token_corpus):
     good = tmp / "good"
     # Damaged copies of data and checkpoints are prepared after the good checkpoint exists, so
     # the cases run in two in-process batches (one torch import each).
-    first = run_cases(tmp, {
-        "good": f"{BASE} --mock-data --train-iters 2 --save {good}",
-        "nan_once": f"{BASE} --mock-data --train-iters 5 --inject-nonfinite-loss-iters 3 "
-                    f"--metrics-jsonl {tmp / 'nan_once.jsonl'}",
-        "nan_stop": f"{BASE} --mock-data --train-iters 8 --inject-nonfinite-loss-iters 2 3 4 "
-                    f"--max-nonfinite-iters 3 --save {tmp / 'nan_ckpt'}",
-        "exit_interval": f"{BASE} --mock-data --train-iters 6 --exit-interval 3 "
-                         f"--save {tmp / 'exit_ckpt'} --metrics-jsonl {tmp / 'exit.jsonl'}",
-    })
+    first = run_cases(
+        tmp,
+        {
+            "good": f"{BASE} --mock-data --train-iters 2 --save {good}",
+            "nan_once": f"{BASE} --mock-data --train-iters 5 --inject-nonfinite-loss-iters 3 "
+            f"--metrics-jsonl {tmp / 'nan_once.jsonl'}",
+            "nan_stop": f"{BASE} --mock-data --train-iters 8 --inject-nonfinite-loss-iters 2 3 4 "
+            f"--max-nonfinite-iters 3 --save {tmp / 'nan_ckpt'}",
+            "exit_interval": f"{BASE} --mock-data --train-iters 6 --exit-interval 3 "
+            f"--save {tmp / 'exit_ckpt'} --metrics-jsonl {tmp / 'exit.jsonl'}",
+        },
+    )
     ckpt = good / "iter_0000002"
     truncated = tmp / "truncated"
     shutil.copytree(good, truncated)
@@ -68,16 +74,19 @@ def outcomes(tmp_path_factory, token_corpus):
     os.truncate(str(bad_idx) + ".idx", 100)
     big_ids = write_prefix(tmp / "big_ids", [[5, 70000 % 65536, 9]])  # id 4464 > tiny vocab
     data = f"--tokenizer-model {tok} --data-path"
-    second = run_cases(tmp, {
-        "truncated_ckpt": f"{BASE} --mock-data --train-iters 3 --load {truncated} "
-                          f"--save {truncated}",
-        "other_size": f"{BASE} --mock-data --train-iters 3 --load {other}",
-        "missing_prefix": f"{BASE} {data} {tmp / 'nowhere'} --train-iters 2",
-        "truncated_idx": f"{BASE} {data} {bad_idx} --train-iters 2",
-        "vocab_mismatch": f"{BASE} {data} {big_ids} --train-iters 2",
-        "resume_after_stop": f"{BASE} --mock-data --train-iters 6 --load {tmp / 'nan_ckpt'} "
-                             f"--metrics-jsonl {tmp / 'after_stop.jsonl'}",
-    })
+    second = run_cases(
+        tmp,
+        {
+            "truncated_ckpt": f"{BASE} --mock-data --train-iters 3 --load {truncated} "
+            f"--save {truncated}",
+            "other_size": f"{BASE} --mock-data --train-iters 3 --load {other}",
+            "missing_prefix": f"{BASE} {data} {tmp / 'nowhere'} --train-iters 2",
+            "truncated_idx": f"{BASE} {data} {bad_idx} --train-iters 2",
+            "vocab_mismatch": f"{BASE} {data} {big_ids} --train-iters 2",
+            "resume_after_stop": f"{BASE} --mock-data --train-iters 6 --load {tmp / 'nan_ckpt'} "
+            f"--metrics-jsonl {tmp / 'after_stop.jsonl'}",
+        },
+    )
     return {**first, **second, "_tmp": tmp, "_before": before, "_shard": shard}
 
 

@@ -13,10 +13,14 @@ import pytest
 from tests.launch import WORKERS, kill_when, read_jsonl, torchrun, torchrun_popen
 
 ITERS = 12
-COMMON = (f"--model debug --mock-data --train-iters {ITERS} --seq-length 64 --seed 11 "
-          "--global-batch-size 8 --log-interval 1 --num-workers 1")
-LAYOUTS = {"tp2": "--tensor-model-parallel-size 2 --sequence-parallel",
-           "pp2": "--pipeline-model-parallel-size 2"}
+COMMON = (
+    f"--model debug --mock-data --train-iters {ITERS} --seq-length 64 --seed 11 "
+    "--global-batch-size 8 --log-interval 1 --num-workers 1"
+)
+LAYOUTS = {
+    "tp2": "--tensor-model-parallel-size 2 --sequence-parallel",
+    "pp2": "--pipeline-model-parallel-size 2",
+}
 
 
 def losses(path) -> dict[int, float]:
@@ -38,16 +42,21 @@ def runs(tmp_path_factory):
     killed_at = {}
     for name, flags in LAYOUTS.items():
         ckpt, metrics = out / f"ckpt_{name}", out / f"resumed_{name}.jsonl"
-        argv = [*f"{COMMON} {flags} --save {ckpt} --load {ckpt} --save-interval 4".split(),
-                "--metrics-jsonl", str(metrics)]
+        argv = [
+            *f"{COMMON} {flags} --save {ckpt} --load {ckpt} --save-interval 4".split(),
+            "--metrics-jsonl",
+            str(metrics),
+        ]
         proc = torchrun_popen(2, argv, out / f"killed_{name}.log")
         killed_at[name] = kill_when(proc, metrics, iteration=6)
     shutil.copytree(out / "ckpt_tp2", out / "ckpt_reshard")
     args = [str(out)]
     for name, flags in LAYOUTS.items():
         ckpt = out / f"ckpt_{name}"
-        args += [f"resumed_{name}", f"{COMMON} {flags} --save {ckpt} --load {ckpt} "
-                                    "--save-interval 4"]
+        args += [
+            f"resumed_{name}",
+            f"{COMMON} {flags} --save {ckpt} --load {ckpt} --save-interval 4",
+        ]
     args += ["reshard", f"{COMMON} {LAYOUTS['pp2']} --load {out / 'ckpt_reshard'}"]
     torchrun(2, WORKERS / "layouts.py", *args)  # all resumes, one launch
     return out, killed_at

@@ -9,7 +9,7 @@ megatron-core's groups are rebuilt between layouts, the default process group is
 import shlex
 import sys
 
-from megatron_dscoder import pretrain
+from megatron_dscoder.training import train as pretrain
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import json
 import shlex
 import sys
 
-from megatron_dscoder import pretrain
+from megatron_dscoder.training import train as pretrain
 
 
 def main() -> None:

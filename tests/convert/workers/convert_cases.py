@@ -49,8 +49,9 @@ def run(job: dict) -> dict:
         except Exception:  # noqa: BLE001 - recorded for the test to report; later jobs still run
             rc = "exception"
             err.write(traceback.format_exc())
-    result.update(rc=rc, stdout=out.getvalue(), stderr=err.getvalue(),
-                  seconds=time.perf_counter() - start)
+    result.update(
+        rc=rc, stdout=out.getvalue(), stderr=err.getvalue(), seconds=time.perf_counter() - start
+    )
     if job.get("measure"):
         result["peak_mb"] = _status_kb("VmHWM") / 1024
     return result

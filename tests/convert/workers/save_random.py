@@ -24,28 +24,47 @@ def save_case(out: Path, tokenizer: str, spec: str) -> None:
 
     from megatron.core import parallel_state
 
-    from megatron_dscoder import checkpointing, distributed
-    from megatron_dscoder.config import ParallelConfig
-    from megatron_dscoder.init import initialize_model
-    from megatron_dscoder.model import build_model, transformer_config
+    from megatron_dscoder.config.run import ParallelConfig
+    from megatron_dscoder.model.build import build_model, transformer_config
+    from megatron_dscoder.model.weight_init import initialize_model
+    from megatron_dscoder.parallel import distributed
     from megatron_dscoder.tokenizer import load_tokenizer, vocab_size
+    from megatron_dscoder.training import checkpoint as checkpointing
     from tests.convert.helpers import debug_arch
 
     name, tp, pp, mha, ext = spec.split(":")
     tp, pp = int(tp), int(pp)
     arch = debug_arch(mha == "1", vocab_size(load_tokenizer(tokenizer)), extended=ext == "1")
-    distributed.initialize(ParallelConfig(tensor_model_parallel_size=tp,
-                                          pipeline_model_parallel_size=pp,
-                                          world_size=int(os.environ["WORLD_SIZE"])), SEED)
+    distributed.initialize(
+        ParallelConfig(
+            tensor_model_parallel_size=tp,
+            pipeline_model_parallel_size=pp,
+            world_size=int(os.environ["WORLD_SIZE"]),
+        ),
+        SEED,
+    )
     try:
-        model = build_model(arch, transformer_config(arch, tensor_model_parallel_size=tp,
-                                                     pipeline_model_parallel_size=pp))
-        initialize_model(model, SEED, init_method_std=arch.init_method_std,
-                         num_layers=arch.num_layers,
-                         tp_rank=parallel_state.get_tensor_model_parallel_rank(), tp_size=tp)
+        model = build_model(
+            arch,
+            transformer_config(
+                arch, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp
+            ),
+        )
+        initialize_model(
+            model,
+            SEED,
+            init_method_std=arch.init_method_std,
+            num_layers=arch.num_layers,
+            tp_rank=parallel_state.get_tensor_model_parallel_rank(),
+            tp_size=tp,
+        )
         checkpointing.save_checkpoint(
-            out / name, iteration=7, model=[model], optimizer=None,
-            run_meta={"model": None, "arch": dataclasses.asdict(arch), "tokenizer": tokenizer})
+            out / name,
+            iteration=7,
+            model=[model],
+            optimizer=None,
+            run_meta={"model": None, "arch": dataclasses.asdict(arch), "tokenizer": tokenizer},
+        )
     finally:
         distributed.destroy(keep_process_group=True)
 

@@ -28,7 +28,7 @@ from megatron.core.transformer.transformer_block import (
     get_num_layers_to_build,
 )
 
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 
 def have_transformer_engine() -> bool:
@@ -50,15 +50,17 @@ class RMSNorm(torch.nn.RMSNorm):
     megatron-core's ``finalize_model_grads`` to all-reduce it over the TP group.
     """
 
-    def __init__(self, config: TransformerConfig, hidden_size: int, eps: float = 1e-6,
-                 **unused: object) -> None:
+    def __init__(
+        self, config: TransformerConfig, hidden_size: int, eps: float = 1e-6, **unused: object
+    ) -> None:
         super().__init__(hidden_size, eps=eps, dtype=config.params_dtype)
         self.weight.sequence_parallel = config.sequence_parallel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [s, b, h] -> [s, b, h]
         # fp32 statistics whatever the activation dtype, as HF Llama and TE do.
-        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(),
-                          self.eps).to(x.dtype)
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(), self.eps).to(
+            x.dtype
+        )
 
 
 def transformer_config(
@@ -104,7 +106,7 @@ def transformer_config(
         pipeline_dtype=params_dtype,
         params_dtype=params_dtype,
         bf16=bf16,
-        # Weights are written by megatron_dscoder.init after construction (layout-independent).
+        # Weights are written by megatron_dscoder.model.weight_init after construction (layout-independent).
         perform_initialization=False,
         use_cpu_initialization=not torch.cuda.is_available(),
         calculate_per_token_loss=True,
@@ -112,8 +114,9 @@ def transformer_config(
     )
 
 
-def layer_spec(config: TransformerConfig, use_transformer_engine: bool | None = None
-               ) -> ModuleSpec | TransformerBlockSubmodules:
+def layer_spec(
+    config: TransformerConfig, use_transformer_engine: bool | None = None
+) -> ModuleSpec | TransformerBlockSubmodules:
     """The decoder spec for this process's pipeline stage."""
     if use_transformer_engine is None:
         use_transformer_engine = have_transformer_engine()
@@ -126,8 +129,9 @@ def layer_spec(config: TransformerConfig, use_transformer_engine: bool | None = 
     return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=RMSNorm)
 
 
-def build_model(arch: ModelArch, config: TransformerConfig,
-                use_transformer_engine: bool | None = None) -> GPTModel:
+def build_model(
+    arch: ModelArch, config: TransformerConfig, use_transformer_engine: bool | None = None
+) -> GPTModel:
     """One pipeline stage of the model (pre/post-processing only on the first/last stage)."""
     return GPTModel(
         config=config,

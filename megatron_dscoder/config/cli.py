@@ -10,7 +10,13 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from megatron_dscoder.config import (
+from megatron_dscoder.config.recipes import (
+    EXTEND_CONTEXT,
+    STAGES,
+    extend_context_recipe,
+    pretrain_recipe,
+)
+from megatron_dscoder.config.run import (
     CheckpointConfig,
     ConfigError,
     DataConfig,
@@ -19,12 +25,12 @@ from megatron_dscoder.config import (
     RunConfig,
     TrainConfig,
 )
-from megatron_dscoder.models import MODELS, ModelArch, extend_context, get_model, with_vocab_size
-from megatron_dscoder.recipes import (
-    EXTEND_CONTEXT,
-    STAGES,
-    extend_context_recipe,
-    pretrain_recipe,
+from megatron_dscoder.model.registry import (
+    MODELS,
+    ModelArch,
+    extend_context,
+    get_model,
+    with_vocab_size,
 )
 
 
@@ -35,20 +41,33 @@ def world_size_from_env() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """All flags of ``python -m megatron_dscoder.pretrain``."""
-    p = argparse.ArgumentParser(prog="python -m megatron_dscoder.pretrain",
-                                description="Pretrain a DeepSeek-Coder model with megatron-core.")
+    p = argparse.ArgumentParser(
+        prog="python -m megatron_dscoder.pretrain",
+        description="Pretrain a DeepSeek-Coder model with megatron-core.",
+    )
     add = p.add_argument_group("model").add_argument
-    add("--model", default=None,
-        help=f"registry size: {', '.join(MODELS)} (default with --load: the checkpoint's)")
-    add("--stage", choices=STAGES, default="pretrain",
-        help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load")
+    add(
+        "--model",
+        default=None,
+        help=f"registry size: {', '.join(MODELS)} (default with --load: the checkpoint's)",
+    )
+    add(
+        "--stage",
+        choices=STAGES,
+        default="pretrain",
+        help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load",
+    )
 
     add = p.add_argument_group("parallelism").add_argument
     add("--tensor-model-parallel-size", type=int, default=1)
     add("--pipeline-model-parallel-size", type=int, default=1)
     add("--sequence-parallel", action="store_true")
-    add("--context-parallel-size", type=int, default=1,
-        help="split long sequences over GPUs (needs Transformer Engine)")
+    add(
+        "--context-parallel-size",
+        type=int,
+        default=1,
+        help="split long sequences over GPUs (needs Transformer Engine)",
+    )
     add("--use-distributed-optimizer", action="store_true")
     add("--decoder-first-pipeline-num-layers", type=int, default=None)
     add("--decoder-last-pipeline-num-layers", type=int, default=None)
@@ -57,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--micro-batch-size", type=int, default=1)
     add("--global-batch-size", type=int, default=None, help="default: the size's recipe")
     add("--seq-length", type=int, default=None, help="default: max_position_embeddings")
-    add("--train-iters", type=int, default=None,
-        help="default: the recipe's (1.8T tokens at 4K; 1000 for extend-context; debug 10)")
+    add(
+        "--train-iters",
+        type=int,
+        default=None,
+        help="default: the recipe's (1.8T tokens at 4K; 1000 for extend-context; debug 10)",
+    )
     add("--lr", type=float, default=None, help="peak LR; default: the size's recipe")
     add("--min-lr", type=float, default=None)
     add("--lr-decay-style", choices=("three-stage", "cosine", "constant"), default=None)
@@ -71,12 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--recompute-granularity", choices=("full", "selective"), default=None)
     add("--recompute-method", choices=("uniform", "block"), default=None)
     add("--recompute-num-layers", type=int, default=None)
-    add("--exit-interval", type=int, default=None,
-        help="checkpoint and exit when the iteration is a multiple of this")
-    add("--max-nonfinite-iters", type=int, default=10,
-        help="stop (with a checkpoint) after this many NaN/inf losses in a row")
-    add("--inject-nonfinite-loss-iters", type=int, nargs="*", default=[],
-        help=argparse.SUPPRESS)  # fault injection for tests
+    add(
+        "--exit-interval",
+        type=int,
+        default=None,
+        help="checkpoint and exit when the iteration is a multiple of this",
+    )
+    add(
+        "--max-nonfinite-iters",
+        type=int,
+        default=10,
+        help="stop (with a checkpoint) after this many NaN/inf losses in a row",
+    )
+    add(
+        "--inject-nonfinite-loss-iters", type=int, nargs="*", default=[], help=argparse.SUPPRESS
+    )  # fault injection for tests
 
     add = p.add_argument_group("data").add_argument
     add("--mock-data", action="store_true", help="deterministic synthetic tokens")
@@ -105,13 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--wandb-exp-name", default=None)
     add("--wandb-save-dir", default=None)
     add("--peak-tflops", type=float, default=None, help="per-device peak for MFU")
-    add("--dry-run", action="store_true",
-        help="validate the configuration, print the plan, exit")
+    add("--dry-run", action="store_true", help="validate the configuration, print the plan, exit")
     add("--gpu-memory-gib", type=float, default=80.0, help="for --dry-run: memory per GPU")
-    add("--assumed-efficiency", type=float, default=0.45,
-        help="for --dry-run: achieved fraction of --peak-tflops (default peak: 989, H800)")
-    add("--world-size", type=int, default=None,
-        help="for --dry-run: the world size to plan for (default: torchrun's, else TP x PP)")
+    add(
+        "--assumed-efficiency",
+        type=float,
+        default=0.45,
+        help="for --dry-run: achieved fraction of --peak-tflops (default peak: 989, H800)",
+    )
+    add(
+        "--world-size",
+        type=int,
+        default=None,
+        help="for --dry-run: the world size to plan for (default: torchrun's, else TP x PP)",
+    )
     return p
 
 
@@ -128,7 +167,10 @@ def _base_arch(args: argparse.Namespace) -> tuple[str | None, ModelArch]:
     if args.model is not None:
         arch = get_model(args.model)
     elif args.load:
-        from megatron_dscoder.checkpointing import find_latest_checkpoint, read_checkpoint_metadata
+        from megatron_dscoder.training.checkpoint import (
+            find_latest_checkpoint,
+            read_checkpoint_metadata,
+        )
 
         found = find_latest_checkpoint(args.load)
         if found is None:
@@ -183,29 +225,55 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         min_lr=pick(args.min_lr, recipe.min_lr),
         lr_decay_style=pick(args.lr_decay_style, recipe.lr_decay_style),
         lr_warmup_iters=pick(args.lr_warmup_iters, recipe.lr_warmup_iters),
-        weight_decay=args.weight_decay, clip_grad=args.clip_grad,
-        adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, seed=args.seed,
+        weight_decay=args.weight_decay,
+        clip_grad=args.clip_grad,
+        adam_beta1=args.adam_beta1,
+        adam_beta2=args.adam_beta2,
+        seed=args.seed,
         recompute_granularity=args.recompute_granularity,
-        recompute_method=args.recompute_method, recompute_num_layers=args.recompute_num_layers,
-        max_nonfinite_iters=args.max_nonfinite_iters, exit_interval=args.exit_interval,
+        recompute_method=args.recompute_method,
+        recompute_num_layers=args.recompute_num_layers,
+        max_nonfinite_iters=args.max_nonfinite_iters,
+        exit_interval=args.exit_interval,
         inject_nonfinite_loss_iters=tuple(args.inject_nonfinite_loss_iters),
     )
-    data = DataConfig(mock_data=args.mock_data or (args.dry_run and not args.data_path),
-                      data_path=args.data_path, split=args.split,
-                      data_cache_path=args.data_cache_path,
-                      tokenizer_model=args.tokenizer_model, num_workers=args.num_workers)
-    checkpoint = CheckpointConfig(save=args.save, save_interval=args.save_interval,
-                                  load=args.load, finetune=args.finetune or extending,
-                                  no_load_optim=args.no_load_optim, no_load_rng=args.no_load_rng,
-                                  keep_checkpoints=args.keep_checkpoints)
-    logging_cfg = LoggingConfig(log_interval=args.log_interval, eval_interval=args.eval_interval,
-                                eval_iters=args.eval_iters, metrics_jsonl=args.metrics_jsonl,
-                                tensorboard_dir=args.tensorboard_dir,
-                                wandb_project=args.wandb_project,
-                                wandb_exp_name=args.wandb_exp_name,
-                                wandb_save_dir=args.wandb_save_dir, peak_tflops=args.peak_tflops)
-    return RunConfig(model=model, arch=arch, parallel=parallel, train=train, data=data,
-                     checkpoint=checkpoint, logging=logging_cfg)
+    data = DataConfig(
+        mock_data=args.mock_data or (args.dry_run and not args.data_path),
+        data_path=args.data_path,
+        split=args.split,
+        data_cache_path=args.data_cache_path,
+        tokenizer_model=args.tokenizer_model,
+        num_workers=args.num_workers,
+    )
+    checkpoint = CheckpointConfig(
+        save=args.save,
+        save_interval=args.save_interval,
+        load=args.load,
+        finetune=args.finetune or extending,
+        no_load_optim=args.no_load_optim,
+        no_load_rng=args.no_load_rng,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    logging_cfg = LoggingConfig(
+        log_interval=args.log_interval,
+        eval_interval=args.eval_interval,
+        eval_iters=args.eval_iters,
+        metrics_jsonl=args.metrics_jsonl,
+        tensorboard_dir=args.tensorboard_dir,
+        wandb_project=args.wandb_project,
+        wandb_exp_name=args.wandb_exp_name,
+        wandb_save_dir=args.wandb_save_dir,
+        peak_tflops=args.peak_tflops,
+    )
+    return RunConfig(
+        model=model,
+        arch=arch,
+        parallel=parallel,
+        train=train,
+        data=data,
+        checkpoint=checkpoint,
+        logging=logging_cfg,
+    )
 
 
 def parse(argv: Sequence[str] | None, world_size: int) -> tuple[argparse.Namespace, RunConfig]:

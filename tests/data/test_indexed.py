@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_helpers import read_documents
 
-from megatron_dscoder.preprocess import indexed
-from megatron_dscoder.preprocess.indexed import (
+from megatron_dscoder.data import indexed
+from megatron_dscoder.data.indexed import (
     EmptyOutputError,
     IndexedDatasetWriter,
     token_dtype,
 )
+from tests.preprocess.preprocess_helpers import read_documents
 
 
 def test_token_dtype_rule() -> None:

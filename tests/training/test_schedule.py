@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from megatron_dscoder.schedule import LRSchedule
+from megatron_dscoder.training.schedule import LRSchedule
 
 
 def test_three_stage_boundaries():

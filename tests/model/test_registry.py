@@ -2,7 +2,7 @@
 
 import pytest
 
-from megatron_dscoder.models import MODELS, extend_context, get_model
+from megatron_dscoder.model.registry import MODELS, extend_context, get_model
 
 NOMINAL = {"1.3b": 1.35e9, "6.7b": 6.74e9, "33b": 33.3e9}
 
@@ -14,8 +14,14 @@ def test_parameter_count_matches_name(name):
 
 def test_published_dimensions():
     m = MODELS["33b"]
-    assert (m.hidden_size, m.num_layers, m.num_attention_heads, m.num_query_groups,
-            m.ffn_hidden_size, m.kv_channels) == (7168, 62, 56, 8, 19200, 128)
+    assert (
+        m.hidden_size,
+        m.num_layers,
+        m.num_attention_heads,
+        m.num_query_groups,
+        m.ffn_hidden_size,
+        m.kv_channels,
+    ) == (7168, 62, 56, 8, 19200, 128)
     assert MODELS["1.3b"].num_query_groups == MODELS["1.3b"].num_attention_heads  # MHA
     for m in MODELS.values():
         assert m.layernorm_epsilon == 1e-6
@@ -36,8 +42,11 @@ def test_deepseek_vocab_pads_to_published_rows_at_every_tp(tp):
 
 def test_extend_context_recipe():
     long = extend_context(MODELS["6.7b"])
-    assert (long.max_position_embeddings, long.rotary_base,
-            long.seq_len_interpolation_factor) == (16384, 100000, 4.0)
+    assert (long.max_position_embeddings, long.rotary_base, long.seq_len_interpolation_factor) == (
+        16384,
+        100000,
+        4.0,
+    )
     assert long.num_parameters() == MODELS["6.7b"].num_parameters()
 
 

@@ -3,7 +3,7 @@
 Launched by ``torchrun`` the usual environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``) is read; launched as a plain ``python -m`` one process forms a
 world of one. Without CUDA the gloo backend is used and megatron-core runs through
-:mod:`megatron_dscoder.cpu_compat`.
+:mod:`megatron_dscoder.parallel.cpu_compat`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-from megatron_dscoder import cpu_compat
-from megatron_dscoder.config import ParallelConfig
+from megatron_dscoder.config.run import ParallelConfig
+from megatron_dscoder.parallel import cpu_compat
 
 
 def _free_port() -> int:

@@ -13,8 +13,13 @@ from tests.launch import REPO
 
 
 def run_snippet(code: str) -> str:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
 
@@ -22,7 +27,7 @@ def run_snippet(code: str) -> str:
 def test_cuda_calls_resolve_to_cpu():
     out = run_snippet("""
         import torch
-        from megatron_dscoder import cpu_compat
+        from megatron_dscoder.parallel import cpu_compat
         assert cpu_compat.activate() and cpu_compat.is_active()
         t = torch.zeros(3, device="cuda")
         assert t.device.type == "cpu"
@@ -42,7 +47,7 @@ def test_cuda_calls_resolve_to_cpu():
 def test_tensor_parallel_rng_tracker_forks_and_restores():
     out = run_snippet("""
         import torch
-        from megatron_dscoder import cpu_compat
+        from megatron_dscoder.parallel import cpu_compat
         cpu_compat.activate()
         from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
         torch.manual_seed(0)
@@ -66,7 +71,7 @@ def test_custom_function_backward_stays_on_cpu():
     # Autograd runs backward without Python modes; recomputation re-runs forward code there.
     out = run_snippet("""
         import torch
-        from megatron_dscoder import cpu_compat
+        from megatron_dscoder.parallel import cpu_compat
         cpu_compat.activate()
 
         class Twice(torch.autograd.Function):
@@ -91,7 +96,7 @@ def test_inert_when_cuda_is_available():
         import torch
         original = torch.cuda.current_device
         torch.cuda.is_available = lambda: True
-        from megatron_dscoder import cpu_compat
+        from megatron_dscoder.parallel import cpu_compat
         assert cpu_compat.activate() is False and not cpu_compat.is_active()
         assert torch.cuda.current_device is original
         assert torch._C._is_torch_function_mode_enabled() is False
@@ -105,7 +110,7 @@ def test_inert_when_cuda_is_available():
 def test_real_gpu_is_left_alone():
     out = run_snippet("""
         import torch
-        from megatron_dscoder import cpu_compat
+        from megatron_dscoder.parallel import cpu_compat
         assert cpu_compat.activate() is False
         assert torch.zeros(1, device="cuda").device.type == "cuda"
         print("ok")

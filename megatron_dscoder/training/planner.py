@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from megatron_dscoder.config import RunConfig
-from megatron_dscoder.flops import flops_per_token
+from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.model.flops import flops_per_token
 
 GIB = float(1 << 30)
 
@@ -51,9 +51,14 @@ def stage_param_numels(run: RunConfig, stage: int) -> list[int]:
     """Element counts of one TP rank's parameters on ``stage``, in module order."""
     a, tp = run.arch, run.parallel.tensor_model_parallel_size
     h, d = a.hidden_size, a.kv_channels
-    layer = [h, h * a.num_attention_heads * d // tp,                    # norm, proj
-             (a.num_attention_heads + 2 * a.num_query_groups) * d * h // tp,  # qkv
-             h, 2 * a.ffn_hidden_size * h // tp, h * a.ffn_hidden_size // tp]  # norm, fc1, fc2
+    layer = [
+        h,
+        h * a.num_attention_heads * d // tp,  # norm, proj
+        (a.num_attention_heads + 2 * a.num_query_groups) * d * h // tp,  # qkv
+        h,
+        2 * a.ffn_hidden_size * h // tp,
+        h * a.ffn_hidden_size // tp,
+    ]  # norm, fc1, fc2
     counts = layers_per_stage(run)
     vocab_shard = a.padded_vocab_size(tp) // tp * h
     numels = [vocab_shard] if stage == 0 else []
@@ -128,10 +133,18 @@ def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
         weights = stored * (2 if mixed_precision else 4)
         per_param_state = 12 if mixed_precision else 8  # (master +) exp_avg + exp_avg_sq
         act = activation_bytes_per_token(run, n, stage == 0, stage == pp - 1) * t.seq_length
-        out.append(StagePlan(stage=stage, num_layers=n, params=sum(numels), weights=weights,
-                             grads=buffer * 4, optimizer=owned * per_param_state,
-                             activations_per_microbatch=int(act),
-                             in_flight=min(pp - stage, run.num_microbatches)))
+        out.append(
+            StagePlan(
+                stage=stage,
+                num_layers=n,
+                params=sum(numels),
+                weights=weights,
+                grads=buffer * 4,
+                optimizer=owned * per_param_state,
+                activations_per_microbatch=int(act),
+                in_flight=min(pp - stage, run.num_microbatches),
+            )
+        )
     return out
 
 
@@ -141,8 +154,12 @@ def bubble_fraction(run: RunConfig) -> float:
     return (pp - 1) / (m + pp - 1)
 
 
-def describe(run: RunConfig, gpu_memory_gib: float = 80.0, peak_tflops: float = 989.0,
-             efficiency: float = 0.45) -> str:
+def describe(
+    run: RunConfig,
+    gpu_memory_gib: float = 80.0,
+    peak_tflops: float = 989.0,
+    efficiency: float = 0.45,
+) -> str:
     """The dry-run report."""
     par, t = run.parallel, run.train
     total = run.arch.num_parameters(par.tensor_model_parallel_size)
@@ -171,15 +188,22 @@ def describe(run: RunConfig, gpu_memory_gib: float = 80.0, peak_tflops: float = 
             f"({s.params / 1e9:.3f}B) | weights {s.weights / GIB:.1f} grads {s.grads / GIB:.1f} "
             f"optimizer {s.optimizer / GIB:.1f} activations {s.in_flight} x "
             f"{act * t.micro_batch_size / GIB:.2f} = total {used / GIB:.1f} | largest "
-            f"micro-batch that fits: {max(fits, 0)}")
+            f"micro-batch that fits: {max(fits, 0)}"
+        )
     verdict = "FITS" if worst <= budget else "DOES NOT FIT"
-    lines.append(f"{verdict}: peak {worst / GIB:.1f} GiB of {gpu_memory_gib:g} GiB "
-                 f"(margin {(budget - worst) / GIB:+.1f} GiB)")
+    lines.append(
+        f"{verdict}: peak {worst / GIB:.1f} GiB of {gpu_memory_gib:g} GiB "
+        f"(margin {(budget - worst) / GIB:+.1f} GiB)"
+    )
     flops = flops_per_token(run.arch, t.seq_length) * t.global_batch_size * t.seq_length
-    seconds = flops / (par.world_size * peak_tflops * 1e12 * efficiency) / (1 - bubble_fraction(run))
+    seconds = (
+        flops / (par.world_size * peak_tflops * 1e12 * efficiency) / (1 - bubble_fraction(run))
+    )
     mfu = efficiency * (1 - bubble_fraction(run))
-    lines.append(f"time: {flops / 1e15:,.1f} PFLOP per step -> ~{seconds:.2f} s/step at "
-                 f"{efficiency:.0%} of {peak_tflops:g} TFLOP/s, MFU ~{mfu:.1%}, "
-                 f"{t.global_batch_size * t.seq_length / seconds / par.world_size:,.0f} "
-                 f"tokens/s per GPU")
+    lines.append(
+        f"time: {flops / 1e15:,.1f} PFLOP per step -> ~{seconds:.2f} s/step at "
+        f"{efficiency:.0%} of {peak_tflops:g} TFLOP/s, MFU ~{mfu:.1%}, "
+        f"{t.global_batch_size * t.seq_length / seconds / par.world_size:,.0f} "
+        f"tokens/s per GPU"
+    )
     return "\n".join(lines)

@@ -14,19 +14,31 @@ not hardware FLOPs), so MFU is comparable across recompute settings, as in PaLM'
 
 from __future__ import annotations
 
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 # Dense bf16 tensor-core peaks in TFLOP/s (no sparsity).
-PEAK_TFLOPS = {"H100": 989.0, "H800": 989.0, "H200": 989.0, "H20": 148.0, "A100": 312.0,
-               "A800": 312.0, "L40S": 362.0, "B200": 2250.0}
+PEAK_TFLOPS = {
+    "H100": 989.0,
+    "H800": 989.0,
+    "H200": 989.0,
+    "H20": 148.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "B200": 2250.0,
+}
 
 
 def flops_per_token(arch: ModelArch, seq_length: int, tensor_model_parallel_size: int = 1) -> float:
     """Training (forward + backward) model FLOPs per token."""
     h, d, f = arch.hidden_size, arch.kv_channels, arch.ffn_hidden_size
     heads, groups = arch.num_attention_heads, arch.num_query_groups
-    per_layer = (2 * h * (heads + 2 * groups) * d + 2 * h * heads * d
-                 + 4 * seq_length * heads * d + 6 * h * f)
+    per_layer = (
+        2 * h * (heads + 2 * groups) * d
+        + 2 * h * heads * d
+        + 4 * seq_length * heads * d
+        + 6 * h * f
+    )
     logits = 2 * h * arch.padded_vocab_size(tensor_model_parallel_size)
     return 3.0 * (arch.num_layers * per_layer + logits)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from megatron_dscoder.arguments import build_parser, config_from_args
-from megatron_dscoder.config import ConfigError, split_pipeline_layers
+from megatron_dscoder.config.cli import build_parser, config_from_args
+from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
 
 
 def make(flags: str, world_size: int = 1):
@@ -14,8 +14,11 @@ def make(flags: str, world_size: int = 1):
 
 
 def test_valid_layout():
-    run = make("--model debug --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 "
-               "--sequence-parallel --global-batch-size 8", world_size=8)
+    run = make(
+        "--model debug --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 "
+        "--sequence-parallel --global-batch-size 8",
+        world_size=8,
+    )
     assert run.parallel.data_parallel_size == 2 and run.num_microbatches == 4
 
 
@@ -33,13 +36,17 @@ def test_layers_not_splittable_over_pp():
     with pytest.raises(ConfigError, match="num_layers=4 .* pipeline-model-parallel-size=8"):
         make("--model debug --pipeline-model-parallel-size 8", world_size=8)
     with pytest.raises(ConfigError, match="num_layers=62 with 10 on the first"):
-        make("--model 33b --lr-warmup-iters 0 --pipeline-model-parallel-size 4 "
-             "--decoder-first-pipeline-num-layers 10", world_size=4)
+        make(
+            "--model 33b --lr-warmup-iters 0 --pipeline-model-parallel-size 4 "
+            "--decoder-first-pipeline-num-layers 10",
+            world_size=4,
+        )
 
 
 def test_global_batch_not_divisible():
-    with pytest.raises(ConfigError, match="global-batch-size=6 .* micro-batch-size=4 x "
-                                          "data-parallel-size=1"):
+    with pytest.raises(
+        ConfigError, match="global-batch-size=6 .* micro-batch-size=4 x data-parallel-size=1"
+    ):
         make("--model debug --global-batch-size 6 --micro-batch-size 4")
 
 

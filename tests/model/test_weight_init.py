@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from megatron_dscoder.init import _canonical_name, _global_indices, _key, _normal
+from megatron_dscoder.model.weight_init import _canonical_name, _global_indices, _key, _normal
 
 
 def shard_param(full: torch.Tensor, dim: int, rank: int, tp: int, gated: bool = False):
@@ -20,12 +20,15 @@ def shard_param(full: torch.Tensor, dim: int, rank: int, tp: int, gated: bool = 
 
 
 @pytest.mark.parametrize("tp", [2, 4])
-@pytest.mark.parametrize(("name", "dim", "gated"), [
-    ("decoder.layers.0.self_attention.linear_qkv.weight", 0, False),
-    ("decoder.layers.0.mlp.linear_fc1.weight", 0, True),
-    ("decoder.layers.0.mlp.linear_fc2.weight", 1, False),
-    ("embedding.word_embeddings.weight", 0, False),
-])
+@pytest.mark.parametrize(
+    ("name", "dim", "gated"),
+    [
+        ("decoder.layers.0.self_attention.linear_qkv.weight", 0, False),
+        ("decoder.layers.0.mlp.linear_fc1.weight", 0, True),
+        ("decoder.layers.0.mlp.linear_fc2.weight", 1, False),
+        ("embedding.word_embeddings.weight", 0, False),
+    ],
+)
 def test_shards_are_slices_of_the_canonical_tensor(tp, name, dim, gated):
     full_shape = (16, 24)
     key = _key(3, name)
@@ -49,6 +52,8 @@ def test_samples_are_standard_normal_and_seed_dependent():
 
 
 def test_pipeline_stage_layers_use_global_index():
-    assert _canonical_name("decoder.layers.1.mlp.linear_fc1.weight", {0: 2, 1: 3}) == \
-        "decoder.layers.3.mlp.linear_fc1.weight"
+    assert (
+        _canonical_name("decoder.layers.1.mlp.linear_fc1.weight", {0: 2, 1: 3})
+        == "decoder.layers.3.mlp.linear_fc1.weight"
+    )
     assert _canonical_name("output_layer.weight", {}) == "output_layer.weight"

@@ -24,22 +24,33 @@ def memory_stats() -> dict[str, float]:
 
     gib = float(1 << 30)
     if torch.cuda.is_available():
-        return {"mem_allocated_gib": torch.cuda.memory_allocated() / gib,
-                "mem_peak_gib": torch.cuda.max_memory_allocated() / gib}
+        return {
+            "mem_allocated_gib": torch.cuda.memory_allocated() / gib,
+            "mem_peak_gib": torch.cuda.max_memory_allocated() / gib,
+        }
     with open("/proc/self/statm") as f:
         rss_pages = int(f.read().split()[1])
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"mem_rss_gib": rss_pages * os.sysconf("SC_PAGE_SIZE") / gib,
-            "mem_peak_rss_gib": peak_kib * 1024 / gib}
+    return {
+        "mem_rss_gib": rss_pages * os.sysconf("SC_PAGE_SIZE") / gib,
+        "mem_peak_rss_gib": peak_kib * 1024 / gib,
+    }
 
 
 class MetricsLogger:
     """Fans each record out to the enabled sinks; ``close()`` flushes them."""
 
-    def __init__(self, *, enabled: bool, jsonl_path: str | None = None,
-                 tensorboard_dir: str | None = None, wandb_project: str | None = None,
-                 wandb_exp_name: str | None = None, wandb_save_dir: str | None = None,
-                 run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        jsonl_path: str | None = None,
+        tensorboard_dir: str | None = None,
+        wandb_project: str | None = None,
+        wandb_exp_name: str | None = None,
+        wandb_save_dir: str | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
         self.enabled = enabled
         self._file = self._tb = self._wandb = None
         if not enabled:
@@ -52,19 +63,25 @@ class MetricsLogger:
 
             self._tb = SummaryWriter(log_dir=tensorboard_dir)
         if wandb_project:
-            self._wandb = _start_wandb(wandb_project, wandb_exp_name, wandb_save_dir,
-                                       run_config or {})
+            self._wandb = _start_wandb(
+                wandb_project, wandb_exp_name, wandb_save_dir, run_config or {}
+            )
 
     def log(self, record: dict[str, Any], step: int) -> None:
         """Emit one record; ``step`` is the iteration it belongs to."""
         if not self.enabled:
             return
         logger.info(" | ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
-        scalars = {k: float(v) for k, v in record.items()
-                   if isinstance(v, int | float) and not isinstance(v, bool) and k != "iteration"}
+        scalars = {
+            k: float(v)
+            for k, v in record.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "iteration"
+        }
         if self._file is not None:
-            safe = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                    for k, v in record.items()}
+            safe = {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in record.items()
+            }
             self._file.write(json.dumps(safe) + "\n")
             self._file.flush()
         if self._tb is not None:
@@ -89,16 +106,22 @@ class MetricsLogger:
         self._file = self._tb = self._wandb = None
 
 
-def _start_wandb(project: str, name: str | None, save_dir: str | None,
-                 run_config: dict[str, Any]):
+def _start_wandb(project: str, name: str | None, save_dir: str | None, run_config: dict[str, Any]):
     import wandb
 
-    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY")
-                                            else "offline")
+    mode = os.environ.get("WANDB_MODE") or (
+        "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    )
     if save_dir:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(project=project, name=name, dir=save_dir, mode=mode, config=run_config,
-                      settings=wandb.Settings(silent=True, console="off"))
+    return wandb.init(
+        project=project,
+        name=name,
+        dir=save_dir,
+        mode=mode,
+        config=run_config,
+        settings=wandb.Settings(silent=True, console="off"),
+    )
 
 
 def _fmt(value: Any) -> str:

@@ -11,14 +11,21 @@ import pytest
 
 from tests.launch import REPO, WORKERS, python_module
 
-LAUNCH_33B = ("--model 33b --dry-run --world-size 256 --tensor-model-parallel-size 4 "
-              "--pipeline-model-parallel-size 2 --sequence-parallel --train-iters 100000")
+LAUNCH_33B = (
+    "--model 33b --dry-run --world-size 256 --tensor-model-parallel-size 4 "
+    "--pipeline-model-parallel-size 2 --sequence-parallel --train-iters 100000"
+)
 
 
 @pytest.mark.parametrize("flags", [[], ["--use-distributed-optimizer"]])
 def test_static_memory_equals_what_the_process_allocates(flags):
-    proc = subprocess.run([sys.executable, str(WORKERS / "planner_check.py"), *flags], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(WORKERS / "planner_check.py"), *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["params"][0] == report["params"][1]
@@ -46,8 +53,10 @@ def test_same_layout_without_distributed_optimizer_or_recompute_does_not_fit():
 
 def test_full_recompute_shrinks_activations():
     plain = _plan(LAUNCH_33B + " --use-distributed-optimizer")
-    full = _plan(LAUNCH_33B + " --use-distributed-optimizer --recompute-granularity full "
-                              "--recompute-method uniform")
+    full = _plan(
+        LAUNCH_33B + " --use-distributed-optimizer --recompute-granularity full "
+        "--recompute-method uniform"
+    )
 
     def activations(text: str) -> float:
         return float(re.search(r"stage 0: .* activations 2 x ([\d.]+)", text).group(1))

@@ -15,7 +15,7 @@ It is a deliberate, contained patch of a third-party library's expectations:
 
 Usage::
 
-    from megatron_dscoder import cpu_compat
+    from megatron_dscoder.parallel import cpu_compat
     cpu_compat.activate()   # no-op on a CUDA machine
 """
 

@@ -65,9 +65,16 @@ STAGES = ("pretrain", "extend-context")
 
 def extend_context_recipe(base: Recipe, model: str | None) -> Recipe:
     """The 16K stage's defaults derived from the 4K recipe (debug keeps its tiny batch)."""
-    return Recipe(lr=base.lr * EXTEND_CONTEXT.lr_fraction_of_peak,
-                  global_batch_size=(base.global_batch_size if model == "debug"
-                                     else EXTEND_CONTEXT.global_batch_size),
-                  lr_warmup_iters=0, lr_decay_style="constant", min_lr=base.min_lr,
-                  train_tokens=EXTEND_CONTEXT.train_iters * EXTEND_CONTEXT.global_batch_size
-                  * 4096 * EXTEND_CONTEXT.factor)
+    return Recipe(
+        lr=base.lr * EXTEND_CONTEXT.lr_fraction_of_peak,
+        global_batch_size=(
+            base.global_batch_size if model == "debug" else EXTEND_CONTEXT.global_batch_size
+        ),
+        lr_warmup_iters=0,
+        lr_decay_style="constant",
+        min_lr=base.min_lr,
+        train_tokens=EXTEND_CONTEXT.train_iters
+        * EXTEND_CONTEXT.global_batch_size
+        * 4096
+        * EXTEND_CONTEXT.factor,
+    )

@@ -34,8 +34,10 @@ class LRSchedule:
         if self.style not in STYLES:
             raise ValueError(f"lr-decay-style {self.style!r}: choose one of {', '.join(STYLES)}")
         if self.warmup_iters < 0 or self.warmup_iters > self.train_iters:
-            raise ValueError(f"lr-warmup-iters={self.warmup_iters} must be within "
-                             f"[0, train-iters={self.train_iters}]")
+            raise ValueError(
+                f"lr-warmup-iters={self.warmup_iters} must be within "
+                f"[0, train-iters={self.train_iters}]"
+            )
 
     def lr(self, iteration: int) -> float:
         """Learning rate for the ``iteration``-th update."""

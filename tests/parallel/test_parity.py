@@ -16,19 +16,21 @@ from tests.launch import WORKERS, python_module, read_jsonl, torchrun
 # toy LR (3e-3) Adam's normalisation amplifies 1e-6 summation-order differences in near-zero
 # gradient elements, and by iteration 4 grad_norm differs by ~1e-4 across TP layouts while the
 # loss still agrees to 1e-7.
-COMMON = ("--model debug --mock-data --train-iters 5 --global-batch-size 8 "
-          "--micro-batch-size 1 --seq-length 64 --seed 7 --lr 3e-4")
+COMMON = (
+    "--model debug --mock-data --train-iters 5 --global-batch-size 8 "
+    "--micro-batch-size 1 --seq-length 64 --seed 7 --lr 3e-4"
+)
 LAYOUTS = {
     2: {
         "tp2_sp": "--tensor-model-parallel-size 2 --sequence-parallel",
         "pp2": "--pipeline-model-parallel-size 2",  # 8 micro-batches through 1F1B
         "dp2_distopt": "--use-distributed-optimizer",
         "tp2_sp_recompute": "--tensor-model-parallel-size 2 --sequence-parallel "
-                            "--recompute-granularity full --recompute-method uniform",
+        "--recompute-granularity full --recompute-method uniform",
     },
     4: {
         "tp2_pp2_sp": "--tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 "
-                      "--sequence-parallel",
+        "--sequence-parallel",
     },
 }
 
@@ -36,8 +38,9 @@ LAYOUTS = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("parity")
-    python_module("megatron_dscoder.pretrain", *COMMON.split(),
-                  "--metrics-jsonl", str(out / "single.jsonl"))
+    python_module(
+        "megatron_dscoder.pretrain", *COMMON.split(), "--metrics-jsonl", str(out / "single.jsonl")
+    )
     for nproc, layouts in LAYOUTS.items():
         args = [str(out)]
         for name, flags in layouts.items():

@@ -68,14 +68,16 @@ def _fill(param: torch.Tensor, key: int, std: float, index_ranges: list[torch.Te
     for idx in index_ranges:
         idx = idx.reshape(-1)
         for start in range(0, idx.numel(), _CHUNK):
-            chunk = idx[start:start + _CHUNK].to(param.device)
+            chunk = idx[start : start + _CHUNK].to(param.device)
             n = chunk.numel()
-            flat[pos:pos + n].copy_((_normal(chunk, key) * std).to(param.dtype))
+            flat[pos : pos + n].copy_((_normal(chunk, key) * std).to(param.dtype))
             pos += n
     assert pos == flat.numel(), f"initialised {pos} of {flat.numel()} elements"
 
 
-def _global_indices(param: torch.Tensor, name: str, tp_rank: int, tp_size: int) -> list[torch.Tensor]:
+def _global_indices(
+    param: torch.Tensor, name: str, tp_rank: int, tp_size: int
+) -> list[torch.Tensor]:
     """Global flat indices (into the canonical TP=1 tensor) of this rank's shard, in local order."""
     rows, cols = param.shape
     if not getattr(param, "tensor_model_parallel", False) or tp_size == 1:
@@ -85,7 +87,8 @@ def _global_indices(param: torch.Tensor, name: str, tp_rank: int, tp_size: int) 
             half = rows // 2
             full_half = half * tp_size
             return [
-                torch.arange(half * cols, dtype=torch.int64) + (part * full_half + tp_rank * half) * cols
+                torch.arange(half * cols, dtype=torch.int64)
+                + (part * full_half + tp_rank * half) * cols
                 for part in (0, 1)
             ]
         return [torch.arange(rows * cols, dtype=torch.int64) + tp_rank * rows * cols]
@@ -100,7 +103,7 @@ def _canonical_name(name: str, layer_offsets: dict[int, int]) -> str:
     if match is None:
         return name
     local = int(match.group(1))
-    return f"decoder.layers.{layer_offsets[local]}." + name[match.end():]
+    return f"decoder.layers.{layer_offsets[local]}." + name[match.end() :]
 
 
 def mark_tensor_parallel_params(model: torch.nn.Module) -> None:
@@ -124,8 +127,15 @@ def mark_tensor_parallel_params(model: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def initialize_model(model: torch.nn.Module, seed: int, *, init_method_std: float,
-                     num_layers: int, tp_rank: int, tp_size: int) -> None:
+def initialize_model(
+    model: torch.nn.Module,
+    seed: int,
+    *,
+    init_method_std: float,
+    num_layers: int,
+    tp_rank: int,
+    tp_size: int,
+) -> None:
     """Initialise every parameter of one model chunk in place, independently of the layout.
 
     Norm weights are ones. ``linear_proj`` and ``linear_fc2`` (the projections that add into the

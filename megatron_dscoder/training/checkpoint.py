@@ -34,7 +34,7 @@ from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,13 @@ METADATA = "run_config.json"
 FORMAT_VERSION = 1
 _OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 # Fields that fix tensor shapes: a checkpoint must agree on all of them to be loadable.
-SHAPE_FIELDS = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
-                "num_query_groups")
+SHAPE_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -97,8 +102,9 @@ def verify_checkpoint(ckpt_dir: str | Path) -> None:
         raise CheckpointError(f"{ckpt_dir / '.metadata'}: unreadable ({err})") from err
     needed: dict[str, int] = {}
     for info in (metadata.storage_data or {}).values():
-        needed[info.relative_path] = max(needed.get(info.relative_path, 0),
-                                         info.offset + info.length)
+        needed[info.relative_path] = max(
+            needed.get(info.relative_path, 0), info.offset + info.length
+        )
     for name, size in sorted(needed.items()):
         path = ckpt_dir / name
         actual = path.stat().st_size if path.is_file() else -1
@@ -112,15 +118,21 @@ def verify_checkpoint(ckpt_dir: str | Path) -> None:
 def check_architecture(meta: dict[str, Any], arch: ModelArch, ckpt_dir: Path) -> None:
     """Refuse a checkpoint of another model size, naming the differing fields."""
     saved = meta.get("arch", {})
-    diffs = [f"{f}: checkpoint {saved.get(f)} vs run {getattr(arch, f)}"
-             for f in SHAPE_FIELDS if saved.get(f) != getattr(arch, f)]
+    diffs = [
+        f"{f}: checkpoint {saved.get(f)} vs run {getattr(arch, f)}"
+        for f in SHAPE_FIELDS
+        if saved.get(f) != getattr(arch, f)
+    ]
     saved_rows = ModelArch(**saved).padded_vocab_size() if saved else None
     if saved_rows is not None and saved_rows != arch.padded_vocab_size():
-        diffs.append(f"padded vocabulary: checkpoint {saved_rows} vs run "
-                     f"{arch.padded_vocab_size()}")
+        diffs.append(
+            f"padded vocabulary: checkpoint {saved_rows} vs run {arch.padded_vocab_size()}"
+        )
     if diffs:
-        raise CheckpointError(f"{ckpt_dir / METADATA}: checkpoint of another model "
-                              f"({meta.get('model')}); " + "; ".join(diffs))
+        raise CheckpointError(
+            f"{ckpt_dir / METADATA}: checkpoint of another model "
+            f"({meta.get('model')}); " + "; ".join(diffs)
+        )
 
 
 def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
@@ -129,20 +141,28 @@ def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
 
 
 def _layout() -> tuple[int, int, int]:
-    return (parallel_state.get_pipeline_model_parallel_world_size(),
-            parallel_state.get_tensor_model_parallel_world_size(),
-            parallel_state.get_data_parallel_world_size())
+    return (
+        parallel_state.get_pipeline_model_parallel_world_size(),
+        parallel_state.get_tensor_model_parallel_world_size(),
+        parallel_state.get_data_parallel_world_size(),
+    )
 
 
 def _rank_in_layout() -> tuple[int, int, int]:
-    return (parallel_state.get_pipeline_model_parallel_rank(),
-            parallel_state.get_tensor_model_parallel_rank(),
-            parallel_state.get_data_parallel_rank())
+    return (
+        parallel_state.get_pipeline_model_parallel_rank(),
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_data_parallel_rank(),
+    )
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"random": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states()}
+    state = {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": get_cuda_rng_tracker().get_states(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -157,23 +177,33 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _sharded_state(model: list, optimizer: Any | None, *, with_rng: bool,
-                   is_loading: bool) -> dict[str, Any]:
+def _sharded_state(
+    model: list, optimizer: Any | None, *, with_rng: bool, is_loading: bool
+) -> dict[str, Any]:
     assert len(model) == 1, "one model chunk per rank (no virtual pipeline)"
     model_sd = unwrap(model[0]).sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
-        state["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
-                                                          metadata=_OPTIM_METADATA)
+        state["optimizer"] = optimizer.sharded_state_dict(
+            model_sd, is_loading=is_loading, metadata=_OPTIM_METADATA
+        )
     if with_rng:
-        state["rng_state"] = ShardedObject("rng_state", _rng_state(), _layout(),
-                                           _rank_in_layout(), replica_id=0)
+        state["rng_state"] = ShardedObject(
+            "rng_state", _rng_state(), _layout(), _rank_in_layout(), replica_id=0
+        )
     return state
 
 
-def save_checkpoint(root: str | Path, *, iteration: int, model: list, optimizer: Any | None,
-                    run_meta: dict[str, Any], common: dict[str, Any] | None = None,
-                    keep_last: int | None = None) -> Path:
+def save_checkpoint(
+    root: str | Path,
+    *,
+    iteration: int,
+    model: list,
+    optimizer: Any | None,
+    run_meta: dict[str, Any],
+    common: dict[str, Any] | None = None,
+    keep_last: int | None = None,
+) -> Path:
     """Collective: write ``ROOT/iter_XXXXXXX`` atomically and make it the latest.
 
     ``run_meta`` goes into ``run_config.json`` (it must hold ``arch``); ``common`` (iteration
@@ -194,8 +224,12 @@ def save_checkpoint(root: str | Path, *, iteration: int, model: list, optimizer:
     dist_checkpointing.save(state, str(partial))
     torch.distributed.barrier()  # every rank's shards are on disk
     if rank0:
-        meta = {"format_version": FORMAT_VERSION, **run_meta, "iteration": iteration,
-                "layout": dict(zip(("pp", "tp", "dp"), _layout(), strict=True))}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            **run_meta,
+            "iteration": iteration,
+            "layout": dict(zip(("pp", "tp", "dp"), _layout(), strict=True)),
+        }
         (partial / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         if final.exists():  # re-saving an iteration: replace the old copy only now
             shutil.rmtree(final)
@@ -217,8 +251,9 @@ def _prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_checkpoint(ckpt_dir: str | Path, *, model: list, optimizer: Any | None,
-                    load_rng: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    ckpt_dir: str | Path, *, model: list, optimizer: Any | None, load_rng: bool = True
+) -> dict[str, Any]:
     """Collective: load model (and optimizer, RNG when given) in place; returns common state.
 
     The caller has already run :func:`verify_checkpoint` and :func:`check_architecture`.

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from megatron_dscoder.models import ModelArch
+from megatron_dscoder.model.registry import ModelArch
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the offending values."""
 
 
-def split_pipeline_layers(num_layers: int, pp: int, first: int | None = None,
-                          last: int | None = None) -> tuple[int | None, int | None]:
+def split_pipeline_layers(
+    num_layers: int, pp: int, first: int | None = None, last: int | None = None
+) -> tuple[int | None, int | None]:
     """Layers on the first and last pipeline stage (``None`` = even split).
 
     When ``num_layers`` does not divide evenly, the middle stages take ``ceil(L / pp)`` layers and
@@ -33,14 +34,16 @@ def split_pipeline_layers(num_layers: int, pp: int, first: int | None = None,
         if num_layers % pp == 0:
             return None, None
         if pp == 2:
-            raise ConfigError(f"num_layers={num_layers} cannot be split over "
-                              f"pipeline-model-parallel-size={pp}")
+            raise ConfigError(
+                f"num_layers={num_layers} cannot be split over pipeline-model-parallel-size={pp}"
+            )
         per_stage = math.ceil(num_layers / pp)
         rest = num_layers - per_stage * (pp - 2)
         first, last = rest // 2, rest - rest // 2
         if first < 1:
-            raise ConfigError(f"num_layers={num_layers} is too few for "
-                              f"pipeline-model-parallel-size={pp}")
+            raise ConfigError(
+                f"num_layers={num_layers} is too few for pipeline-model-parallel-size={pp}"
+            )
         return first, last
     first = first if first is not None else 0
     last = last if last is not None else 0
@@ -70,8 +73,11 @@ class ParallelConfig:
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        tp, pp, cp = (self.tensor_model_parallel_size, self.pipeline_model_parallel_size,
-                      self.context_parallel_size)
+        tp, pp, cp = (
+            self.tensor_model_parallel_size,
+            self.pipeline_model_parallel_size,
+            self.context_parallel_size,
+        )
         if min(tp, pp, cp) < 1:
             raise ConfigError(f"parallel sizes must be >= 1 (TP={tp}, PP={pp}, CP={cp})")
         if self.world_size % (tp * pp * cp):
@@ -81,15 +87,19 @@ class ParallelConfig:
                 + (f" x context-parallel-size {cp}" if cp > 1 else "")
             )
         if self.sequence_parallel and tp == 1:
-            raise ConfigError("--sequence-parallel needs tensor-model-parallel-size > 1 "
-                              "(got tensor-model-parallel-size=1)")
+            raise ConfigError(
+                "--sequence-parallel needs tensor-model-parallel-size > 1 "
+                "(got tensor-model-parallel-size=1)"
+            )
 
     @property
     def data_parallel_size(self) -> int:
         """Replicas of the model: ``world_size / (TP * PP)``."""
-        return self.world_size // (self.tensor_model_parallel_size
-                                   * self.pipeline_model_parallel_size
-                                   * self.context_parallel_size)
+        return self.world_size // (
+            self.tensor_model_parallel_size
+            * self.pipeline_model_parallel_size
+            * self.context_parallel_size
+        )
 
 
 @dataclass(kw_only=True)
@@ -125,17 +135,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("micro_batch_size", "global_batch_size", "seq_length", "train_iters"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
         if self.recompute_granularity not in (None, "full", "selective"):
-            raise ConfigError(f"recompute-granularity={self.recompute_granularity!r}: "
-                              "choose full or selective")
+            raise ConfigError(
+                f"recompute-granularity={self.recompute_granularity!r}: choose full or selective"
+            )
         if self.recompute_method not in (None, "uniform", "block"):
-            raise ConfigError(f"recompute-method={self.recompute_method!r}: choose uniform or block")
+            raise ConfigError(
+                f"recompute-method={self.recompute_method!r}: choose uniform or block"
+            )
         if self.recompute_granularity == "full" and self.recompute_method is None:
             raise ConfigError("recompute-granularity=full needs --recompute-method uniform|block")
         if not 0 <= self.lr_warmup_iters <= self.train_iters:
-            raise ConfigError(f"lr-warmup-iters={self.lr_warmup_iters} must be within "
-                              f"[0, train-iters={self.train_iters}]")
+            raise ConfigError(
+                f"lr-warmup-iters={self.lr_warmup_iters} must be within "
+                f"[0, train-iters={self.train_iters}]"
+            )
 
 
 @dataclass(kw_only=True)
@@ -174,8 +191,9 @@ class CheckpointConfig:
 
     def __post_init__(self) -> None:
         if self.save_interval is not None and (self.save is None or self.save_interval < 1):
-            raise ConfigError(f"--save-interval {self.save_interval} needs --save DIR and a "
-                              "positive interval")
+            raise ConfigError(
+                f"--save-interval {self.save_interval} needs --save DIR and a positive interval"
+            )
         if self.finetune and self.load is None:
             raise ConfigError("--finetune needs --load DIR")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
@@ -201,8 +219,10 @@ class LoggingConfig:
         if self.log_interval < 1:
             raise ConfigError(f"--log-interval must be >= 1, got {self.log_interval}")
         if self.eval_interval is not None and (self.eval_interval < 1 or self.eval_iters < 1):
-            raise ConfigError(f"--eval-interval {self.eval_interval} / --eval-iters "
-                              f"{self.eval_iters} must be >= 1")
+            raise ConfigError(
+                f"--eval-interval {self.eval_interval} / --eval-iters "
+                f"{self.eval_iters} must be >= 1"
+            )
 
 
 @dataclass(kw_only=True)
@@ -224,16 +244,27 @@ class RunConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the values of the first problem found."""
         arch, par, train = self.arch, self.parallel, self.train
-        tp, pp, dp = (par.tensor_model_parallel_size, par.pipeline_model_parallel_size,
-                      par.data_parallel_size)
+        tp, pp, dp = (
+            par.tensor_model_parallel_size,
+            par.pipeline_model_parallel_size,
+            par.data_parallel_size,
+        )
         if arch.num_attention_heads % tp:
-            raise ConfigError(f"num_attention_heads={arch.num_attention_heads} of model "
-                              f"{self.model!r} is not divisible by tensor-model-parallel-size={tp}")
+            raise ConfigError(
+                f"num_attention_heads={arch.num_attention_heads} of model "
+                f"{self.model!r} is not divisible by tensor-model-parallel-size={tp}"
+            )
         if arch.num_query_groups % tp:
-            raise ConfigError(f"num_query_groups={arch.num_query_groups} (KV heads) of model "
-                              f"{self.model!r} is not divisible by tensor-model-parallel-size={tp}")
-        split_pipeline_layers(arch.num_layers, pp, par.decoder_first_pipeline_num_layers,
-                              par.decoder_last_pipeline_num_layers)
+            raise ConfigError(
+                f"num_query_groups={arch.num_query_groups} (KV heads) of model "
+                f"{self.model!r} is not divisible by tensor-model-parallel-size={tp}"
+            )
+        split_pipeline_layers(
+            arch.num_layers,
+            pp,
+            par.decoder_first_pipeline_num_layers,
+            par.decoder_last_pipeline_num_layers,
+        )
         if train.global_batch_size % (train.micro_batch_size * dp):
             raise ConfigError(
                 f"global-batch-size={train.global_batch_size} is not divisible by "
@@ -246,23 +277,29 @@ class RunConfig:
             )
         cp = par.context_parallel_size
         if cp > 1 and train.seq_length % (2 * cp):
-            raise ConfigError(f"seq-length={train.seq_length} is not divisible by 2 x "
-                              f"context-parallel-size={cp} (load-balanced causal CP)")
+            raise ConfigError(
+                f"seq-length={train.seq_length} is not divisible by 2 x "
+                f"context-parallel-size={cp} (load-balanced causal CP)"
+            )
         if par.sequence_parallel and train.seq_length % tp:
-            raise ConfigError(f"seq-length={train.seq_length} is not divisible by "
-                              f"tensor-model-parallel-size={tp} (needed by --sequence-parallel)")
+            raise ConfigError(
+                f"seq-length={train.seq_length} is not divisible by "
+                f"tensor-model-parallel-size={tp} (needed by --sequence-parallel)"
+            )
 
     @property
     def num_microbatches(self) -> int:
         """Micro-batches per data-parallel rank per iteration."""
-        return self.train.global_batch_size // (self.train.micro_batch_size
-                                                * self.parallel.data_parallel_size)
+        return self.train.global_batch_size // (
+            self.train.micro_batch_size * self.parallel.data_parallel_size
+        )
 
     @property
     def pipeline_layers(self) -> tuple[int | None, int | None]:
         """(first, last) stage layer counts for megatron-core; ``None`` for an even split."""
         return split_pipeline_layers(
-            self.arch.num_layers, self.parallel.pipeline_model_parallel_size,
+            self.arch.num_layers,
+            self.parallel.pipeline_model_parallel_size,
             self.parallel.decoder_first_pipeline_num_layers,
             self.parallel.decoder_last_pipeline_num_layers,
         )

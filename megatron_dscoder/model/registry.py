@@ -85,8 +85,11 @@ class ModelArch:
 
     def num_layer_parameters(self) -> int:
         """Parameters of one transformer layer (attention, SwiGLU MLP and the two norms)."""
-        return (self.num_parameters() - 2 * self.padded_vocab_size() * self.hidden_size
-                - self.hidden_size) // self.num_layers
+        return (
+            self.num_parameters()
+            - 2 * self.padded_vocab_size() * self.hidden_size
+            - self.hidden_size
+        ) // self.num_layers
 
 
 MODELS: dict[str, ModelArch] = {
@@ -104,16 +107,25 @@ MODELS: dict[str, ModelArch] = {
         init_method_std=0.02,
     ),
     "1.3b": ModelArch(
-        num_layers=24, hidden_size=2048, ffn_hidden_size=5504,
-        num_attention_heads=16, num_query_groups=16,
+        num_layers=24,
+        hidden_size=2048,
+        ffn_hidden_size=5504,
+        num_attention_heads=16,
+        num_query_groups=16,
     ),
     "6.7b": ModelArch(
-        num_layers=32, hidden_size=4096, ffn_hidden_size=11008,
-        num_attention_heads=32, num_query_groups=32,
+        num_layers=32,
+        hidden_size=4096,
+        ffn_hidden_size=11008,
+        num_attention_heads=32,
+        num_query_groups=32,
     ),
     "33b": ModelArch(
-        num_layers=62, hidden_size=7168, ffn_hidden_size=19200,
-        num_attention_heads=56, num_query_groups=8,
+        num_layers=62,
+        hidden_size=7168,
+        ffn_hidden_size=19200,
+        num_attention_heads=56,
+        num_query_groups=8,
     ),
 }
 

@@ -1,0 +1,1 @@
+"""On-disk data formats shared by preprocessing and training (Megatron's MMIDIDX)."""

@@ -1,0 +1,1 @@
+"""The model: the size registry, the megatron-core GPTModel builder, weight init and FLOPs."""

@@ -1,0 +1,1 @@
+"""Process groups, and megatron-core's CUDA code paths made to run on CPU."""

@@ -1,0 +1,88 @@
+"""Pretrain a DeepSeek-Coder model on megatron-core.
+
+    # one process, CPU toy run
+    python -m megatron_dscoder.pretrain --model debug --mock-data --train-iters 5
+    # TP=2 with sequence parallelism on 2 CPU processes (gloo) or 2 GPUs (NCCL), with checkpoints
+    torchrun --nproc-per-node 2 -m megatron_dscoder.pretrain --model debug --mock-data \\
+        --tensor-model-parallel-size 2 --sequence-parallel --save ckpt --load ckpt
+    # plan a 33B layout without GPUs
+    python -m megatron_dscoder.pretrain --model 33b --dry-run \\
+        --tensor-model-parallel-size 8 --pipeline-model-parallel-size 2
+
+This file only wires parts together; each part lives in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.training import planner
+
+
+def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False) -> int:
+    """Entry point; returns the exit status.
+
+    ``keep_process_group`` leaves torch.distributed's default group up (megatron-core's groups
+    are always torn down), so one launch can run several layouts in turn.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("megatron").setLevel(logging.WARNING)
+    args, run = arguments.parse(argv, arguments.world_size_from_env())
+    if args.dry_run:
+        sys.stdout.write(
+            planner.describe(
+                run,
+                gpu_memory_gib=args.gpu_memory_gib,
+                peak_tflops=args.peak_tflops or 989.0,
+                efficiency=args.assumed_efficiency,
+            )
+            + "\n"
+        )
+        return 0
+
+    from megatron_dscoder.parallel import distributed
+    from megatron_dscoder.training.build import (
+        build_model_chunks,
+        build_optimizer,
+        build_transformer_config,
+    )
+    from megatron_dscoder.training.data import build_train_valid
+    from megatron_dscoder.training.loop import Trainer, run_metadata
+    from megatron_dscoder.training.metrics import MetricsLogger
+    from megatron_dscoder.training.resume import preflight, restore
+
+    checkpoint = preflight(run)
+    distributed.initialize(run.parallel, run.train.seed)
+    metrics = None
+    try:
+        model = build_model_chunks(run, build_transformer_config(run))
+        optimizer = build_optimizer(run, model)
+        state = restore(run, checkpoint, model, optimizer)
+        datasets = build_train_valid(run)
+        log = run.logging
+        metrics = MetricsLogger(
+            enabled=distributed.is_logging_rank(),
+            jsonl_path=log.metrics_jsonl,
+            tensorboard_dir=log.tensorboard_dir,
+            wandb_project=log.wandb_project,
+            wandb_exp_name=log.wandb_exp_name,
+            wandb_save_dir=log.wandb_save_dir,
+            run_config={
+                **run_metadata(run),
+                "save": run.checkpoint.save,
+                "load": run.checkpoint.load,
+            },
+        )
+        Trainer(run, model, optimizer, datasets, metrics, state).train()
+    finally:
+        if metrics is not None:
+            metrics.close()
+        distributed.destroy(keep_process_group=keep_process_group)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
