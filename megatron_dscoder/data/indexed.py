@@ -1,4 +1,8 @@
-"""Writer for Megatron's indexed binary format (MMIDIDX v1 ``.bin`` + ``.idx``), numpy only.
+"""Megatron's indexed binary format (MMIDIDX v1 ``.bin`` + ``.idx``): writer, reader and checks.
+
+The one place the format lives: preprocessing writes it, the shard merge reads it back, and
+training checks every prefix with :func:`check_prefix` before megatron-core's ``IndexedDataset``
+maps it. Numpy only (no torch import).
 
 ``.bin`` is every document's tokens back to back (uint16 when the vocabulary has fewer than
 65,500 entries, else int32). ``.idx`` is::
@@ -7,7 +11,7 @@
     | int32[S] lengths | int64[S] byte pointers | int64[S+1] document indices (0..S)
 
 with one sequence per document (S documents). megatron-core's ``IndexedDataset`` reads it as
-is. This writer does not import torch (megatron-core's builder does), keeps memory flat (the
+is. The writer does not import torch (megatron-core's builder does), keeps memory flat (the
 lengths are spooled to a temporary file and the index is written in chunks), and is crash-safe:
 both files are written under temporary names and renamed only at :meth:`finalize` (the old
 ``.idx`` is removed first and the new one is renamed last, so an interrupted run never leaves a
@@ -20,6 +24,8 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -31,7 +37,10 @@ DTYPE_CODES: dict[type, int] = {
     np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5,
     np.float64: 6, np.float32: 7, np.uint16: 8,
 }  # fmt: skip
+DTYPES: dict[int, type] = {code: dtype for dtype, code in DTYPE_CODES.items()}
+HEADER_BYTES = len(INDEX_HEADER) + 8 + 1 + 8 + 8  # magic | version | dtype | S | S+1 = 34
 _CHUNK = 1 << 20
+_SCAN_BYTES = 16 << 20
 
 
 class EmptyOutputError(RuntimeError):
@@ -144,3 +153,89 @@ class IndexedDatasetWriter:
     ) -> None:
         if exc_type is not None:
             self.abort()
+
+
+class DataError(ValueError):
+    """An unusable ``.bin``/``.idx`` pair; the message names the file."""
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    """The fixed part of an ``.idx`` file."""
+
+    dtype: np.dtype
+    num_seqs: int
+    num_docs: int
+    """Document boundaries, ``num_seqs + 1`` as written here (0..S)."""
+
+    @property
+    def index_bytes(self) -> int:
+        """Size the whole ``.idx`` must have: header, lengths, pointers, document indices."""
+        return HEADER_BYTES + 12 * self.num_seqs + 8 * self.num_docs
+
+
+def read_header(idx_path: str | Path) -> IndexHeader:
+    """Parse and check an ``.idx`` header (raises :class:`DataError` naming the file)."""
+    with open(idx_path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+    if len(head) < HEADER_BYTES or not head.startswith(INDEX_HEADER):
+        raise DataError(f"{idx_path}: not a Megatron MMIDIDX index (bad header)")
+    version, code, num_seqs, num_docs = struct.unpack("<QBQQ", head[len(INDEX_HEADER) :])
+    if version != INDEX_VERSION or code not in DTYPES:
+        raise DataError(f"{idx_path}: unsupported version {version} or dtype code {code}")
+    return IndexHeader(dtype=np.dtype(DTYPES[code]), num_seqs=num_seqs, num_docs=num_docs)
+
+
+def read_lengths(prefix: str) -> tuple[IndexHeader, np.ndarray, np.ndarray]:
+    """(header, lengths, byte pointers) of ``prefix.idx``, memory-mapped."""
+    idx = f"{prefix}.idx"
+    header = read_header(idx)
+    size = os.path.getsize(idx)
+    if size < header.index_bytes:
+        raise DataError(f"{idx}: truncated ({size} of at least {header.index_bytes} bytes)")
+    n = header.num_seqs
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return header, empty.astype(np.int32), empty
+    lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=HEADER_BYTES, shape=(n,))
+    pointers = np.memmap(idx, dtype=np.int64, mode="r", offset=HEADER_BYTES + 4 * n, shape=(n,))
+    return header, lengths, pointers
+
+
+def read_documents(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(all tokens, document lengths) of a dataset, loaded into memory."""
+    header, lengths, _ = read_lengths(prefix)
+    return np.fromfile(f"{prefix}.bin", dtype=header.dtype), np.array(lengths)
+
+
+def check_prefix(prefix: str, vocab_size: int) -> int:
+    """Validate one ``PREFIX.bin``/``PREFIX.idx`` pair; returns its document count.
+
+    Both files present, the ``.idx`` header and size consistent, the ``.bin`` exactly as long as
+    the ``.idx`` says (a longer one belongs to another run), and token ids (sampled from the
+    first 16 MB of the ``.bin``) inside the tokenizer's vocabulary.
+    """
+    idx, binf = Path(prefix + ".idx"), Path(prefix + ".bin")
+    for path in (idx, binf):
+        if not path.is_file():
+            raise DataError(f"{path}: missing (data prefix {prefix!r})")
+    header, lengths, pointers = read_lengths(prefix)
+    if header.num_seqs:
+        needed = int(pointers[-1]) + int(lengths[-1]) * header.dtype.itemsize
+        actual = binf.stat().st_size
+        if actual < needed:
+            raise DataError(f"{binf}: truncated ({actual} of {needed} bytes)")
+        if actual > needed:
+            raise DataError(
+                f"{binf}: {actual} bytes but {idx.name} describes {needed} "
+                "(the pair comes from different runs)"
+            )
+        count = min(needed, _SCAN_BYTES) // header.dtype.itemsize
+        head = np.memmap(binf, dtype=header.dtype, mode="r", shape=(count,)) if count else []
+        largest = int(np.max(head)) if len(head) else -1
+        if largest >= vocab_size:
+            raise DataError(
+                f"{binf}: token id {largest} does not fit the tokenizer's "
+                f"{vocab_size} tokens (data made with another tokenizer?)"
+            )
+    return max(header.num_docs - 1, 0)

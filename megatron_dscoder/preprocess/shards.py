@@ -19,23 +19,16 @@ dataset; :func:`merge_shards` (the driver) concatenates the shards in order into
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from megatron_dscoder.data.indexed import (
-    DTYPE_CODES,
-    INDEX_HEADER,
-    IndexedDatasetWriter,
-)
+from megatron_dscoder.data.indexed import IndexedDatasetWriter, read_documents
 from megatron_dscoder.preprocess.dedup import save_array, shard_file, write_band_records
 from megatron_dscoder.preprocess.sources import Task
 from megatron_dscoder.preprocess.spill import Region
 from megatron_dscoder.preprocess.stages import StageConfig, map_task, reduce_region
 from megatron_dscoder.preprocess.stats import PartitionStats
-
-_CODES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -120,22 +113,8 @@ def finalize_shard(task: FinalizeTask, config: StageConfig) -> tuple[int, int, i
     return written
 
 
-def read_shard(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, lengths) of an MMIDIDX v1 dataset written by this pipeline (no torch)."""
-    with open(f"{prefix}.idx", "rb") as f:
-        head = f.read(len(INDEX_HEADER) + 8 + 1 + 16)
-        if not head.startswith(INDEX_HEADER):
-            raise ValueError(f"{prefix}.idx is not an MMIDIDX index")
-        offset = len(INDEX_HEADER) + 8
-        code = head[offset]
-        (count,) = struct.unpack_from("<Q", head, offset + 1)
-        lengths = np.fromfile(f, dtype=np.int32, count=count)
-    tokens = np.fromfile(f"{prefix}.bin", dtype=_CODES[code])
-    return tokens, lengths
-
-
 def merge_shards(prefixes: list[str], writer: IndexedDatasetWriter) -> None:
     """Append the shard datasets, in order, to ``writer``."""
     for prefix in prefixes:
-        tokens, lengths = read_shard(prefix)
+        tokens, lengths = read_documents(prefix)
         writer.add(tokens, lengths)

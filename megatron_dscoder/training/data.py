@@ -5,37 +5,20 @@ mix is ``87 code 10 english 3 chinese``); ``--split 99,1,0`` divides each prefix
 train/valid/test. Index arrays are built by one rank (megatron-core's builder builds on rank 0,
 barriers, then the others read the cache in ``--data-cache-path``).
 
-Every prefix is checked before any process-group work needs it: both files present, the ``.idx``
-header and size consistent, the ``.bin`` as long as the ``.idx`` says, and token ids (sampled from
-the head of each ``.bin``) inside the tokenizer's vocabulary.
+Every prefix is checked (:func:`megatron_dscoder.data.indexed.check_prefix`) before any
+process-group work needs it.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
-_MAGIC = b"MMIDIDX\x00\x00"
-_DTYPES = {
-    1: np.uint8,
-    2: np.int8,
-    3: np.int16,
-    4: np.int32,
-    5: np.int64,
-    6: np.float64,
-    7: np.float32,
-    8: np.uint16,
-}
-_SCAN_BYTES = 16 << 20
+from megatron_dscoder.data.indexed import DataError
 
-
-class DataError(ValueError):
-    """Unusable training data; the message names the file."""
+__all__ = ["DataError", "parse_blend"]
 
 
 def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
@@ -51,43 +34,6 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
     if any(w <= 0 for w in weights):
         raise DataError(f"--data-path weights must be positive: {weights}")
     return list(tokens[1::2]), weights
-
-
-def check_prefix(prefix: str, vocab_size: int) -> int:
-    """Validate one ``PREFIX.bin``/``PREFIX.idx`` pair; returns its document count."""
-    idx, binf = Path(prefix + ".idx"), Path(prefix + ".bin")
-    for path in (idx, binf):
-        if not path.is_file():
-            raise DataError(f"{path}: missing (data prefix {prefix!r})")
-    size = idx.stat().st_size
-    with idx.open("rb") as f:
-        header = f.read(34)
-    if len(header) < 34 or header[:9] != _MAGIC:
-        raise DataError(f"{idx}: not a Megatron MMIDIDX index (bad header)")
-    version, code, num_seqs, num_docs = struct.unpack("<QBQQ", header[9:34])
-    if version != 1 or code not in _DTYPES:
-        raise DataError(f"{idx}: unsupported version {version} or dtype code {code}")
-    expected = 34 + 12 * num_seqs + 8 * num_docs
-    if size < expected:
-        raise DataError(f"{idx}: truncated ({size} of at least {expected} bytes)")
-    dtype = np.dtype(_DTYPES[code])
-    if num_seqs:
-        lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=34, shape=(num_seqs,))
-        pointers = np.memmap(
-            idx, dtype=np.int64, mode="r", offset=34 + 4 * num_seqs, shape=(num_seqs,)
-        )
-        needed = int(pointers[-1]) + int(lengths[-1]) * dtype.itemsize
-        if binf.stat().st_size < needed:
-            raise DataError(f"{binf}: truncated ({binf.stat().st_size} of {needed} bytes)")
-        count = min(needed, _SCAN_BYTES) // dtype.itemsize
-        head = np.memmap(binf, dtype=dtype, mode="r", shape=(count,)) if count else []
-        largest = int(np.max(head)) if len(head) else -1
-        if largest >= vocab_size:
-            raise DataError(
-                f"{binf}: token id {largest} does not fit the tokenizer's "
-                f"{vocab_size} tokens (data made with another tokenizer?)"
-            )
-    return max(num_docs - 1, 0)
 
 
 class DatasetTokenizer:

@@ -11,9 +11,10 @@ import logging
 from pathlib import Path
 
 from megatron_dscoder.config.run import ConfigError, RunConfig
+from megatron_dscoder.data.indexed import check_prefix
 from megatron_dscoder.model.build import have_transformer_engine
 from megatron_dscoder.training import checkpoint as checkpointing
-from megatron_dscoder.training.data import check_prefix, parse_blend
+from megatron_dscoder.training.data import parse_blend
 from megatron_dscoder.training.loop import TrainState
 
 logger = logging.getLogger(__name__)

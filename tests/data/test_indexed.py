@@ -68,3 +68,48 @@ def test_replaces_an_old_pair_and_cleans_up_on_abort(tmp_path: Path) -> None:
         "data.bin",
         "data.idx",
     ]
+
+
+def _write(prefix: Path, docs: list[list[int]]) -> None:
+    writer = IndexedDatasetWriter(str(prefix), np.uint16)
+    writer.add(np.concatenate([np.array(d) for d in docs]), np.array([len(d) for d in docs]))
+    writer.finalize()
+
+
+def test_reader_and_checks_agree_with_the_writer(tmp_path: Path) -> None:
+    prefix = tmp_path / "data"
+    _write(prefix, [[1, 2, 3], [4], [5, 6]])
+    tokens, lengths = indexed.read_documents(str(prefix))
+    assert tokens.tolist() == [1, 2, 3, 4, 5, 6] and lengths.tolist() == [3, 1, 2]
+    assert indexed.check_prefix(str(prefix), vocab_size=7) == 3
+    with pytest.raises(indexed.DataError, match="does not fit the tokenizer's 6 tokens"):
+        indexed.check_prefix(str(prefix), vocab_size=6)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.with_suffix(".bin").unlink(), "missing"),
+        (lambda p: p.with_suffix(".idx").write_bytes(b"MMIDIDX"), "bad header"),
+        (lambda p: _truncate(p.with_suffix(".idx"), 40), "truncated"),
+        (lambda p: _truncate(p.with_suffix(".bin"), 10), "truncated"),
+        (lambda p: _append(p.with_suffix(".bin"), b"\0\0"), "different runs"),
+    ],
+)
+def test_check_prefix_names_the_damaged_file(tmp_path: Path, damage, message: str) -> None:  # noqa: ANN001
+    prefix = tmp_path / "data"
+    _write(prefix, [[1, 2, 3], [4], [5, 6]])
+    damage(prefix)
+    with pytest.raises(indexed.DataError, match=message) as err:
+        indexed.check_prefix(str(prefix), vocab_size=7)
+    assert str(tmp_path) in str(err.value)
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
+from megatron_dscoder.data import indexed
 from megatron_dscoder.preprocess.decontam import BenchmarkSpec, DecontamConfig, humaneval_path
 from megatron_dscoder.preprocess.minhash import exact_jaccard
-from megatron_dscoder.preprocess.shards import read_shard
 
 
 def stdlib_texts(names: tuple[str, ...]) -> list[str]:
@@ -148,5 +148,5 @@ def test_ray_engine_output_is_byte_identical_to_local(
     assert ray_stats["dedup"] == stats[0]["dedup"] and ray_stats["dedup"]["dropped"] >= 5
     shards = sorted((tmp_path / "ray2" / "data.shards").glob("shard-*.idx"))
     assert len(shards) > 1
-    merged = b"".join(read_shard(str(s.with_suffix("")))[0].tobytes() for s in shards)
+    merged = b"".join(indexed.read_documents(str(s.with_suffix("")))[0].tobytes() for s in shards)
     assert merged == outputs[2][0]
