@@ -14,6 +14,7 @@ waiting for data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,7 +32,7 @@ from megatron_dscoder.training.build import (
     build_transformer_config,
 )
 from megatron_dscoder.training.loop import Trainer, TrainState
-from megatron_dscoder.training.metrics import MetricsLogger
+from megatron_dscoder.training.metrics import JsonlSink, MetricsLogger
 from megatron_dscoder.training.mock_data import MockTokens
 from megatron_dscoder.training.step import make_forward_step
 
@@ -69,8 +70,8 @@ def bare_iteration_ms(run, model, optimizer, iters: int) -> list[float]:  # noqa
 def ours_iteration_ms(run, model, optimizer, iters: int, workdir: Path) -> tuple[list, list]:  # noqa: ANN001
     """megatron_dscoder's Trainer for ``iters`` iterations: (ms per iteration, data-wait share)."""
     path = workdir / f"ours-{time.monotonic_ns()}.jsonl"
-    run.train.train_iters = iters
-    metrics = MetricsLogger(enabled=True, jsonl_path=str(path))
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, train_iters=iters))
+    metrics = MetricsLogger([JsonlSink(str(path))])
     datasets = (MockTokens(run.arch.vocab_size, run.train.seq_length, run.train.seed), None)
     Trainer(run, model, optimizer, datasets, metrics, TrainState()).train()
     metrics.close()

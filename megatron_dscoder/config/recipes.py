@@ -1,46 +1,65 @@
-"""Run recipes: per-size training defaults, and stages derived from them by small functions.
+"""Recipes: functions that return a complete :class:`RunConfig`, and stages built from them.
+
+    run = extend_context(pretrain("6.7b"))      # the 16K stage of the 6.7B model
 
 Peak LR and global batch per size are the paper's Table 2 (batch in sequences of 4096 tokens);
-warm-up is 2000 iterations and the schedule three-stage (§3.4). A flag given on the command line
-always wins over the recipe.
+warm-up is 2000 iterations and the schedule three-stage (§3.4) over 1.8T of the 2T tokens. The
+command line changes a recipe only through :func:`megatron_dscoder.config.cli.override`.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
 
+from megatron_dscoder.config.run import RunConfig, TrainConfig
+from megatron_dscoder.model.registry import MODELS, ModelArch, get_model
+from megatron_dscoder.model.registry import extend_context as extend_arch
 
-@dataclass(frozen=True, kw_only=True)
-class Recipe:
-    """Defaults a size brings to a pretraining run."""
+
+@dataclass(frozen=True)
+class SizeDefaults:
+    """What a size brings to its 4K pretraining run."""
 
     lr: float
     global_batch_size: int
     lr_warmup_iters: int = 2000
-    lr_decay_style: str = "three-stage"
-    min_lr: float = 0.0
-    train_tokens: float = 1.8e12
+    train_tokens: float | None = 1.8e12
     """The 4K stage's horizon: 1.8T of the 2T tokens (the rest is the 16K stage)."""
-
-    def train_iters(self, seq_length: int = 4096) -> int:
-        """Iterations that consume ``train_tokens`` (1.3b: 429,154; 33b: 114,441)."""
-        return math.ceil(self.train_tokens / (self.global_batch_size * seq_length))
+    train_iters: int | None = None
+    """A fixed horizon instead of ``train_tokens``."""
 
 
-PRETRAIN: dict[str, Recipe] = {
-    "debug": Recipe(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=8 * 128 * 10),
-    "1.3b": Recipe(lr=5.3e-4, global_batch_size=1024),
-    "6.7b": Recipe(lr=4.2e-4, global_batch_size=2304),
-    "33b": Recipe(lr=3.5e-4, global_batch_size=3840),
+SIZES: dict[str, SizeDefaults] = {
+    # Ten iterations of 8 x 128 tokens: a CPU toy run.
+    "debug": SizeDefaults(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=10240),
+    "1.3b": SizeDefaults(lr=5.3e-4, global_batch_size=1024),
+    "6.7b": SizeDefaults(lr=4.2e-4, global_batch_size=2304),
+    "33b": SizeDefaults(lr=3.5e-4, global_batch_size=3840),
 }
-FALLBACK = Recipe(lr=3e-4, global_batch_size=8, lr_warmup_iters=0, train_tokens=8 * 4096 * 10)
-"""For checkpoint-defined architectures (``--load`` without ``--model``)."""
+UNREGISTERED = SizeDefaults(lr=3e-4, global_batch_size=8, lr_warmup_iters=0, train_tokens=None,
+                            train_iters=10)  # fmt: skip
+"""For a checkpoint whose architecture is no registry size (e.g. another Llama imported from
+Hugging Face): a short fine-tune unless ``--lr``, ``--global-batch-size``, ``--train-iters`` say
+otherwise."""
+STAGES = ("pretrain", "extend-context")
 
 
-def pretrain_recipe(model: str | None) -> Recipe:
-    """The 4K-stage defaults of a registry size."""
-    return PRETRAIN.get(model or "", FALLBACK)
+def pretrain(model: str) -> RunConfig:
+    """The 4K pretraining run of a registry size (``KeyError`` names the known sizes)."""
+    if model not in SIZES:
+        raise KeyError(f"unknown model {model!r}; known models: {', '.join(SIZES)}")
+    return for_arch(get_model(model), SIZES[model], model=model)
+
+
+def for_arch(arch: ModelArch, size: SizeDefaults, *, model: str | None = None) -> RunConfig:
+    """A run of ``arch`` with a size's defaults: sequences of the model's full length, mock data
+    until the command line names a corpus."""
+    return RunConfig(
+        model=model,
+        arch=arch,
+        train=TrainConfig(seq_length=arch.max_position_embeddings, **dataclasses.asdict(size)),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,8 +67,9 @@ class ContextExtension:
     """DeepSeek-Coder's 16K stage (§3.6), applied to a pretrained 4K model.
 
     RoPE base 10000 -> 100000 with linear position interpolation x4, sequences 4x longer,
-    1000 iterations at global batch 512, the LR held at the final pretraining LR (the
-    three-stage schedule ends at 10 % of the peak), weights loaded from the 4K checkpoint.
+    1000 iterations at global batch 512 (never more than the 4K stage's batch: the debug model
+    keeps its 8), the LR held at the final pretraining LR (the three-stage schedule ends at 10 %
+    of the peak), weights loaded from the 4K checkpoint.
     """
 
     factor: int = 4
@@ -60,21 +80,25 @@ class ContextExtension:
 
 
 EXTEND_CONTEXT = ContextExtension()
-STAGES = ("pretrain", "extend-context")
 
 
-def extend_context_recipe(base: Recipe, model: str | None) -> Recipe:
-    """The 16K stage's defaults derived from the 4K recipe (debug keeps its tiny batch)."""
-    return Recipe(
-        lr=base.lr * EXTEND_CONTEXT.lr_fraction_of_peak,
-        global_batch_size=(
-            base.global_batch_size if model == "debug" else EXTEND_CONTEXT.global_batch_size
-        ),
-        lr_warmup_iters=0,
+def extend_context(run: RunConfig, stage: ContextExtension = EXTEND_CONTEXT) -> RunConfig:
+    """The 16K stage derived from a 4K run: long-context RoPE, 4x sequences, weights-only load."""
+    arch = run.arch
+    if arch.seq_len_interpolation_factor is None:  # a 4K model (not an already-extended one)
+        arch = extend_arch(arch, stage.factor, stage.rotary_base)
+    train = dataclasses.replace(
+        run.train,
+        seq_length=run.train.seq_length * stage.factor,
+        global_batch_size=min(stage.global_batch_size, run.train.global_batch_size),
+        train_iters=stage.train_iters,
+        train_tokens=None,
+        lr=run.train.lr * stage.lr_fraction_of_peak,
         lr_decay_style="constant",
-        min_lr=base.min_lr,
-        train_tokens=EXTEND_CONTEXT.train_iters
-        * EXTEND_CONTEXT.global_batch_size
-        * 4096
-        * EXTEND_CONTEXT.factor,
+        lr_warmup_iters=0,
     )
+    checkpoint = dataclasses.replace(run.checkpoint, finetune=True)
+    return dataclasses.replace(run, arch=arch, train=train, checkpoint=checkpoint)
+
+
+assert set(SIZES) == set(MODELS), "every registry size has a recipe"

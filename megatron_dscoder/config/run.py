@@ -1,4 +1,8 @@
-"""Run configuration: small dataclasses that validate themselves before any process-group work.
+"""Run configuration: small frozen dataclasses that validate themselves before any process-group work.
+
+A :class:`RunConfig` is built by a recipe function (:mod:`.recipes`), changed only through
+:func:`dataclasses.replace` (the command line's one override step, :func:`.cli.override`, and
+resume resolution both return copies), and never mutated after validation.
 
 A bad layout (heads not divisible by TP, a batch that does not split over data parallelism, ...)
 fails here, in the launching process, with a message that names the values, instead of as a hang
@@ -8,13 +12,67 @@ or an assert deep inside megatron-core on one rank of a 256-GPU job.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from megatron_dscoder.model.registry import ModelArch
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the offending values."""
+
+
+def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:  # noqa: A002
+    """A config field and its command-line flag (``--field-name``): ``help`` (``None`` shows the
+    default), ``choices``, ``cli=False`` (not a flag) or ``hidden=True`` (a flag left out of
+    ``--help``). The flag has no default of its own: left out, the field keeps its value."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a config field: ``train_iters`` -> ``--train-iters``."""
+    return "--" + name.replace("_", "-")
+
+
+def require_positive(obj: object, *names: str, allow_zero: bool = False) -> None:
+    """Raise :class:`ConfigError` for the first of ``names`` that is not > 0 (or >= 0)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if value < 0 or (value == 0 and not allow_zero) or value != value:  # NaN too
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"{flag(name)} must be {bound}, got {value}")
+
+
+RECIPE: Any = MISSING
+"""Marks fields every recipe sets: required, with no default of their own."""
+
+
+def check_choices(obj: object) -> None:
+    """Raise :class:`ConfigError` for a field outside the ``choices`` its :func:`opt` lists."""
+    for f in fields(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"{flag(f.name)} {value!r}: choose {', '.join(choices)}")
+
+
+def parse_split(split: str) -> tuple[float, float, float]:
+    """``"99,1,0"`` -> (0.99, 0.01, 0.0): train/valid/test proportions, Megatron's syntax."""
+    parts = [p.strip() for p in split.replace("/", ",").split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--split {split!r}: expected three numbers like 99,1,0") from None
+    if len(values) > 3 or any(not math.isfinite(v) or v < 0 for v in values):
+        raise ConfigError(f"--split {split!r}: expected up to three non-negative numbers")
+    values += [0.0] * (3 - len(values))
+    total = sum(values)
+    if total <= 0:
+        raise ConfigError(f"--split {split!r}: the proportions add up to 0")
+    train, valid, test = (v / total for v in values)
+    return train, valid, test
 
 
 def split_pipeline_layers(
@@ -58,19 +116,19 @@ def split_pipeline_layers(
     return first or None, last or None
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ParallelConfig:
     """How the model and the batch are split over ``world_size`` processes."""
 
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
-    sequence_parallel: bool = False
-    context_parallel_size: int = 1
-    """Sequence sharding over GPUs for long contexts (megatron-core CP; Transformer Engine)."""
-    use_distributed_optimizer: bool = False
-    decoder_first_pipeline_num_layers: int | None = None
-    decoder_last_pipeline_num_layers: int | None = None
-    world_size: int = 1
+    tensor_model_parallel_size: int = opt(1)
+    pipeline_model_parallel_size: int = opt(1)
+    sequence_parallel: bool = opt(False, "shard norms and dropout over TP ranks")
+    context_parallel_size: int = opt(1, "split long sequences over GPUs (Transformer Engine)")
+    use_distributed_optimizer: bool = opt(False, "shard optimizer state over data parallelism")
+    decoder_first_pipeline_num_layers: int | None = opt(None, "default: an even split")
+    decoder_last_pipeline_num_layers: int | None = opt(None, "default: an even split")
+    world_size: int = opt(1, cli=False)
+    """From torchrun (``WORLD_SIZE``), or ``--world-size`` for a dry run."""
 
     def __post_init__(self) -> None:
         tp, pp, cp = (
@@ -78,8 +136,19 @@ class ParallelConfig:
             self.pipeline_model_parallel_size,
             self.context_parallel_size,
         )
-        if min(tp, pp, cp) < 1:
-            raise ConfigError(f"parallel sizes must be >= 1 (TP={tp}, PP={pp}, CP={cp})")
+        require_positive(
+            self,
+            "tensor_model_parallel_size",
+            "pipeline_model_parallel_size",
+            "context_parallel_size",
+            "world_size",
+        )
+        require_positive(
+            self,
+            "decoder_first_pipeline_num_layers",
+            "decoder_last_pipeline_num_layers",
+            allow_zero=True,
+        )
         if self.world_size % (tp * pp * cp):
             raise ConfigError(
                 f"world size {self.world_size} is not divisible by tensor-model-parallel-size "
@@ -94,7 +163,7 @@ class ParallelConfig:
 
     @property
     def data_parallel_size(self) -> int:
-        """Replicas of the model: ``world_size / (TP * PP)``."""
+        """Replicas of the model: ``world_size / (TP * PP * CP)``."""
         return self.world_size // (
             self.tensor_model_parallel_size
             * self.pipeline_model_parallel_size
@@ -102,50 +171,58 @@ class ParallelConfig:
         )
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Batch geometry, horizon and optimiser settings."""
+    """Batch geometry, horizon and optimiser settings.
 
-    micro_batch_size: int = 1
-    global_batch_size: int = 8
-    seq_length: int = 4096
-    train_iters: int = 10
-    lr: float = 3e-4
-    min_lr: float = 0.0
-    weight_decay: float = 0.1
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_eps: float = 1e-8
-    clip_grad: float = 1.0
-    seed: int = 1234
-    lr_decay_style: str = "three-stage"
-    lr_warmup_iters: int = 0
-    recompute_granularity: str | None = None
-    """``full`` or ``selective`` (megatron-core's activation recomputation)."""
-    recompute_method: str | None = None
-    """``uniform`` or ``block`` (with ``full``)."""
-    recompute_num_layers: int | None = None
-    max_nonfinite_iters: int = 10
-    """Consecutive NaN/inf losses (each update skipped) after which the run stops."""
-    exit_interval: int | None = None
-    """Stop (after a checkpoint, with ``--save``) once the iteration is a multiple of this."""
-    inject_nonfinite_loss_iters: tuple[int, ...] = ()
+    ``train_iters=None`` derives the horizon from ``train_tokens`` (the recipes' 1.8T tokens), so
+    a run that changes its batch or sequence length keeps the recipe's token budget.
+    """
+
+    global_batch_size: int = opt(RECIPE, "sequences per iteration; default: the size's recipe")
+    seq_length: int = opt(RECIPE, "default: the model's max_position_embeddings")
+    lr: float = opt(RECIPE, "peak learning rate; default: the size's recipe")
+    micro_batch_size: int = opt(1)
+    train_iters: int | None = opt(None, "default: the recipe's token horizon (1.8T tokens)")
+    train_tokens: float | None = opt(None, cli=False)
+    """Token horizon behind ``train_iters`` when that is not given."""
+    min_lr: float = opt(0.0)
+    weight_decay: float = opt(0.1)
+    adam_beta1: float = opt(0.9)
+    adam_beta2: float = opt(0.95)
+    adam_eps: float = opt(1e-8)
+    clip_grad: float = opt(1.0, "gradient-norm clipping threshold, 0 disables (default: 1.0)")
+    seed: int = opt(1234)
+    lr_decay_style: str = opt(
+        "three-stage", "default: the size's recipe", choices=("three-stage", "cosine", "constant")
+    )
+    lr_warmup_iters: int = opt(0, "default: the size's recipe")
+    recompute_granularity: str | None = opt(None, choices=("full", "selective"))
+    recompute_method: str | None = opt(
+        None, "with full recomputation", choices=("uniform", "block")
+    )
+    recompute_num_layers: int | None = opt(None)
+    max_nonfinite_iters: int = opt(10, "stop, with a checkpoint, after this many NaN/inf losses")
+    exit_interval: int | None = opt(None, "checkpoint and exit when the iteration is a multiple")
+    inject_nonfinite_loss_iters: tuple[int, ...] = opt((), hidden=True)
     """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch_size", "global_batch_size", "seq_length", "train_iters"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
-                )
-        if self.recompute_granularity not in (None, "full", "selective"):
-            raise ConfigError(
-                f"recompute-granularity={self.recompute_granularity!r}: choose full or selective"
-            )
-        if self.recompute_method not in (None, "uniform", "block"):
-            raise ConfigError(
-                f"recompute-method={self.recompute_method!r}: choose uniform or block"
-            )
+        require_positive(self, "micro_batch_size", "global_batch_size", "seq_length", "lr")
+        require_positive(self, "train_iters", "train_tokens", "adam_eps", "recompute_num_layers")
+        require_positive(self, "max_nonfinite_iters", "exit_interval")
+        require_positive(self, "min_lr", "weight_decay", "clip_grad", allow_zero=True)
+        if self.train_iters is None:
+            if self.train_tokens is None:
+                raise ConfigError("give --train-iters (or a recipe's token horizon)")
+            tokens_per_iter = self.global_batch_size * self.seq_length
+            object.__setattr__(self, "train_iters", math.ceil(self.train_tokens / tokens_per_iter))
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"--min-lr {self.min_lr} is above --lr {self.lr}")
+        check_choices(self)
         if self.recompute_granularity == "full" and self.recompute_method is None:
             raise ConfigError("recompute-granularity=full needs --recompute-method uniform|block")
         if not 0 <= self.lr_warmup_iters <= self.train_iters:
@@ -155,85 +232,82 @@ class TrainConfig:
             )
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Where samples come from: mock tokens, or Megatron ``.bin``/``.idx`` blends."""
 
-    mock_data: bool = False
-    data_path: list[str] | None = None
-    split: str = "99,1,0"
-    data_cache_path: str | None = None
-    tokenizer_model: str | None = None
-    num_workers: int | None = None
-    """DataLoader processes; default 2 on GPU, 0 (inline, <1 % of a step) on CPU, where worker
-    processes would compete with training for the cores."""
+    mock_data: bool = opt(False, "deterministic synthetic tokens")
+    data_path: tuple[str, ...] | None = opt(None, "PREFIX or W1 PREFIX1 W2 PREFIX2 ...")
+    split: str = opt("99,1,0", "train,valid,test proportions of each prefix (default: 99,1,0)")
+    data_cache_path: str | None = opt(None, "where megatron-core caches its index arrays")
+    tokenizer_model: str | None = opt(None, "HF tokenizer directory (tokenizer.json)")
+    num_workers: int | None = opt(None, "DataLoader processes; default: 2 on GPU, 0 on CPU")
+    """On CPU loading runs inline (<1 % of a step): worker processes would compete with training
+    for the cores."""
 
     def __post_init__(self) -> None:
+        if self.data_path is not None:
+            object.__setattr__(self, "data_path", tuple(self.data_path))
         if self.mock_data == bool(self.data_path):
             raise ConfigError("give exactly one of --mock-data and --data-path")
         if self.data_path and not self.tokenizer_model:
             raise ConfigError("--data-path needs --tokenizer-model DIR (an HF tokenizer directory)")
+        parse_split(self.split)
+        require_positive(self, "num_workers", allow_zero=True)
+
+    @property
+    def split_fractions(self) -> tuple[float, float, float]:
+        """(train, valid, test) as fractions summing to 1."""
+        return parse_split(self.split)
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckpointConfig:
     """Sharded checkpoints (megatron-core dist_checkpointing, torch_dist)."""
 
-    save: str | None = None
-    save_interval: int | None = None
-    load: str | None = None
-    finetune: bool = False
-    """Load weights only; reset iteration, samples, optimizer and schedule."""
-    no_load_optim: bool = False
-    no_load_rng: bool = False
-    keep_checkpoints: int | None = None
-    """Keep only the newest K complete checkpoints (None keeps all)."""
+    save: str | None = opt(None, "checkpoint directory")
+    save_interval: int | None = opt(None)
+    load: str | None = opt(None, "resume from the newest complete checkpoint here")
+    finetune: bool = opt(False, "load weights only; reset counters, optimizer and schedule")
+    no_load_optim: bool = opt(False)
+    no_load_rng: bool = opt(False)
+    keep_checkpoints: int | None = opt(None, "keep only the newest K complete checkpoints")
 
     def __post_init__(self) -> None:
-        if self.save_interval is not None and (self.save is None or self.save_interval < 1):
-            raise ConfigError(
-                f"--save-interval {self.save_interval} needs --save DIR and a positive interval"
-            )
-        if self.finetune and self.load is None:
-            raise ConfigError("--finetune needs --load DIR")
-        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ConfigError(f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}")
+        # ``finetune`` without ``load`` is a valid recipe (the 16K stage before the command line
+        # names its 4K checkpoint); the command line refuses to launch it.
+        require_positive(self, "save_interval", "keep_checkpoints")
+        if self.save_interval is not None and self.save is None:
+            raise ConfigError(f"--save-interval {self.save_interval} needs --save DIR")
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class LoggingConfig:
     """What is reported, how often, and where."""
 
-    log_interval: int = 1
-    eval_interval: int | None = None
-    eval_iters: int = 1
-    metrics_jsonl: str | None = None
-    tensorboard_dir: str | None = None
-    wandb_project: str | None = None
-    wandb_exp_name: str | None = None
-    wandb_save_dir: str | None = None
-    peak_tflops: float | None = None
-    """Per-device peak for MFU; default: the GPU's dense bf16 peak where known."""
+    log_interval: int = opt(1)
+    eval_interval: int | None = opt(None)
+    eval_iters: int = opt(1)
+    metrics_jsonl: str | None = opt(None, "append one JSON object per logged iteration")
+    tensorboard_dir: str | None = opt(None)
+    wandb_project: str | None = opt(None, "W&B project (offline unless WANDB_API_KEY is set)")
+    wandb_exp_name: str | None = opt(None)
+    wandb_save_dir: str | None = opt(None)
+    peak_tflops: float | None = opt(None, "per-device peak for MFU; default: the GPU's, if known")
 
     def __post_init__(self) -> None:
-        if self.log_interval < 1:
-            raise ConfigError(f"--log-interval must be >= 1, got {self.log_interval}")
-        if self.eval_interval is not None and (self.eval_interval < 1 or self.eval_iters < 1):
-            raise ConfigError(
-                f"--eval-interval {self.eval_interval} / --eval-iters "
-                f"{self.eval_iters} must be >= 1"
-            )
+        require_positive(self, "log_interval", "eval_interval", "eval_iters", "peak_tflops")
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything one pretraining run needs; :meth:`validate` checks the combination."""
 
     model: str | None
     """Registry name; None for a checkpoint-defined architecture (e.g. imported from HF)."""
     arch: ModelArch
+    train: TrainConfig
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(mock_data=True))
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

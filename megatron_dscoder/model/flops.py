@@ -27,6 +27,8 @@ PEAK_TFLOPS = {
     "L40S": 362.0,
     "B200": 2250.0,
 }
+PLANNING_PEAK_TFLOPS = PEAK_TFLOPS["H800"]
+"""What ``--dry-run`` plans for without ``--peak-tflops``: the paper's H800."""
 
 
 def flops_per_token(arch: ModelArch, seq_length: int, tensor_model_parallel_size: int = 1) -> float:
@@ -41,6 +43,11 @@ def flops_per_token(arch: ModelArch, seq_length: int, tensor_model_parallel_size
     )
     logits = 2 * h * arch.padded_vocab_size(tensor_model_parallel_size)
     return 3.0 * (arch.num_layers * per_layer + logits)
+
+
+def flops_per_iteration(arch: ModelArch, global_batch_size: int, seq_length: int) -> float:
+    """Training model FLOPs of one global batch."""
+    return flops_per_token(arch, seq_length) * global_batch_size * seq_length
 
 
 def device_peak_tflops() -> float | None:

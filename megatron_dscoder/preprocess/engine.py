@@ -1,7 +1,8 @@
 """Execution engines: where the pipeline's partition functions run.
 
-The orchestration in :mod:`.pipeline` only ever calls ``engine.map(fn, items, config)``: run
-the module-level function ``fn(item, config)`` on every item, and yield ``(item, result)`` in
+The orchestration in :mod:`.pipeline` only ever calls ``engine.map(fn, items)``: run the
+module-level function ``fn(item, config)`` (``config`` given once, when the engine is made) on
+every item, and yield ``(item, result)`` in
 item order with a bounded number of items in flight. The stage code (``fn``) is the same for
 every engine; engines differ only in where it runs:
 

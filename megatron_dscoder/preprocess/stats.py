@@ -5,7 +5,7 @@ task order, so the totals are the same for any worker count (only the timings di
 stats JSON (``--stats-json``) has documents in and out, drops per filter and per bad-input
 reason, FIM counts, tokens, bytes, wall seconds per pass (``seconds``) and seconds per stage
 summed over all processes (``stage_seconds_summed``: workers run in parallel, so these add up
-to more than the wall time; ``main_write`` is the main process appending to the outputs).
+to more than the wall time).
 """
 
 from __future__ import annotations

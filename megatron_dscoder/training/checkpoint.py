@@ -19,7 +19,6 @@ restored only when the layout is unchanged (they are meaningless across layouts)
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -276,8 +275,3 @@ def load_checkpoint(
     if with_rng:
         _set_rng_state(loaded.pop("rng_state"))
     return loaded
-
-
-def arch_to_dict(arch: ModelArch) -> dict[str, Any]:
-    """The ``arch`` entry of run_config.json."""
-    return dataclasses.asdict(arch)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.data.indexed import DataError
 
 __all__ = ["DataError", "parse_blend"]
@@ -140,7 +141,7 @@ def loader(dataset, sampler: MicroBatchSampler, num_workers: int | None) -> Iter
     )
 
 
-def build_train_valid(run) -> tuple:  # noqa: ANN001 - RunConfig (import cycle otherwise)
+def build_train_valid(run: RunConfig) -> tuple:
     """(train, valid) datasets for the run: mock tokens, or the blend through GPTDataset."""
     from megatron_dscoder.training.mock_data import MockTokens
 

@@ -18,7 +18,7 @@ import torch
 from megatron.core import parallel_state
 
 from megatron_dscoder.config.run import RunConfig
-from megatron_dscoder.model.flops import device_peak_tflops, flops_per_token
+from megatron_dscoder.model.flops import device_peak_tflops, flops_per_iteration
 from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training.data import MicroBatchSampler, loader
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
@@ -109,9 +109,7 @@ class Trainer:
             micro_batch_size=t.micro_batch_size,
         )
         world = torch.distributed.get_world_size()
-        self._flops_per_iter = (
-            flops_per_token(run.arch, t.seq_length) * t.global_batch_size * t.seq_length
-        )
+        self._flops_per_iter = flops_per_iteration(run.arch, t.global_batch_size, t.seq_length)
         self._world = world
         self._peak = run.logging.peak_tflops or device_peak_tflops()
 

@@ -1,8 +1,11 @@
-"""Metric sinks: stdout, ``--metrics-jsonl``, TensorBoard and Weights & Biases.
+"""Metric sinks: stdout, ``--metrics-jsonl``, TensorBoard and Weights & Biases, as a list.
 
-One rank (the last, which holds the loss) writes; the others hold a disabled logger. W&B runs
-offline unless credentials are present (``WANDB_API_KEY``) or ``WANDB_MODE`` says otherwise, so
-a job never waits on the network; ``wandb sync`` uploads an offline run later.
+One rank (the last, which holds the loss) writes; the others get no sinks. W&B runs offline
+unless credentials are present (``WANDB_API_KEY``) or ``WANDB_MODE`` says otherwise, so a job
+never waits on the network; ``wandb sync`` uploads an offline run later.
+
+Adding a sink is two edits: a field for its flag in :class:`~megatron_dscoder.config.run.LoggingConfig`
+(the flag is generated from it) and a class here plus its line in :data:`SINKS`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,140 @@ import logging
 import math
 import os
 import resource
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from megatron_dscoder.config.run import LoggingConfig
 
 logger = logging.getLogger("megatron_dscoder")
+
+
+class Sink(Protocol):
+    """Where records go. ``scalars`` are the record's finite-or-not numbers, by name."""
+
+    def log(self, record: dict[str, Any], scalars: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StdoutSink:
+    """One ``key value | ...`` line per record, through logging."""
+
+    def log(self, record: dict[str, Any], scalars: dict[str, float], step: int) -> None:
+        logger.info(" | ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlSink:
+    """One JSON object per record, flushed at once (non-finite numbers as null)."""
+
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def log(self, record: dict[str, Any], scalars: dict[str, float], step: int) -> None:
+        safe = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()
+        }
+        self._file.write(json.dumps(safe) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorBoardSink:
+    """Every scalar under its own name, at the iteration."""
+
+    def __init__(self, log_dir: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=log_dir)
+
+    def log(self, record: dict[str, Any], scalars: dict[str, float], step: int) -> None:
+        for key, value in scalars.items():
+            self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbSink:
+    """A W&B run (offline without credentials) whose config is the run's description."""
+
+    def __init__(self, log: LoggingConfig, run_config: dict[str, Any]) -> None:
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE") or (
+            "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        )
+        if log.wandb_save_dir:
+            Path(log.wandb_save_dir).mkdir(parents=True, exist_ok=True)
+        self._run = wandb.init(
+            project=log.wandb_project,
+            name=log.wandb_exp_name,
+            dir=log.wandb_save_dir,
+            mode=mode,
+            config=run_config,
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+
+    def log(self, record: dict[str, Any], scalars: dict[str, float], step: int) -> None:
+        self._run.log(scalars, step=step)
+
+    def update_config(self, values: dict[str, Any]) -> None:
+        self._run.config.update(values, allow_val_change=True)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+SINKS: list[tuple[Callable[[LoggingConfig], bool], Callable[[LoggingConfig, dict], Sink]]] = [
+    (lambda log: True, lambda log, _: StdoutSink()),
+    (lambda log: bool(log.metrics_jsonl), lambda log, _: JsonlSink(log.metrics_jsonl)),
+    (lambda log: bool(log.tensorboard_dir), lambda log, _: TensorBoardSink(log.tensorboard_dir)),
+    (lambda log: bool(log.wandb_project), WandbSink),
+]
+"""(enabled by the config?, factory) per sink, in the order records reach them."""
+
+
+def sinks_for(log: LoggingConfig, run_config: dict[str, Any]) -> list[Sink]:
+    """The sinks a run's logging settings ask for."""
+    return [make(log, run_config) for enabled, make in SINKS if enabled(log)]
+
+
+class MetricsLogger:
+    """Fans each record out to its sinks; ``close()`` flushes them. No sinks: a no-op."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        """Emit one record; ``step`` is the iteration it belongs to."""
+        scalars = {
+            k: float(v)
+            for k, v in record.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "iteration"
+        }
+        for sink in self.sinks:
+            sink.log(record, scalars, step)
+
+    def update_config(self, values: dict[str, Any]) -> None:
+        """Record facts that appear during the run (e.g. checkpoint paths) where sinks keep a
+        run config (W&B)."""
+        for sink in self.sinks:
+            if hasattr(sink, "update_config"):
+                sink.update_config(values)
+
+    def close(self) -> None:
+        """Flush and close every sink (once)."""
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close()
 
 
 def memory_stats() -> dict[str, float]:
@@ -35,93 +168,6 @@ def memory_stats() -> dict[str, float]:
         "mem_rss_gib": rss_pages * os.sysconf("SC_PAGE_SIZE") / gib,
         "mem_peak_rss_gib": peak_kib * 1024 / gib,
     }
-
-
-class MetricsLogger:
-    """Fans each record out to the enabled sinks; ``close()`` flushes them."""
-
-    def __init__(
-        self,
-        *,
-        enabled: bool,
-        jsonl_path: str | None = None,
-        tensorboard_dir: str | None = None,
-        wandb_project: str | None = None,
-        wandb_exp_name: str | None = None,
-        wandb_save_dir: str | None = None,
-        run_config: dict[str, Any] | None = None,
-    ) -> None:
-        self.enabled = enabled
-        self._file = self._tb = self._wandb = None
-        if not enabled:
-            return
-        if jsonl_path:
-            Path(jsonl_path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
-        if tensorboard_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(log_dir=tensorboard_dir)
-        if wandb_project:
-            self._wandb = _start_wandb(
-                wandb_project, wandb_exp_name, wandb_save_dir, run_config or {}
-            )
-
-    def log(self, record: dict[str, Any], step: int) -> None:
-        """Emit one record; ``step`` is the iteration it belongs to."""
-        if not self.enabled:
-            return
-        logger.info(" | ".join(f"{k} {_fmt(v)}" for k, v in record.items()))
-        scalars = {
-            k: float(v)
-            for k, v in record.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and k != "iteration"
-        }
-        if self._file is not None:
-            safe = {
-                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in record.items()
-            }
-            self._file.write(json.dumps(safe) + "\n")
-            self._file.flush()
-        if self._tb is not None:
-            for key, value in scalars.items():
-                self._tb.add_scalar(key, value, step)
-        if self._wandb is not None:
-            self._wandb.log(scalars, step=step)
-
-    def update_config(self, values: dict[str, Any]) -> None:
-        """Record facts that appear during the run (e.g. checkpoint paths) in the W&B config."""
-        if self._wandb is not None:
-            self._wandb.config.update(values, allow_val_change=True)
-
-    def close(self) -> None:
-        """Flush and close every sink."""
-        if self._file is not None:
-            self._file.close()
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-        self._file = self._tb = self._wandb = None
-
-
-def _start_wandb(project: str, name: str | None, save_dir: str | None, run_config: dict[str, Any]):
-    import wandb
-
-    mode = os.environ.get("WANDB_MODE") or (
-        "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    )
-    if save_dir:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=project,
-        name=name,
-        dir=save_dir,
-        mode=mode,
-        config=run_config,
-        settings=wandb.Settings(silent=True, console="off"),
-    )
 
 
 def _fmt(value: Any) -> str:

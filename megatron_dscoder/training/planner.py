@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 
 from megatron_dscoder.config.run import RunConfig
-from megatron_dscoder.model.flops import flops_per_token
+from megatron_dscoder.model.flops import flops_per_iteration
 
 GIB = float(1 << 30)
 
@@ -159,8 +159,8 @@ def describe(
     gpu_memory_gib: float = 80.0,
     peak_tflops: float = 989.0,
     efficiency: float = 0.45,
-) -> str:
-    """The dry-run report."""
+) -> tuple[str, bool]:
+    """The dry-run report, and whether every stage fits ``gpu_memory_gib``."""
     par, t = run.parallel, run.train
     total = run.arch.num_parameters(par.tensor_model_parallel_size)
     stages = plan(run)
@@ -195,7 +195,7 @@ def describe(
         f"{verdict}: peak {worst / GIB:.1f} GiB of {gpu_memory_gib:g} GiB "
         f"(margin {(budget - worst) / GIB:+.1f} GiB)"
     )
-    flops = flops_per_token(run.arch, t.seq_length) * t.global_batch_size * t.seq_length
+    flops = flops_per_iteration(run.arch, t.global_batch_size, t.seq_length)
     seconds = (
         flops / (par.world_size * peak_tflops * 1e12 * efficiency) / (1 - bubble_fraction(run))
     )
@@ -206,4 +206,4 @@ def describe(
         f"{t.global_batch_size * t.seq_length / seconds / par.world_size:,.0f} "
         f"tokens/s per GPU"
     )
-    return "\n".join(lines)
+    return "\n".join(lines), worst <= budget

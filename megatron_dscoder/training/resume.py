@@ -7,6 +7,7 @@ allocated for the model and before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -20,10 +21,15 @@ from megatron_dscoder.training.loop import TrainState
 logger = logging.getLogger(__name__)
 
 
-def preflight(run: RunConfig) -> Path | None:
-    """Validate data and the checkpoint to load; returns that checkpoint (None: from scratch)."""
+def preflight(run: RunConfig) -> tuple[RunConfig, Path | None]:
+    """Validate data and the checkpoint to load, before anything is built or written.
+
+    Returns the run as it will start (an interrupted fine-tune, e.g. the 16K stage, resumes from
+    its own ``--save`` instead of reloading the weights it started from) and the checkpoint to
+    load (None: from scratch).
+    """
     if run.data.data_path:
-        prefixes, _ = parse_blend(run.data.data_path)
+        prefixes, _ = parse_blend(list(run.data.data_path))
         for prefix in prefixes:
             check_prefix(prefix, run.arch.vocab_size)
     if run.parallel.context_parallel_size > 1 and not have_transformer_engine():
@@ -34,22 +40,21 @@ def preflight(run: RunConfig) -> Path | None:
         )
     ckpt = run.checkpoint
     if not ckpt.load:
-        return None
+        return run, None
     if ckpt.finetune and ckpt.save and checkpointing.find_latest_checkpoint(ckpt.save):
-        # An interrupted fine-tune (e.g. the 16K stage) resumes from its own checkpoints.
-        run.checkpoint.finetune = False
-        run.checkpoint.load = ckpt.save
+        ckpt = dataclasses.replace(ckpt, finetune=False, load=ckpt.save)
+        run = dataclasses.replace(run, checkpoint=ckpt)
         logger.info("resuming the interrupted stage from %s", ckpt.save)
     path = checkpointing.find_latest_checkpoint(ckpt.load)
     if path is None:
         if ckpt.finetune or ckpt.load != ckpt.save:
             raise checkpointing.CheckpointError(f"{ckpt.load}: no complete checkpoint found")
         logger.info("no checkpoint under %s yet: starting from scratch", ckpt.load)
-        return None
+        return run, None
     checkpointing.verify_checkpoint(path)
     meta = checkpointing.read_checkpoint_metadata(path)
     checkpointing.check_architecture(meta, run.arch, path)
-    return path
+    return run, path
 
 
 def restore(run: RunConfig, path: Path | None, model: list, optimizer) -> TrainState:  # noqa: ANN001

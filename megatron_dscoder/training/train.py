@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.model.flops import PLANNING_PEAK_TFLOPS
 from megatron_dscoder.training import planner
 
 
@@ -32,16 +33,18 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     logging.getLogger("megatron").setLevel(logging.WARNING)
     args, run = arguments.parse(argv, arguments.world_size_from_env())
     if args.dry_run:
-        sys.stdout.write(
-            planner.describe(
-                run,
-                gpu_memory_gib=args.gpu_memory_gib,
-                peak_tflops=args.peak_tflops or 989.0,
-                efficiency=args.assumed_efficiency,
-            )
-            + "\n"
+        if run.checkpoint.load:  # the checkpoint must exist and hold this architecture
+            from megatron_dscoder.training.resume import preflight
+
+            preflight(run)
+        report, fits = planner.describe(
+            run,
+            gpu_memory_gib=args.gpu_memory_gib,
+            peak_tflops=run.logging.peak_tflops or PLANNING_PEAK_TFLOPS,
+            efficiency=args.assumed_efficiency,
         )
-        return 0
+        sys.stdout.write(report + "\n")
+        return 0 if fits else 1
 
     from megatron_dscoder.parallel import distributed
     from megatron_dscoder.training.build import (
@@ -51,10 +54,10 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     )
     from megatron_dscoder.training.data import build_train_valid
     from megatron_dscoder.training.loop import Trainer, run_metadata
-    from megatron_dscoder.training.metrics import MetricsLogger
+    from megatron_dscoder.training.metrics import MetricsLogger, sinks_for
     from megatron_dscoder.training.resume import preflight, restore
 
-    checkpoint = preflight(run)
+    run, checkpoint = preflight(run)
     distributed.initialize(run.parallel, run.train.seed)
     metrics = None
     try:
@@ -62,20 +65,9 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
         optimizer = build_optimizer(run, model)
         state = restore(run, checkpoint, model, optimizer)
         datasets = build_train_valid(run)
-        log = run.logging
-        metrics = MetricsLogger(
-            enabled=distributed.is_logging_rank(),
-            jsonl_path=log.metrics_jsonl,
-            tensorboard_dir=log.tensorboard_dir,
-            wandb_project=log.wandb_project,
-            wandb_exp_name=log.wandb_exp_name,
-            wandb_save_dir=log.wandb_save_dir,
-            run_config={
-                **run_metadata(run),
-                "save": run.checkpoint.save,
-                "load": run.checkpoint.load,
-            },
-        )
+        description = {**run_metadata(run), "save": run.checkpoint.save}
+        sinks = sinks_for(run.logging, description) if distributed.is_logging_rank() else []
+        metrics = MetricsLogger(sinks)
         Trainer(run, model, optimizer, datasets, metrics, state).train()
     finally:
         if metrics is not None:

@@ -32,8 +32,11 @@ def test_static_memory_equals_what_the_process_allocates(flags):
     assert report["actual"] == report["planned"]  # weights, grads, optimizer state, in bytes
 
 
-def _plan(flags: str) -> str:
-    return python_module("megatron_dscoder.pretrain", *flags.split()).stdout
+def _plan(flags: str, status: int = 0) -> str:
+    """The dry-run report; the exit status says whether the plan fits (0) or not (1)."""
+    proc = python_module("megatron_dscoder.pretrain", *flags.split(), check=False)
+    assert proc.returncode == status, proc.stderr[-4000:]
+    return proc.stdout
 
 
 def test_33b_launch_layout_fits_80gb_with_margin():
@@ -44,7 +47,7 @@ def test_33b_launch_layout_fits_80gb_with_margin():
 
 
 def test_same_layout_without_distributed_optimizer_or_recompute_does_not_fit():
-    out = _plan(LAUNCH_33B)
+    out = _plan(LAUNCH_33B, status=1)
     match = re.search(r"DOES NOT FIT: peak ([\d.]+) GiB of 80 GiB", out)
     assert match and float(match.group(1)) > 80
     optimizer = float(re.search(r"stage 0: .* optimizer ([\d.]+)", out).group(1))
