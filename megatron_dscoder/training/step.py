@@ -73,6 +73,26 @@ def _loss_sums(losses: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
     return total
 
 
+def _global_batch(
+    model: list[torch.nn.Module],
+    data_iterator: Iterator[dict[str, torch.Tensor]],
+    *,
+    forward_only: bool,
+    poison: bool = False,
+    **shape: int,
+) -> torch.Tensor | None:
+    """Forward (and backward unless ``forward_only``) over the micro-batches of one global batch
+    through megatron-core's pipeline schedule; the [loss sum, tokens] of :func:`_loss_sums`."""
+    losses = get_forward_backward_func()(
+        forward_step_func=make_forward_step(poison),
+        data_iterator=data_iterator,
+        model=model,
+        forward_only=forward_only,
+        **shape,
+    )
+    return _loss_sums(losses)
+
+
 def _any_rank(flag: bool) -> bool:
     device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
     t = torch.tensor([1.0 if flag else 0.0], device=device)
@@ -94,16 +114,15 @@ def train_step(
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    losses = get_forward_backward_func()(
-        forward_step_func=make_forward_step(poison),
-        data_iterator=data_iterator,
-        model=model,
+    sums = _global_batch(
+        model,
+        data_iterator,
+        forward_only=False,
+        poison=poison,
         num_microbatches=num_microbatches,
         seq_length=seq_length,
         micro_batch_size=micro_batch_size,
-        forward_only=False,
     )
-    sums = _loss_sums(losses)
     lm_loss = None if sums is None else float(sums[0] / sums[1].clamp(min=1))
     nonfinite = lm_loss is not None and not torch.isfinite(torch.tensor(lm_loss))
     if _any_rank(nonfinite):
@@ -127,16 +146,14 @@ def evaluate(
         chunk.eval()
     total = None
     for _ in range(eval_iters):
-        losses = get_forward_backward_func()(
-            forward_step_func=make_forward_step(),
-            data_iterator=data_iterator,
-            model=model,
+        sums = _global_batch(
+            model,
+            data_iterator,
+            forward_only=True,
             num_microbatches=num_microbatches,
             seq_length=seq_length,
             micro_batch_size=micro_batch_size,
-            forward_only=True,
         )
-        sums = _loss_sums(losses)
         if sums is not None:
             total = sums if total is None else total + sums
     for chunk in model:
