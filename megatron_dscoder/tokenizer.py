@@ -141,10 +141,12 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     ``transformers.AutoTokenizer(local_files_only=True)`` and its fast backend is returned.
     """
     p = Path(path)
-    if p.is_file():
-        return Tokenizer.from_file(str(p))
-    if (p / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(p / "tokenizer.json"))
+    for file in (p, p / "tokenizer.json"):
+        if file.is_file():
+            try:
+                return Tokenizer.from_file(str(file))
+            except Exception as err:  # the tokenizers library raises a bare Exception
+                raise ValueError(f"{file}: not a readable tokenizer.json ({err})") from err
     if not p.is_dir():
         raise FileNotFoundError(f"no tokenizer directory or tokenizer.json at {p}")
     slow = sorted(f for f in SLOW_TOKENIZER_FILES if (p / f).is_file())

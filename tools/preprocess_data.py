@@ -237,7 +237,23 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
 
 #: OSErrors that a user fixes (free space, permissions), reported in one line without traceback.
-USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM)
+USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EEXIST,
+               errno.ENOTDIR, errno.EISDIR)  # fmt: skip
+
+
+def check_writable_place(flag: str, path: str | None, *, directory: bool) -> None:
+    """Refuse before any work a ``--stats-json``/``--tmp-dir`` that cannot be written."""
+    if path is None:
+        return
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
+    if not directory and os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a directory")
 
 
 def os_error_line(err: OSError, args: argparse.Namespace) -> str:
@@ -252,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        for flag, path in (("--stats-json", args.stats_json), ("--tmp-dir", args.tmp_dir)):
+            check_writable_place(flag, path, directory=flag == "--tmp-dir")
         stats = run_pipeline(config_from_args(args))
     except (MissingSpecialTokensError, ValueError, FileNotFoundError, EmptyOutputError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -44,6 +44,9 @@ def check_output_prefix(prefix: str, flag: str = "--output-prefix") -> None:
             f"{flag} {prefix!r} is a directory; give a file name prefix inside it, e.g. "
             f"{os.path.join(prefix, 'data')}"
         )
+    for suffix in (".bin", ".idx"):
+        if os.path.isdir(prefix + suffix):
+            raise OutputPrefixError(f"{flag} {prefix!r}: {prefix}{suffix} is a directory")
     parent = os.path.dirname(os.path.abspath(prefix))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)

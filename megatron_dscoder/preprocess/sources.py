@@ -251,6 +251,10 @@ def check_inputs(paths: list[str], text_names: tuple[str, ...]) -> None:
     for path in paths:
         if not os.path.exists(path):
             raise InputError(f"--input {path}: no such file or directory")
+        if not os.path.isdir(path) and not os.path.isfile(path):  # a FIFO would block forever
+            raise InputError(f"--input {path}: not a regular file or a directory")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"--input {path}: permission denied")
         if input_kind(path) == "parquet":
             columns = _parquet_columns(path)
             if columns is not None and not any(name in columns for name in text_names):

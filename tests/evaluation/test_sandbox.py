@@ -81,6 +81,13 @@ def test_files_outside_cannot_be_written_deleted_or_reached_by_a_shell(
         "raise SystemExit(1)  # the shell ran; its effects are checked below",
         "remount": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "assert libc.mount(None, b'/', None, 32 | 4096, None) != 0\nopen('/etc/owned', 'w')",
+        "nested-userns": "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "uid, gid = os.getuid(), os.getgid()\nassert libc.unshare(0x10000000 | 0x20000) == 0\n"
+        "open('/proc/self/setgroups', 'w').write('deny')\n"
+        "open('/proc/self/uid_map', 'w').write(f'0 {uid} 1')\n"
+        "open('/proc/self/gid_map', 'w').write(f'0 {gid} 1')\n"
+        "libc.mount(None, b'/', None, 32 | 4096, None)\n"  # remount rw: refused (locked)
+        f"open({str(tmp_path / 'userns.txt')!r}, 'w')",
     }
     for name, program in attacks.items():
         result = run_at(level, program + "\n", Limits(timeout=10))

@@ -174,3 +174,32 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path, tiny_tokenizer_di
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error:"), lines
     assert not (tmp_path / "o").exists()
+
+
+def test_more_mistakes_are_refused_before_any_work(
+    tmp_path: Path,
+    tiny_tokenizer_dir,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = make_corpus(tmp_path / "in.jsonl", 5)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "out" / "code.bin").mkdir(parents=True)
+    tok = str(tiny_tokenizer_dir)
+    cases = {
+        "not a regular file or a directory": ["--input", str(tmp_path / "fifo")],  # no hang
+        "code.bin is a directory": ["--output-prefix", str(tmp_path / "out" / "code")],
+        "--tmp-dir": ["--tmp-dir", str(tmp_path / "afile")],
+        "--stats-json": ["--stats-json", str(tmp_path / "afile" / "stats.json")],
+        "not a readable tokenizer.json": ["--tokenizer-model", str(good)],
+    }
+    tool = load_tool()
+    for expected, override in cases.items():
+        args = {"--input": str(good), "--tokenizer-model": tok,
+                "--output-prefix": str(tmp_path / "out" / "x")}  # fmt: skip
+        args.update(dict(zip(override[::2], override[1::2], strict=True)))
+        argv = [item for pair in args.items() for item in pair]
+        assert tool.main([*argv, *FAST]) == 2, expected
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (expected, err)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["code.bin"]
