@@ -17,7 +17,8 @@ parent; it confines and runs the program (see that module) and reports ``passed`
                 of that uid are killed at the end.
 ``process``     (neither) a clean parent, own session, a subreaper that kills every descendant
                 at the end, and :data:`ACCIDENT_GUARD`. It contains accidents only: the program
-                can read and write whatever the harness user can.
+                can read and write whatever the harness user can, and RLIMIT_NPROC does not
+                bind root (a fork bomb then lasts until the timeout kills it).
 
 In every mode: an environment with no variable of the harness, stdin ``/dev/null``, output
 into an anonymous memory file (no pipe a descendant could hold open), rlimits on CPU time,
@@ -125,13 +126,11 @@ def isolation() -> str:
 
 
 def _candidate_levels() -> list[str]:
-    root = os.geteuid() == 0
-    levels = []
-    if sys.platform.startswith("linux") and shutil.which("unshare"):
-        levels.append("namespaces" if root else "user-namespaces")
-    if root:
-        levels.append("uid")
-    return [*levels, "process"]
+    root = os.geteuid() == 0  # root may still lack capabilities (a container): probe each
+    levels = ["namespaces", "user-namespaces"] if root else ["user-namespaces"]
+    if not (sys.platform.startswith("linux") and shutil.which("unshare")):
+        levels = []
+    return [*levels, *(["uid"] if root else []), "process"]
 
 
 def run_at(level: str, program: str, limits: Limits) -> SandboxResult:
@@ -148,7 +147,10 @@ def run_at(level: str, program: str, limits: Limits) -> SandboxResult:
         work.mkdir()
         uid = 1_000_000 + secrets.randbelow(1 << 30) if privileged else 0
         if uid:
-            os.chown(work, uid, uid)
+            try:
+                os.chown(work, uid, uid)
+            except PermissionError as err:  # root without CAP_CHOWN: this level is unavailable
+                return SandboxResult("error", f"sandbox setup failed: {err}", level)
         config = {
             "program": str(Path(tmp, "program.py")), "work": str(work), "uid": uid,
             "python": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
