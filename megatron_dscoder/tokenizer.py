@@ -130,6 +130,10 @@ def special_token_ids(
     return SpecialTokenIds(**ids)
 
 
+#: Files from which transformers can build a tokenizer when ``tokenizer.json`` is absent.
+SLOW_TOKENIZER_FILES = ("tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     """Load a tokenizer offline from an HF tokenizer directory or a ``tokenizer.json`` file.
 
@@ -137,15 +141,29 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     ``transformers.AutoTokenizer(local_files_only=True)`` and its fast backend is returned.
     """
     p = Path(path)
-    if p.is_file():
-        return Tokenizer.from_file(str(p))
-    if (p / "tokenizer.json").is_file():
-        return Tokenizer.from_file(str(p / "tokenizer.json"))
+    for file in (p, p / "tokenizer.json"):
+        if file.is_file():
+            try:
+                return Tokenizer.from_file(str(file))
+            except Exception as err:  # the tokenizers library raises a bare Exception
+                raise ValueError(f"{file}: not a readable tokenizer.json ({err})") from err
     if not p.is_dir():
         raise FileNotFoundError(f"no tokenizer directory or tokenizer.json at {p}")
+    slow = sorted(f for f in SLOW_TOKENIZER_FILES if (p / f).is_file())
+    if not slow:
+        raise FileNotFoundError(
+            f"{p} has no tokenizer.json (nor a vocabulary file to convert): give the directory "
+            "that tools/train_tokenizer.py or an HF model export wrote"
+        )
     from transformers import AutoTokenizer  # lazy: slow import, only for exotic directories
 
-    hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True, use_fast=True)
+    try:
+        hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True, use_fast=True)
+    except (ValueError, OSError, ImportError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{p} has no tokenizer.json and its {', '.join(slow)} could not be converted ({first})"
+        ) from err
     backend = getattr(hf, "backend_tokenizer", None)
     if backend is None:
         raise ValueError(f"{p}: transformers could not build a fast tokenizer from it")

@@ -10,11 +10,12 @@
 
 HumanEval: each completion is cut at the usual stop strings (a new top-level ``def``/``class``/
 ``if``/``print``/``#``), appended to the prompt with the problem's tests and run by
-:func:`run_sandboxed`: a separate ``python -I -S`` process (standard library only) in a fresh
-temporary directory with an empty environment, its own session (killed as a group on timeout),
-CPU/memory/file-size limits and destructive ``os``/``shutil``/``subprocess`` functions disabled
-before the program runs. That contains accidents of generated code; it is not a security boundary
-against hostile code (use a container for that). pass@k uses the unbiased estimator of the Codex paper.
+:func:`~megatron_dscoder.evaluation.sandbox.run_sandboxed` (``python -I -S``, standard library
+only): on Linux with ``unshare`` in its own PID/mount/network namespaces with a read-only view of
+the file system, a uid of its own, rlimits and a wall-clock deadline, everything it started
+killed at the end; the module's docstring says exactly what each isolation level contains and
+what it does not (the level used is written into the summary). pass@k uses the unbiased
+estimator of the Codex paper.
 
 FIM: one line per sampled position is removed; the model gets the PSM prompt with the text
 before the line as prefix and the text after it as suffix; its first generated line must equal
@@ -31,10 +32,7 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +40,20 @@ from pathlib import Path
 from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:
+    import megatron_dscoder  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate import Generator, truncate_at  # noqa: E402 - sibling tool
+
+from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
+    SandboxError,
+    SandboxResult,
+    isolation,
+    run_sandboxed,
+)
+
+__all__ = ["SandboxResult", "run_sandboxed"]
 
 HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
 CODE_SUFFIXES = (
@@ -67,27 +78,6 @@ CODE_SUFFIXES = (
     ".lua",
 )
 
-#: Runs first in every sandboxed program: resource limits, then no process/file destruction.
-_GUARD = """\
-import resource as _r
-_r.setrlimit(_r.RLIMIT_CPU, ({cpu}, {cpu}))
-_r.setrlimit(_r.RLIMIT_AS, ({mem}, {mem}))
-_r.setrlimit(_r.RLIMIT_FSIZE, ({fsize}, {fsize}))
-_r.setrlimit(_r.RLIMIT_CORE, (0, 0))
-import os as _os, shutil as _sh, subprocess as _sp, builtins as _b
-for _m, _names in ((_os, ("system", "fork", "forkpty", "kill", "killpg", "execv", "execve",
-                          "spawnv", "popen", "remove", "unlink", "rmdir", "removedirs",
-                          "rename", "renames", "replace", "truncate", "chmod", "chown",
-                          "putenv", "setuid", "chroot", "fchdir", "chdir")),
-                   (_sh, ("rmtree", "move", "chown")), (_sp, ("Popen", "run", "call",
-                                                             "check_output", "getoutput"))):
-    for _n in _names:
-        if hasattr(_m, _n):
-            setattr(_m, _n, None)
-_b.exit = _b.quit = None
-del _r, _os, _sh, _sp, _b, _m, _names, _n
-"""
-
 
 class CodeModel(Protocol):
     """What the harness needs from a model."""
@@ -97,56 +87,6 @@ class CodeModel(Protocol):
     def infill(
         self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]
     ) -> str: ...
-
-
-@dataclass(frozen=True)
-class SandboxResult:
-    status: str
-    """``passed``, ``failed`` (non-zero exit) or ``timed out``."""
-    output: str
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-def run_sandboxed(
-    program: str, *, timeout: float = 10.0, memory_mb: int = 2048, max_output: int = 4096
-) -> SandboxResult:
-    """Run a Python program in a separate, limited process; its exit status decides."""
-    guard = _GUARD.format(cpu=max(1, int(timeout) + 1), mem=memory_mb * 2**20, fsize=16 * 2**20)
-    with tempfile.TemporaryDirectory(prefix="sandbox-") as tmp:
-        path = Path(tmp) / "program.py"
-        path.write_text(guard + program)
-        env = {
-            "PATH": os.defpath,
-            "HOME": tmp,
-            "TMPDIR": tmp,
-            "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONHASHSEED": "0",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", str(path)],
-            cwd=tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-            status = "passed" if proc.returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            out, status = b"", "timed out"
-        finally:
-            try:  # the whole session: also anything the program left running
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-    return SandboxResult(status, out[-max_output:].decode("utf-8", "replace"))
 
 
 # ---- HumanEval ------------------------------------------------------------------------------
@@ -202,6 +142,9 @@ def evaluate_humaneval(
                 lambda job: run_sandboxed(humaneval_program(job[0], job[2]), timeout=timeout), jobs
             )
         )
+    broken = [r for r in results if r.status == "error"]
+    if broken:
+        raise SandboxError(f"the sandbox failed, scores would be wrong: {broken[0].output[-300:]}")
     records = [
         {
             "task_id": p["task_id"],
@@ -224,6 +167,7 @@ def evaluate_humaneval(
         "problems": len(problems),
         "samples_per_problem": samples,
         "pass@1": pass_at_k(samples, correct, 1),
+        "sandbox": isolation(),
     }
     for k in (10, 100):
         if samples >= k:
@@ -404,6 +348,9 @@ def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except SandboxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps(result["summary"], indent=2))
     if args.output:
         Path(args.output).write_text(

@@ -37,6 +37,7 @@ On a Ray cluster (every path on shared storage, this package installed on every 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from megatron_dscoder.data.indexed import EmptyOutputError
+from megatron_dscoder.data.indexed import EmptyOutputError, NoSpaceError
 from megatron_dscoder.preprocess.decontam import (
     HUMANEVAL,
     BenchmarkSpec,
@@ -235,13 +236,48 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     )
 
 
+#: OSErrors that a user fixes (free space, permissions), reported in one line without traceback.
+USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EEXIST,
+               errno.ENOTDIR, errno.EISDIR)  # fmt: skip
+
+
+def check_writable_place(flag: str, path: str | None, *, directory: bool) -> None:
+    """Refuse before any work a ``--stats-json``/``--tmp-dir`` that cannot be written."""
+    if path is None:
+        return
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
+    if not directory and os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a directory")
+
+
+def os_error_line(err: OSError, args: argparse.Namespace) -> str:
+    """``no space left on device (PATH)`` and the like, naming the file or its place."""
+    if isinstance(err, NoSpaceError):
+        return str(err)
+    where = err.filename or args.tmp_dir or os.path.dirname(os.path.abspath(args.output_prefix))
+    return f"{(err.strerror or str(err)).lower()} ({where})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        for flag, path in (("--stats-json", args.stats_json), ("--tmp-dir", args.tmp_dir)):
+            check_writable_place(flag, path, directory=flag == "--tmp-dir")
         stats = run_pipeline(config_from_args(args))
     except (MissingSpecialTokensError, ValueError, FileNotFoundError, EmptyOutputError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk or an unwritable place: the environment, not a bug
+        if err.errno not in USER_ERRNOS:
+            raise
+        print(f"error: {os_error_line(err, args)}", file=sys.stderr)
         return 2
     summary = {
         k: stats[k]

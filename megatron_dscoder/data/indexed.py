@@ -15,11 +15,16 @@ is. The writer does not import torch (megatron-core's builder does), keeps memor
 lengths are spooled to a temporary file and the index is written in chunks), and is crash-safe:
 both files are written under temporary names and renamed only at :meth:`finalize` (the old
 ``.idx`` is removed first and the new one is renamed last, so an interrupted run never leaves a
-``.bin``/``.idx`` pair that looks complete).
+``.bin``/``.idx`` pair that looks complete; that sequence runs under
+:func:`~megatron_dscoder.data.prefix.prefix_lock`, so concurrent writers of one prefix never mix
+their files). A full disk raises :class:`NoSpaceError` naming the directory, after the temporary
+files are removed and with the previous pair untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import struct
 import tempfile
@@ -30,6 +35,8 @@ from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
+
+from megatron_dscoder.data.prefix import prefix_lock
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
@@ -47,6 +54,23 @@ class EmptyOutputError(RuntimeError):
     """No document was written; no output pair is produced (megatron cannot map an empty .bin)."""
 
 
+class NoSpaceError(OSError):
+    """The disk (or quota) is full while writing a pair; ``str()`` names the directory."""
+
+    def __str__(self) -> str:
+        return f"no space left on device ({self.filename})"
+
+
+@contextlib.contextmanager
+def _out_of_space_named(directory: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(err, NoSpaceError):
+            raise NoSpaceError(err.errno, "no space left on device", directory) from err
+        raise
+
+
 def token_dtype(vocab_size: int) -> type:
     """Megatron's rule: uint16 when the vocabulary has fewer than 65,500 entries, else int32."""
     return np.uint16 if vocab_size < 65500 else np.int32
@@ -59,6 +83,7 @@ class IndexedDatasetWriter:
         self.prefix = str(prefix)
         self.dtype = np.dtype(dtype)
         directory = os.path.dirname(os.path.abspath(self.prefix))
+        self.directory = directory
         os.makedirs(directory, exist_ok=True)
         base = os.path.basename(self.prefix)
         self._bin_path = self._temp(directory, f"{base}.bin.")
@@ -81,8 +106,9 @@ class IndexedDatasetWriter:
         lengths = np.ascontiguousarray(lengths, dtype=np.int32)
         if int(lengths.sum(dtype=np.int64)) != tokens.size:
             raise ValueError("lengths do not add up to the number of tokens")
-        self._bin.write(tokens.tobytes())
-        self._lengths.write(lengths.tobytes())
+        with _out_of_space_named(self.directory):
+            self._bin.write(tokens.tobytes())
+            self._lengths.write(lengths.tobytes())
         self.documents += lengths.size
         self.tokens += tokens.size
 
@@ -91,20 +117,22 @@ class IndexedDatasetWriter:
         if self.documents == 0:
             self.abort()
             raise EmptyOutputError(f"no documents to write to {self.prefix}.bin")
-        self._bin.close()
-        self._lengths.close()
-        self._write_index()
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in (self._bin_path, self._idx_path):
-            os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600 files
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
+        with _out_of_space_named(self.directory):
+            self._bin.close()
+            self._lengths.close()
+            self._write_index()
+            umask = os.umask(0)
+            os.umask(umask)
+            for path in (self._bin_path, self._idx_path):
+                os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600 files
+                with open(path, "rb+") as f:
+                    os.fsync(f.fileno())
         bin_final, idx_final = f"{self.prefix}.bin", f"{self.prefix}.idx"
-        if os.path.exists(idx_final):
-            os.remove(idx_final)
-        os.replace(self._bin_path, bin_final)
-        os.replace(self._idx_path, idx_final)
+        with prefix_lock(self.prefix):
+            if os.path.exists(idx_final):
+                os.remove(idx_final)
+            os.replace(self._bin_path, bin_final)
+            os.replace(self._idx_path, idx_final)
         os.remove(self._lengths_path)
         return bin_final, idx_final
 
@@ -135,11 +163,15 @@ class IndexedDatasetWriter:
                 yield np.frombuffer(data, dtype=np.int32)
 
     def abort(self) -> None:
-        """Close and delete the temporary files (the final names are never touched)."""
+        """Close and delete the temporary files (the final names are never touched).
+
+        Buffered bytes that cannot be flushed (a full disk) are dropped: the files go anyway.
+        """
         for handle in (self._bin, self._lengths):
-            handle.close()
+            with contextlib.suppress(OSError):
+                handle.close()
         for path in (self._bin_path, self._idx_path, self._lengths_path):
-            if os.path.exists(path):
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
 
     def __enter__(self) -> IndexedDatasetWriter:
@@ -213,8 +245,35 @@ def check_prefix(prefix: str, vocab_size: int) -> int:
 
     Both files present, the ``.idx`` header and size consistent, the ``.bin`` exactly as long as
     the ``.idx`` says (a longer one belongs to another run), and token ids (sampled from the
-    first 16 MB of the ``.bin``) inside the tokenizer's vocabulary.
+    first 16 MB of the ``.bin``) inside the tokenizer's vocabulary. Checked under the prefix's
+    shared lock, and again if a writer replaced the pair meanwhile.
     """
+    for _ in range(3):
+        with prefix_lock(prefix, shared=True):
+            before = _identity(prefix)
+            try:
+                count = _check_pair(prefix, vocab_size)
+            except DataError:
+                if _identity(prefix) == before:
+                    raise
+                continue
+            if _identity(prefix) == before:
+                return count
+    raise DataError(f"{prefix}.bin/.idx: replaced while being checked (is a run writing it?)")
+
+
+def _identity(prefix: str) -> tuple[tuple[int, int, int] | None, ...]:
+    out = []
+    for suffix in (".idx", ".bin"):
+        try:
+            st = os.stat(prefix + suffix)
+            out.append((st.st_ino, st.st_dev, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def _check_pair(prefix: str, vocab_size: int) -> int:
     idx, binf = Path(prefix + ".idx"), Path(prefix + ".bin")
     for path in (idx, binf):
         if not path.is_file():

@@ -7,7 +7,8 @@ item order with a bounded number of items in flight. The stage code (``fn``) is 
 every engine; engines differ only in where it runs:
 
 ``local`` (default)  a ``spawn`` process pool of ``--workers`` processes on this machine
-                     (``--workers 1``: in this process).
+                     (``--workers 1``: in this process); the workers die with the driver,
+                     even a SIGKILLed one (:mod:`megatron_dscoder.lifeline`).
 ``ray``              Ray tasks on a Ray cluster (``--ray-address``; none starts a local Ray
                      instance on this machine). ``config`` is put in the object store once;
                      each item and result travels through it. Workers read the inputs and
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, TypeVar
+
+from megatron_dscoder.lifeline import die_with_parent
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +50,12 @@ class InlineExecutor(Executor):
         return future
 
 
+def _start_worker(parent: int, initializer: Callable[[C], None], config: C) -> None:
+    """Pool initializer: die with the driver (even SIGKILLed), then the stage initializer."""
+    die_with_parent(parent)
+    initializer(config)
+
+
 class LocalEngine:
     """A process pool (or this process) running partition functions."""
 
@@ -59,8 +69,8 @@ class LocalEngine:
             else ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=initializer,
-                initargs=(config,),
+                initializer=_start_worker,
+                initargs=(os.getpid(), initializer, config),
             )
         )
         self.in_flight = 2 * self.workers + 2 if self.workers > 1 else 1

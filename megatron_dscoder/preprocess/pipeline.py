@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from megatron_dscoder.data.indexed import EmptyOutputError, IndexedDatasetWriter, token_dtype
+from megatron_dscoder.data.prefix import check_output_prefix
 from megatron_dscoder.preprocess.decontam import DecontamConfig
 from megatron_dscoder.preprocess.dedup import (
     DedupOutcome,
@@ -68,10 +68,16 @@ from megatron_dscoder.preprocess.shards import (
     run_shard,
     shard_prefix,
 )
-from megatron_dscoder.preprocess.sources import estimated_text_bytes, iter_tasks, total_input_bytes
+from megatron_dscoder.preprocess.sources import (
+    check_inputs,
+    estimated_text_bytes,
+    iter_tasks,
+    total_input_bytes,
+)
 from megatron_dscoder.preprocess.spill import SpillWriter, num_buckets, plan_regions
 from megatron_dscoder.preprocess.stages import SampleHook, StageConfig, get_tokenizer
 from megatron_dscoder.preprocess.stats import PartitionStats, Progress, stats_document, write_stats
+from megatron_dscoder.preprocess.workdir import WorkDir
 from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size
 
 logger = logging.getLogger(__name__)
@@ -120,6 +126,8 @@ def build_stage_config(
     """Validate the tokenizer and options (before any work) and derive the workers' config."""
     if not config.inputs:
         raise ValueError("no --input given")
+    check_inputs(config.inputs, config.fields.text)
+    check_output_prefix(config.output_prefix)
     for name in ("fim_rate", "fim_spm_rate"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1]")
@@ -184,7 +192,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     os.makedirs(work_root, exist_ok=True)
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.basename(config.output_prefix)
-    work_dir = tempfile.mkdtemp(prefix=f"{base}.work-", dir=work_root)
+    work = WorkDir.create(work_root, base)  # also sweeps the work directories of dead runs
+    work_dir = work.path
     os.makedirs(os.path.join(work_dir, "shards"))
     stage = replace(stage, work_dir=work_dir)
     run = _Run()
@@ -211,7 +220,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
             raise
         engine.close()
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        work.remove()
     run.seconds["total"] = time.perf_counter() - started
     return _report(config, stage, run, engine, input_bytes, empty)
 

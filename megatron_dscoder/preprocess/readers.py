@@ -12,6 +12,9 @@ on bad input:
 ``record_too_large`` a record over ``max_record_bytes`` (also counted while streaming)
 ``unreadable_file``  a file that cannot be opened or read
 
+A UTF-8 byte order mark is stripped where it opens a JSONL line or a text (a file saved with
+one), so it neither makes the first record malformed nor stays in the sample.
+
 Field names default to ``text``/``repo``/``path``/``lang`` and fall back to The Stack's
 ``content``/``max_stars_repo_name``/``max_stars_repo_path``/``lang``.
 """
@@ -29,6 +32,8 @@ from megatron_dscoder.preprocess.records import Record, language_of
 from megatron_dscoder.preprocess.sources import JsonlBlob, ParquetRowGroup, RepoFiles, Task
 
 logger = logging.getLogger(__name__)
+BOM = "\ufeff"
+UTF8_BOM = BOM.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,11 @@ def _as_str(value: object) -> str:
 
 
 def make_record(text: str, repo: str, path: str, lang: str, bad: Counter[str]) -> Record | None:
-    """A validated record, or None (counted in ``bad``) for binary or empty text."""
+    """A validated record, or None (counted in ``bad``) for binary or empty text.
+
+    A leading byte order mark (a file saved as "UTF-8 with BOM") is not part of the code.
+    """
+    text = text.removeprefix(BOM)
     if "\x00" in text:
         bad["binary"] += 1
         return None
@@ -82,6 +91,7 @@ def read_jsonl_blob(
     """Parse the complete lines of one blob."""
     records = []
     for line in task.blob.split(b"\n"):
+        line = line.removeprefix(UTF8_BOM)  # a BOM opens the file (or a concatenated one)
         if not line.strip():
             continue
         if len(line) > max_record_bytes:

@@ -10,6 +10,7 @@ Three kinds of input are accepted:
 - A directory whose subdirectories are repository checkouts: one task per batch of files of
   one repository (files directly inside the directory form a repository named after it).
 
+A missing input is an error (:func:`check_inputs`, before any work), never a smaller corpus.
 Tasks are produced in a deterministic order (inputs in the order given, directory entries
 sorted) and do not depend on the worker count, which is what makes the output byte-identical
 for any ``--workers``. Workers turn tasks into records with :mod:`.readers`.
@@ -237,6 +238,42 @@ def _walk_files(repo_root: Path) -> list[str]:
     return out
 
 
+class InputError(ValueError):
+    """An ``--input`` that cannot be used at all (missing, or without a text column)."""
+
+
+def check_inputs(paths: list[str], text_names: tuple[str, ...]) -> None:
+    """Refuse, before any work, an input that does not exist or a Parquet file without text.
+
+    A misspelt path must not silently yield part of the corpus; a Parquet file whose schema has
+    none of the text column names would otherwise yield no documents at all.
+    """
+    for path in paths:
+        if not os.path.exists(path):
+            raise InputError(f"--input {path}: no such file or directory")
+        if not os.path.isdir(path) and not os.path.isfile(path):  # a FIFO would block forever
+            raise InputError(f"--input {path}: not a regular file or a directory")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"--input {path}: permission denied")
+        if input_kind(path) == "parquet":
+            columns = _parquet_columns(path)
+            if columns is not None and not any(name in columns for name in text_names):
+                raise InputError(
+                    f"--input {path}: no text column (looked for {', '.join(text_names)}; "
+                    f"name it with --text-field); columns found: {', '.join(columns) or 'none'}"
+                )
+
+
+def _parquet_columns(path: str) -> list[str] | None:
+    """Column names of a Parquet file (None if unreadable: counted later, per row group)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    except Exception:  # pyarrow raises several types for bad files
+        return None
+
+
 def iter_tasks(
     inputs: list[str],
     blob_bytes: int,
@@ -250,10 +287,8 @@ def iter_tasks(
     """
     skipped = Counter() if skipped is None else skipped
     for path in inputs:
-        if not os.path.exists(path):
-            logger.warning("input %s does not exist", path)
-            bad["unreadable_file"] += 1
-            continue
+        if not os.path.exists(path):  # checked up front (check_inputs); vanished since
+            raise InputError(f"--input {path}: no such file or directory")
         kind = input_kind(path)
         if kind == "dir":
             yield from repo_dir_tasks(path, blob_bytes, max_record_bytes, bad, skipped)

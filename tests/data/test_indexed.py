@@ -113,3 +113,56 @@ def _truncate(path: Path, size: int) -> None:
 def _append(path: Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
+
+
+def _racing_writer(prefix: str, writer_id: int, rounds: int, barrier, results) -> None:  # noqa: ANN001
+    """Writer ``writer_id``: in every round, finalise (all writers at once) then check."""
+    for r in range(rounds):
+        writer = IndexedDatasetWriter(prefix, np.uint16)
+        value = 1 + writer_id
+        lengths = np.full(1 + writer_id, 2 + writer_id)  # sizes differ between writers
+        writer.add(np.full(int(lengths.sum()), value, np.uint16), lengths)
+        barrier.wait(timeout=30)
+        try:
+            writer.finalize()
+        except OSError:  # e.g. the old .idx removed by another writer in between
+            results.put((r, False))
+        barrier.wait(timeout=30)
+        if writer_id == 0:
+            try:
+                indexed.check_prefix(prefix, vocab_size=16)
+                tokens, lens = indexed.read_documents(prefix)
+                owner = int(tokens[0]) - 1
+                ok = set(tokens.tolist()) == {owner + 1} and lens.tolist() == [2 + owner] * (
+                    1 + owner
+                )
+            except indexed.DataError:
+                ok = False
+            results.put((r, ok))
+        barrier.wait(timeout=30)
+
+
+def test_concurrent_writers_of_one_prefix_never_mix_their_files(tmp_path: Path) -> None:
+    """Item 6: four processes finalise the same prefix at the same moment, 60 rounds."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    writers, rounds = 4, 60
+    barrier, results = ctx.Barrier(writers), ctx.Queue()
+    prefix = str(tmp_path / "data")
+    procs = [
+        ctx.Process(target=_racing_writer, args=(prefix, i, rounds, barrier, results))
+        for i in range(writers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    outcomes = []
+    while not results.empty():
+        outcomes.append(results.get())
+    assert len(outcomes) >= rounds
+    bad = [r for r, ok in outcomes if not ok]
+    assert not bad, f"{len(bad)} of {rounds} rounds left a mixed or broken pair"
+    assert sorted(os.listdir(tmp_path)) == ["data.bin", "data.idx"]  # no lock or temp left

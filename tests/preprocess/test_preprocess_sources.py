@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from preprocess_helpers import write_jsonl
 
 from megatron_dscoder.preprocess.sources import (
+    InputError,
     JsonlBlob,
     ParquetRowGroup,
     RepoFiles,
@@ -78,8 +80,10 @@ def test_truncated_zst_counts_unreadable_but_keeps_earlier_lines(tmp_path: Path)
     path = write_jsonl(tmp_path / "in.zst", records)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     bad: Counter[str] = Counter()
-    list(iter_tasks([str(path), str(tmp_path / "missing.jsonl")], 1 << 20, 1 << 20, bad))
-    assert bad == Counter(unreadable_file=2)
+    list(iter_tasks([str(path)], 1 << 20, 1 << 20, bad))
+    assert bad == Counter(unreadable_file=1)
+    with pytest.raises(InputError, match="missing.jsonl: no such file"):  # never a smaller corpus
+        list(iter_tasks([str(tmp_path / "missing.jsonl")], 1 << 20, 1 << 20, bad))
 
 
 def test_parquet_one_task_per_row_group(tmp_path: Path) -> None:

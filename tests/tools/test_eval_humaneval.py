@@ -99,9 +99,7 @@ def test_sandbox_limits(tmp_path: Path):
     for attack in (
         f"import os\nos.remove({str(victim)!r})\n",
         f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
-        "import subprocess\nsubprocess.run(['true'])\n",
-        "import os\nos.system('true')\n",
-    ):
+    ):  # shell commands and hostile programs: tests/evaluation/test_sandbox.py
         assert ev.run_sandboxed(attack).status == "failed", attack
     assert victim.read_text() == "data"
     cwd = ev.run_sandboxed("import os\nprint(os.getcwd(), sorted(os.environ))\n")

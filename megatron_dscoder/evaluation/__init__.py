@@ -1,0 +1,1 @@
+"""Evaluation helpers: the sandbox that runs generated code (:mod:`.sandbox`)."""
