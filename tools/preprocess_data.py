@@ -4,13 +4,16 @@ DeepSeek-Coder's pipeline: the paper's file filters; repository-level samples fo
 C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
 prefixed with a path comment, one sample per connected component); one sample per file for
 other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
-document. Corpus-wide, two stages are on by default: near-deduplication (MinHash over word
-5-grams, 256 hashes, LSH bands, Jaccard >= 0.7 verified; repository samples of Python, Java,
-C, C++ and C# as wholes, other files one by one; one sample kept per cluster) and benchmark
+document (and BOS before it only with ``--bos``: the tokenizer's own post-processor is never
+used, so the layout is the same for any tokenizer). Source text containing the literal text of an
+added token (``<pad>``, ``<|EOT|>``, a FIM sentinel ...) is encoded as plain text.
+Corpus-wide, two stages are on by default: near-deduplication (MinHash over word 5-grams,
+256 hashes, LSH bands, Jaccard >= 0.7 verified; repository samples of Python, Java, C, C++ and
+C# as wholes, other files one by one; one sample kept per cluster) and benchmark
 decontamination (a sample sharing a 10-word gram with HumanEval or a --decontaminate-files
-benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields text/repo/path/lang (The Stack's
-content/max_stars_repo_name/max_stars_repo_path/lang are recognised), or directories whose
-subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
+benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields
+text/repo/path/lang (The Stack's content/max_stars_repo_name/max_stars_repo_path/lang are
+recognised), or directories whose subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
 Output is identical for any ``--workers`` and either ``--engine`` given the same input and
 ``--seed``.
 
@@ -96,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="probability of SPM instead of PSM for a FIM sample (default: 0)",
+    )
+    parser.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="start every document with BOS (default: no; documents are separated by EOS "
+        "only, whatever the tokenizer's post-processor would add; recorded in the stats JSON)",
     )
     parser.add_argument(
         "--seed", type=int, default=1234, help="seed of FIM and of ordering tie-breaks"
@@ -202,6 +212,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         workers=args.workers,
         fim_rate=args.fim_rate,
         fim_spm_rate=args.fim_spm_rate,
+        bos=args.bos,
         seed=args.seed,
         stats_json=args.stats_json,
         fields=fields,

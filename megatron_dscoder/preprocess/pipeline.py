@@ -88,6 +88,7 @@ class PipelineConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     fim_rate: float = 0.5
     fim_spm_rate: float = 0.0
+    bos: bool = False
     seed: int = 1234
     stats_json: str | None = None
     fields: FieldNames = field(default_factory=FieldNames)
@@ -127,8 +128,10 @@ def build_stage_config(
         raise ValueError("--dedup-threshold must be in (0, 1]")
     tok = load_tokenizer(config.tokenizer_path)
     needs_fim = config.fim_rate > 0
-    require = ("eos", "fim_begin", "fim_hole", "fim_end") if needs_fim else ("eos",)
-    purpose = "the EOS appended to each document" + (" and --fim-rate > 0" if needs_fim else "")
+    require = ("eos", *(("bos",) if config.bos else ()))
+    require += ("fim_begin", "fim_hole", "fim_end") if needs_fim else ()
+    purpose = "the EOS appended to each document" + (" and --bos" if config.bos else "")
+    purpose += " and --fim-rate > 0" if needs_fim else ""
     ids = special_token_ids(
         tok, require, source=f"tokenizer {config.tokenizer_path}", purpose=purpose
     )
@@ -143,6 +146,7 @@ def build_stage_config(
     return StageConfig(
         tokenizer_path=config.tokenizer_path,
         eos=ids.eos,
+        bos=ids.bos if config.bos else None,
         dtype=token_dtype(vocab_size(tok)).__name__,
         fim=fim,
         buckets=num_buckets(estimated_bytes, config.region_bytes),
@@ -342,6 +346,9 @@ def _report(
         "seed": config.seed,
         "fim_rate": config.fim_rate,
         "fim_spm_rate": config.fim_spm_rate,
+        "bos": config.bos,
+        "eos_id": stage.eos,
+        "bos_id": stage.bos,
         "buckets": stage.buckets,
         "shards": len(run.shards),
         "input_bytes": input_bytes,

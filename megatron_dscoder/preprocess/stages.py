@@ -43,7 +43,7 @@ from megatron_dscoder.preprocess.encode import (
     EncodedPartition,
     encode_documents,
     newline_safe,
-    prepare_tokenizer,
+    text_tokenizer,
 )
 from megatron_dscoder.preprocess.filters import filter_records
 from megatron_dscoder.preprocess.fim import FimConfig, apply_fim
@@ -76,6 +76,7 @@ class StageConfig:
     dtype: str
     fim: FimConfig
     buckets: int
+    bos: int | None = None
     seed: int = 0
     fields: FieldNames = field(default_factory=FieldNames)
     max_record_bytes: int = 16 << 20
@@ -115,9 +116,10 @@ _TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}
 
 
 def get_tokenizer(path: str) -> tuple[Tokenizer, bool]:
-    """The process-wide tokenizer for ``path`` (loaded once per worker) and its newline safety."""
+    """The process-wide text tokenizer for ``path`` (loaded once per worker; see
+    :func:`.encode.text_tokenizer`) and its newline safety."""
     if path not in _TOKENIZERS:
-        tok = prepare_tokenizer(load_tokenizer(path))
+        tok = text_tokenizer(load_tokenizer(path))
         _TOKENIZERS[path] = (tok, newline_safe(tok))
     return _TOKENIZERS[path]
 
@@ -193,7 +195,7 @@ def finish_samples(
         tok, safe = get_tokenizer(config.tokenizer_path)
         encoded = encode_documents(
             documents, tok, config.eos, config.dtype, config.encode_batch_chars,
-            config.encode_chunk_chars if safe else None,
+            config.encode_chunk_chars if safe else None, config.bos,
         )  # fmt: skip
     stats.documents += len(samples)
     files = np.fromiter((len(s.paths) for s in samples), dtype=np.int32, count=len(samples))
