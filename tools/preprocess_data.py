@@ -1,6 +1,8 @@
 """Turn a raw code corpus into Megatron indexed binaries (``PREFIX.bin`` + ``PREFIX.idx``).
 
-DeepSeek-Coder's pipeline: the paper's file filters; repository-level samples for Python, Java,
+DeepSeek-Coder's pipeline: the paper's file filters; quality screening (files that do not parse,
+auto-generated files, files with a function over 1000 lines; see
+``megatron_dscoder.preprocess.quality``); repository-level samples for Python, Java,
 C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
 prefixed with a path comment, one sample per connected component); one sample per file for
 other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
@@ -61,7 +63,9 @@ from megatron_dscoder.preprocess.decontam import (
 from megatron_dscoder.preprocess.engine import ENGINES
 from megatron_dscoder.preprocess.minhash import MinHashConfig
 from megatron_dscoder.preprocess.pipeline import PipelineConfig, run_pipeline
+from megatron_dscoder.preprocess.quality import DEFAULT_LONG_FUNCTION_LINES, QualityConfig
 from megatron_dscoder.preprocess.readers import FieldNames
+from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION
 from megatron_dscoder.tokenizer import MissingSpecialTokensError
 
 
@@ -133,6 +137,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-filters", action="store_true", help="disable the paper's file filters"
+    )
+    parser.add_argument(
+        "--no-quality", action="store_true", help="no quality screening at all (syntax, rules)"
+    )
+    parser.add_argument(
+        "--no-syntax-check",
+        action="store_true",
+        help="do not drop files that fail to parse (Python: CPython's compiler; Java, C, C++, "
+        "C#, JavaScript, TypeScript, PHP, Go, Rust, Ruby, shell: tree-sitter)",
+    )
+    parser.add_argument(
+        "--syntax-max-error-fraction",
+        type=float,
+        default=DEFAULT_MAX_ERROR_FRACTION,
+        help="tree-sitter languages: drop a file whose ERROR/MISSING nodes cover more than this "
+        "fraction of its bytes (default: %(default)s; C/C++/CUDA at least 0.15)",
+    )
+    parser.add_argument(
+        "--no-drop-generated",
+        action="store_true",
+        help="keep files with an auto-generation marker in their first 10 lines",
+    )
+    parser.add_argument(
+        "--drop-minified",
+        action="store_true",
+        help="drop long files with under 8%% whitespace (off by default: on real code the line "
+        "filters already remove them)",
+    )
+    parser.add_argument(
+        "--max-function-lines",
+        type=int,
+        default=DEFAULT_LONG_FUNCTION_LINES,
+        help="drop files with a function longer than this many lines (default: %(default)s; "
+        "0: off)",
     )
     parser.add_argument(
         "--no-repo-level",
@@ -219,6 +257,15 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         max_record_bytes=int(args.max_record_mb * (1 << 20)),
         tmp_dir=args.tmp_dir,
         apply_filters=not args.no_filters,
+        quality=None
+        if args.no_quality
+        else QualityConfig(
+            generated=not args.no_drop_generated,
+            minified=args.drop_minified,
+            syntax=not args.no_syntax_check,
+            max_error_fraction=args.syntax_max_error_fraction,
+            long_function_lines=args.max_function_lines,
+        ),
         repo_level=not args.no_repo_level,
         progress=not args.no_progress,
         engine=args.engine,
@@ -256,7 +303,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = {
         k: stats[k]
-        for k in ("documents_in", "documents_out", "tokens", "bad_input", "filtered", "fim")
+        for k in (
+            "documents_in",
+            "documents_out",
+            "tokens",
+            "bad_input",
+            "filtered",
+            "quality",
+            "fim",
+        )  # fmt: skip
     }
     summary["decontaminated"] = stats["decontamination"]["dropped"]
     summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)

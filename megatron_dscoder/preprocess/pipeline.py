@@ -36,6 +36,7 @@ Run it with ``tools/preprocess_data.py`` (see its docstring) or :func:`run_pipel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -59,6 +60,7 @@ from megatron_dscoder.preprocess.dedup import (
 from megatron_dscoder.preprocess.engine import Engine, make_engine
 from megatron_dscoder.preprocess.fim import FimConfig
 from megatron_dscoder.preprocess.minhash import MinHashConfig
+from megatron_dscoder.preprocess.quality import QualityConfig
 from megatron_dscoder.preprocess.readers import FieldNames
 from megatron_dscoder.preprocess.shards import (
     FinalizeTask,
@@ -98,6 +100,7 @@ class PipelineConfig:
     max_region_bytes: int = 32 << 20
     tmp_dir: str | None = None
     apply_filters: bool = True
+    quality: QualityConfig | None = field(default_factory=QualityConfig)
     repo_level: bool = True
     progress: bool = True
     sample_hooks: tuple[SampleHook, ...] = ()
@@ -154,6 +157,7 @@ def build_stage_config(
         fields=config.fields,
         max_record_bytes=config.max_record_bytes,
         apply_filters=config.apply_filters,
+        quality=config.quality,
         repo_level=config.repo_level,
         sample_hooks=config.sample_hooks,
         work_dir=work_dir,
@@ -354,6 +358,7 @@ def _report(
         "input_bytes": input_bytes,
         "bin_bytes": 0 if empty else os.path.getsize(f"{config.output_prefix}.bin"),
     }
+    info["quality_config"] = dataclasses.asdict(config.quality) if config.quality else None
     document = stats_document(run.totals, info, run.seconds)
     document["documents_before_dedup"] = document["documents_out"]
     document["documents_out"] = run.out["documents"]
