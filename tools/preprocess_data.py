@@ -65,6 +65,7 @@ from megatron_dscoder.preprocess.minhash import MinHashConfig
 from megatron_dscoder.preprocess.pipeline import PipelineConfig, run_pipeline
 from megatron_dscoder.preprocess.quality import DEFAULT_LONG_FUNCTION_LINES, QualityConfig
 from megatron_dscoder.preprocess.readers import FieldNames
+from megatron_dscoder.preprocess.report import write_report
 from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION
 from megatron_dscoder.tokenizer import MissingSpecialTokensError
 
@@ -115,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seed", type=int, default=1234, help="seed of FIM and of ordering tie-breaks"
     )
     parser.add_argument("--stats-json", metavar="FILE", help="write run statistics here")
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write the data report here: report.md (per language: files, bytes, share, tokens; "
+        "drops per stage) and PNG charts",
+    )
     parser.add_argument("--text-field", help="field holding the text (default: text, then content)")
     parser.add_argument(
         "--repo-field",
@@ -317,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
     print(json.dumps(summary, ensure_ascii=False))
     print(f"wrote {args.output_prefix}.bin/.idx in {stats['seconds']['total']:.1f}s")
+    if args.report:
+        print(f"wrote {write_report(stats, args.report)}")
     return 0
 
 
