@@ -7,11 +7,19 @@ paths per rule), and prints per rule and per language: files dropped, share of f
 and the parse time per language (MB/s). The README's drop-rate table comes from::
 
     python benchmarks/bench_quality.py --workdir out/bench --corpus-mb 64
+
+With ``--pipeline-runs N`` it then runs ``tools/preprocess_data.py`` on the same corpus N times
+with quality screening (the default) and N times with ``--no-quality``, alternating, and prints
+the median wall and CPU-time throughput ratio (with / without); the tokenizer is
+``--tokenizer-model`` or a 32k one trained on a quarter of the corpus::
+
+    python benchmarks/bench_quality.py --workdir out/bench --corpus-mb 64 --pipeline-runs 3
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -33,7 +41,37 @@ from megatron_dscoder.preprocess.quality import (
 from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION, parse_result, supported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_preprocess import build_corpus  # noqa: E402
+from bench_preprocess import build_corpus, run_pipeline  # noqa: E402
+
+from megatron_dscoder.preprocess.train_tokenizer import (  # noqa: E402
+    save_tokenizer_dir,
+    train_tokenizer,
+)
+
+
+def compare_pipeline(
+    corpus: Path, workdir: Path, tok: Path | None, runs: int, workers: int
+) -> None:
+    """Alternating pipeline runs with and without quality screening; median ratios."""
+    texts = [orjson.loads(line)["text"] for line in corpus.read_bytes().splitlines()]
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    tok = tok or workdir / "tokenizer"
+    if not (tok / "tokenizer.json").exists():
+        save_tokenizer_dir(train_tokenizer(texts[: max(1, len(texts) // 4)], 32000), tok)
+    wall: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    for run in range(runs):
+        for mode, extra in (("on", []), ("off", ["--no-quality"])) if run % 2 == 0 else (
+            ("off", ["--no-quality"]), ("on", [])):  # fmt: skip
+            result = run_pipeline(corpus, tok, workdir / "out" / f"code-{mode}", workers, extra)
+            wall[mode].append(result["wall"])
+            cpu[mode].append(result["cpu"])
+            print(f"run {run + 1} quality {mode}: {mb / result['wall']:.2f} MB/s wall, "
+                  f"{result['cpu']:.0f}s CPU", flush=True)  # fmt: skip
+    ratio = statistics.median(wall["off"]) / statistics.median(wall["on"])
+    cpu_ratio = statistics.median(cpu["off"]) / statistics.median(cpu["on"])
+    print(f"{mb:.1f} MB, {runs} runs each: throughput with / without quality screening = "
+          f"{ratio:.3f} (median wall), {cpu_ratio:.3f} (median CPU time)")  # fmt: skip
 
 
 def main() -> int:
@@ -45,6 +83,9 @@ def main() -> int:
     parser.add_argument("--max-error-fraction", type=float, default=DEFAULT_MAX_ERROR_FRACTION)
     parser.add_argument("--max-function-lines", type=int, default=DEFAULT_LONG_FUNCTION_LINES)
     parser.add_argument("--no-filters", action="store_true", help="rules on unfiltered files")
+    parser.add_argument("--pipeline-runs", type=int, default=0, help="see the docstring")
+    parser.add_argument("--tokenizer-model", type=Path)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     corpus = args.corpus or args.workdir / f"corpus-{args.corpus_mb:g}mb.jsonl"
     if not corpus.exists():
@@ -89,6 +130,10 @@ def main() -> int:
         print(
             f"parse {lang:11s} {per_lang[lang]:6d} files, dropped {per_lang[f'{lang}:dropped']:5d}, "
             f"{parse_bytes[lang] / 1e6 / max(parse_seconds[lang], 1e-9):.1f} MB/s"
+        )
+    if args.pipeline_runs:
+        compare_pipeline(
+            corpus, args.workdir, args.tokenizer_model, args.pipeline_runs, args.workers
         )
     return 0
 
