@@ -5,8 +5,9 @@
 1. a corpus of real code already on the machine: packages of the Python standard library, each
    treated as a repository checkout (no download);
 2. ``tools/train_tokenizer.py``: a byte-level BPE with DeepSeek-Coder's special tokens;
-3. ``tools/preprocess_data.py``: filters, repository-level dependency ordering, FIM at 0.5,
-   Megatron ``.bin``/``.idx``;
+3. ``tools/preprocess_data.py``: filters, quality screening, repository-level dependency
+   ordering, FIM at 0.5, Megatron ``.bin``/``.idx``, and the data report (``data/report/``:
+   Markdown + PNG charts per language and per stage);
 4. pretraining of the ``debug`` model with TP=2 + sequence parallelism on two CPU processes,
    checkpointing, then a resume from the checkpoint to the end of the schedule;
 5. the 16K context-extension stage, scaled down (128 -> 512 tokens), from those weights;
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             "1234",
             "--stats-json",
             str(out / "data" / "stats.json"),
+            "--report",
+            str(out / "data" / "report"),
         ],
     )
     iters, ckpt = args.train_iters, out / "checkpoints"

@@ -1,16 +1,21 @@
 """Turn a raw code corpus into Megatron indexed binaries (``PREFIX.bin`` + ``PREFIX.idx``).
 
-DeepSeek-Coder's pipeline: the paper's file filters; repository-level samples for Python, Java,
+DeepSeek-Coder's pipeline: the paper's file filters; quality screening (files that do not parse,
+auto-generated files, files with a function over 1000 lines; see
+``megatron_dscoder.preprocess.quality``); repository-level samples for Python, Java,
 C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
 prefixed with a path comment, one sample per connected component); one sample per file for
 other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
-document. Corpus-wide, two stages are on by default: near-deduplication (MinHash over word
-5-grams, 256 hashes, LSH bands, Jaccard >= 0.7 verified; repository samples of Python, Java,
-C, C++ and C# as wholes, other files one by one; one sample kept per cluster) and benchmark
+document (and BOS before it only with ``--bos``: the tokenizer's own post-processor is never
+used, so the layout is the same for any tokenizer). Source text containing the literal text of an
+added token (``<pad>``, ``<|EOT|>``, a FIM sentinel ...) is encoded as plain text.
+Corpus-wide, two stages are on by default: near-deduplication (MinHash over word 5-grams,
+256 hashes, LSH bands, Jaccard >= 0.7 verified; repository samples of Python, Java, C, C++ and
+C# as wholes, other files one by one; one sample kept per cluster) and benchmark
 decontamination (a sample sharing a 10-word gram with HumanEval or a --decontaminate-files
-benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields text/repo/path/lang (The Stack's
-content/max_stars_repo_name/max_stars_repo_path/lang are recognised), or directories whose
-subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
+benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields
+text/repo/path/lang (The Stack's content/max_stars_repo_name/max_stars_repo_path/lang are
+recognised), or directories whose subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
 Output is identical for any ``--workers`` and either ``--engine`` given the same input and
 ``--seed``.
 
@@ -59,7 +64,10 @@ from megatron_dscoder.preprocess.decontam import (
 from megatron_dscoder.preprocess.engine import ENGINES
 from megatron_dscoder.preprocess.minhash import MinHashConfig
 from megatron_dscoder.preprocess.pipeline import PipelineConfig, run_pipeline
+from megatron_dscoder.preprocess.quality import DEFAULT_LONG_FUNCTION_LINES, QualityConfig
 from megatron_dscoder.preprocess.readers import FieldNames
+from megatron_dscoder.preprocess.report import write_report
+from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION
 from megatron_dscoder.tokenizer import MissingSpecialTokensError
 
 
@@ -99,9 +107,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="probability of SPM instead of PSM for a FIM sample (default: 0)",
     )
     parser.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="start every document with BOS (default: no; documents are separated by EOS "
+        "only, whatever the tokenizer's post-processor would add; recorded in the stats JSON)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=1234, help="seed of FIM and of ordering tie-breaks"
     )
     parser.add_argument("--stats-json", metavar="FILE", help="write run statistics here")
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write the data report here: report.md (per language: files, bytes, share, tokens; "
+        "drops per stage) and PNG charts",
+    )
     parser.add_argument("--text-field", help="field holding the text (default: text, then content)")
     parser.add_argument(
         "--repo-field",
@@ -124,6 +145,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-filters", action="store_true", help="disable the paper's file filters"
+    )
+    parser.add_argument(
+        "--no-quality", action="store_true", help="no quality screening at all (syntax, rules)"
+    )
+    parser.add_argument(
+        "--no-syntax-check",
+        action="store_true",
+        help="do not drop files that fail to parse (Python: CPython's compiler; Java, C, C++, "
+        "C#, JavaScript, TypeScript, PHP, Go, Rust, Ruby, shell: tree-sitter)",
+    )
+    parser.add_argument(
+        "--syntax-max-error-fraction",
+        type=float,
+        default=DEFAULT_MAX_ERROR_FRACTION,
+        help="tree-sitter languages: drop a file whose ERROR/MISSING nodes cover more than this "
+        "fraction of its bytes (default: %(default)s; C/C++/CUDA at least 0.15)",
+    )
+    parser.add_argument(
+        "--no-drop-generated",
+        action="store_true",
+        help="keep files with an auto-generation marker in their first 10 lines",
+    )
+    parser.add_argument(
+        "--drop-minified",
+        action="store_true",
+        help="drop long files with under 8%% whitespace (off by default: on real code the line "
+        "filters already remove them)",
+    )
+    parser.add_argument(
+        "--max-function-lines",
+        type=int,
+        default=DEFAULT_LONG_FUNCTION_LINES,
+        help="drop files with a function longer than this many lines (default: %(default)s; "
+        "0: off)",
     )
     parser.add_argument(
         "--no-repo-level",
@@ -203,12 +258,22 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         workers=args.workers,
         fim_rate=args.fim_rate,
         fim_spm_rate=args.fim_spm_rate,
+        bos=args.bos,
         seed=args.seed,
         stats_json=args.stats_json,
         fields=fields,
         max_record_bytes=int(args.max_record_mb * (1 << 20)),
         tmp_dir=args.tmp_dir,
         apply_filters=not args.no_filters,
+        quality=None
+        if args.no_quality
+        else QualityConfig(
+            generated=not args.no_drop_generated,
+            minified=args.drop_minified,
+            syntax=not args.no_syntax_check,
+            max_error_fraction=args.syntax_max_error_fraction,
+            long_function_lines=args.max_function_lines,
+        ),
         repo_level=not args.no_repo_level,
         progress=not args.no_progress,
         engine=args.engine,
@@ -281,12 +346,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = {
         k: stats[k]
-        for k in ("documents_in", "documents_out", "tokens", "bad_input", "filtered", "fim")
+        for k in (
+            "documents_in",
+            "documents_out",
+            "tokens",
+            "bad_input",
+            "filtered",
+            "quality",
+            "fim",
+        )  # fmt: skip
     }
     summary["decontaminated"] = stats["decontamination"]["dropped"]
     summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
     print(json.dumps(summary, ensure_ascii=False))
     print(f"wrote {args.output_prefix}.bin/.idx in {stats['seconds']['total']:.1f}s")
+    if args.report:
+        print(f"wrote {write_report(stats, args.report)}")
     return 0
 
 

@@ -4,7 +4,10 @@ An exported directory loads offline with ``AutoModelForCausalLM.from_pretrained(
 ``AutoTokenizer.from_pretrained(dir)``: ``LlamaForCausalLM`` with ``rope_theta``, linear
 ``rope_scaling`` (factor 4 for 16K models, written both the legacy way and as transformers v5's
 ``rope_parameters``), ``vocab_size`` = the padded embedding rows (32256 for DeepSeek-Coder, as
-published), bos/eos ids looked up by their token *strings* in the tokenizer. Weights are
+published), bos/eos ids looked up by their token *strings* in the tokenizer unless generation
+settings travel with the model (see :func:`generation_settings`: an HF -> megatron -> HF round
+trip keeps the source's ``eos_token_id``, e.g. 32021 for DeepSeek-Coder-Instruct's ``<|EOT|>``,
+and its ``generation_config.json``). Weights are
 safetensors, split into ``model-0000i-of-0000n.safetensors`` plus ``model.safetensors.index.json``
 when larger than one shard. Reading is lazy: :class:`SafetensorsReader` returns slices straight
 from the memory-mapped files.
@@ -33,6 +36,9 @@ from megatron_dscoder.model.registry import ModelArch
 logger = logging.getLogger(__name__)
 
 CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
+#: The token-id keys of config.json that belong to generation and must survive a round trip.
+GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 #: Files of an HF tokenizer directory that an export carries along (those present are copied).
@@ -165,8 +171,8 @@ def config_from_arch(
     *,
     vocab_rows: int,
     dtype: torch.dtype,
-    bos_token_id: int | None,
-    eos_token_id: int | None,
+    bos_token_id: int | list[int] | None,
+    eos_token_id: int | list[int] | None,
 ) -> dict[str, Any]:
     """``config.json`` for ``arch`` as ``LlamaForCausalLM`` (legacy and v5 RoPE keys both)."""
     factor = arch.seq_len_interpolation_factor
@@ -209,6 +215,26 @@ def config_from_arch(
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def generation_settings(model_dir: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The generation settings of an HF model directory, to carry through a conversion.
+
+    Its ``generation_config.json`` when present (verbatim), else the token ids of its
+    ``config.json`` (``config``, if already read) that are set; {} when there are neither.
+    """
+    file = model_dir / GENERATION_CONFIG
+    if file.is_file():
+        return json.loads(file.read_text())
+    config = config if config is not None else read_config(model_dir)
+    return {key: config[key] for key in GENERATION_IDS if config.get(key) is not None}
+
+
+def carried_generation(tok_dir: Path | None) -> dict[str, Any]:
+    """The generation settings stored next to a checkpoint's tokenizer by ``from_hf`` ({})."""
+    if tok_dir is None or not (tok_dir / GENERATION_CONFIG).is_file():
+        return {}
+    return json.loads((tok_dir / GENERATION_CONFIG).read_text())
 
 
 # ---- tokenizer ------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ only when complete, so a failed conversion leaves nothing behind.
 
 ``from_hf``: HF Llama directory -> checkpoint root ``DST/iter_0000000`` (+ tracker), chunked as
 ``--tensor-model-parallel-size`` ranks save it, with ``run_config.json`` holding the HF model's
-dimensions so ``pretrain --load DST --finetune`` needs no ``--model``. A CPU toy run::
+dimensions so ``pretrain --load DST --finetune`` needs no ``--model``. The source's generation
+settings (its ``generation_config.json``, else the bos/eos/pad ids of its ``config.json``) are
+stored in the checkpoint's tokenizer directory and in ``run_config.json``; ``to_hf`` writes them
+back, so a round trip keeps e.g. DeepSeek-Coder-Instruct's ``eos_token_id`` 32021. A CPU toy run::
 
     python tools/convert_checkpoint.py from-hf --load hf_toy --save ckpt_toy
     python tools/convert_checkpoint.py to-hf --load ckpt_toy --save hf_back --check-logits
@@ -221,17 +224,21 @@ def to_hf(
             for name, value in hf_tensors(m, layer, tensor, geometry).items():
                 yield name, value.to(out_dtype)
 
+    generation = hf.carried_generation(tok_dir) or meta.get("converted_from", {}).get(
+        "generation", {}
+    )
+    ids = dict(
+        bos_token_id=generation.get("bos_token_id", tok.bos_token_id if tok else None),
+        eos_token_id=generation.get("eos_token_id", tok.eos_token_id if tok else None),
+    )
     save = Path(save)
     with staged(save) as tmp:
         total = hf.write_shards(tmp, plan, tensors())
-        ids = dict(
-            bos_token_id=tok.bos_token_id if tok else None,
-            eos_token_id=tok.eos_token_id if tok else None,
-        )
-        hf.write_json(
-            tmp / hf.CONFIG, hf.config_from_arch(arch, vocab_rows=rows, dtype=out_dtype, **ids)
-        )
-        hf.write_json(tmp / "generation_config.json", {**ids, "do_sample": False})
+        config = hf.config_from_arch(arch, vocab_rows=rows, dtype=out_dtype, **ids)
+        if generation.get("pad_token_id") is not None:
+            config["pad_token_id"] = generation["pad_token_id"]
+        hf.write_json(tmp / hf.CONFIG, config)
+        hf.write_json(tmp / hf.GENERATION_CONFIG, generation or {**ids, "do_sample": False})
         if tok is not None:
             hf.copy_tokenizer(tok.path, tmp)
     logger.info(
@@ -334,8 +341,11 @@ def from_hf(
                 dtype=out_dtype,
                 common={"iteration": FROM_HF_ITERATION, "train_state": state},
             )
+        generation = hf.generation_settings(src, config)
         if tok is not None:
             hf.copy_tokenizer(tok.path, ckpt_dir / "tokenizer")
+            if generation:
+                hf.write_json(ckpt_dir / "tokenizer" / hf.GENERATION_CONFIG, generation)
         run_config = {
             "format_version": checkpointing.FORMAT_VERSION,
             "model": _registry_name(arch),
@@ -350,6 +360,7 @@ def from_hf(
                 "dtype": hf.DTYPE_NAMES[out_dtype],
                 "tensor_model_parallel_size": tp,
                 "pipeline_model_parallel_size": pp,
+                "generation": generation,
             },
         }
         (ckpt_dir / checkpointing.METADATA).write_text(json.dumps(run_config, indent=2) + "\n")

@@ -5,6 +5,8 @@ One concern per module, in pipeline order:
 - :mod:`.sources`     inputs -> ordered tasks (JSONL/.gz/.zst, Parquet, repository checkouts)
 - :mod:`.readers`     task -> records; bad input counted by reason, never raised
 - :mod:`.filters`     the paper's file filters
+- :mod:`.quality`     quality screening: syntax (:mod:`.syntax`: CPython's compiler, tree-sitter),
+                      generated code, giant functions
 - :mod:`.spill`       hash-partitioned shuffle bringing each repository together (bounded memory)
 - :mod:`.imports`     import/include/using extraction and resolution inside a repository
 - :mod:`.repo_order`  Algorithm 1: dependency-ordered, path-commented repository samples
@@ -19,6 +21,7 @@ One concern per module, in pipeline order:
 - :mod:`.encode`      batched tokenisation into flat numpy arrays, EOS appended
   (output: :mod:`megatron_dscoder.data.indexed`, MMIDIDX v1 ``.bin``/``.idx``, crash-safe)
 - :mod:`.stats`       counters, stats JSON, progress bar
+- :mod:`.report`      the data report (Table 1 per language, drops per stage, PNG charts)
 - :mod:`.pipeline`    the orchestration (two passes, dedup, finalise, merge) over an engine
 - :mod:`.train_tokenizer`  byte-level BPE with DeepSeek-Coder's pre-tokenizer and specials
 

@@ -6,9 +6,13 @@ sentinel); EOS is appended to every document. The text of a partition goes throu
 document sizes (large enough for the tokenizer's thread pool, small enough to bound the memory
 of its ``Encoding`` objects), and each chunk's ids become a numpy array straight away.
 
-The tokenizer is used with ``encode_special_tokens = True`` so that source code which happens
-to contain a special-token string (``<pad>``, ``<|EOT|>``, ...) is encoded as ordinary text:
-only the pipeline itself inserts special tokens.
+Text is encoded by :func:`text_tokenizer`, a copy of the tokenizer whose added tokens are all
+flagged special and skipped (``encode_special_tokens = True``), so that source code containing
+the literal text of *any* added token (``<pad>``, ``<|EOT|>``, a FIM sentinel, or one of the 13
+Latin-1 characters DeepSeek-Coder's tokenizer adds as non-special tokens) is encoded by the BPE
+model as ordinary text: the only control ids in the output are those the pipeline inserts (FIM
+sentinels, EOS, and BOS when chosen). On text without such literals the ids equal the original
+tokenizer's (``transformers`` included); decoding with the original tokenizer returns the text.
 
 Long texts (a repository sample can be many MB) are cut into chunks of about ``chunk_chars``
 right after a newline, when the tokenizer's pre-tokenizer isolates every newline (DeepSeek-Coder's
@@ -19,8 +23,10 @@ thread pool gets many pieces to share instead of one huge one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,21 +50,50 @@ class EncodedPartition:
 _PROBE = "x = 1\n\n\tdef f():\n  \n    return 2\r\n// a\u00e9\n\n\n"
 
 
-def prepare_tokenizer(tok: Tokenizer) -> Tokenizer:
-    """Make special-token strings in input text encode as plain text."""
-    tok.encode_special_tokens = True
-    return tok
+def text_tokenizer(tok: Tokenizer) -> Tokenizer:
+    """A copy of ``tok`` that encodes every added token's literal text as ordinary text.
+
+    All added tokens are flagged special in the copy and ``encode_special_tokens`` is set, so
+    the added-vocabulary matcher skips them all and the whole text goes through the normalizer,
+    pre-tokenizer and BPE model. Whatever flags the original uses (DeepSeek-Coder's flags only
+    BOS and EOS special), the copy never emits an added token's id for text.
+    """
+    state = json.loads(tok.to_str())
+    for token in state.get("added_tokens") or ():
+        token["special"] = True
+    copy = Tokenizer.from_str(json.dumps(state))
+    copy.encode_special_tokens = True
+    return copy
+
+
+def _identity_normalizer(state: dict[str, Any] | None) -> bool:
+    """True for no normalizer or a ``Sequence`` of identity normalizers (e.g. an empty one)."""
+    if state is None:
+        return True
+    return state.get("type") == "Sequence" and all(
+        _identity_normalizer(n) for n in state.get("normalizers", ())
+    )
 
 
 def newline_safe(tok: Tokenizer) -> bool:
     """True when cutting a text right after any newline cannot change its tokens.
 
-    That holds when there is no normalizer, every CR and LF is a pre-token of its own, and no
-    added token contains a newline.
+    That holds when the normalizer is absent or an identity (DeepSeek-Coder's is an empty
+    ``Sequence``), every CR and LF is a pre-token of its own, and no added token that encoding
+    can match contains a newline.
     """
-    if tok.normalizer is not None or tok.pre_tokenizer is None:
+    if tok.pre_tokenizer is None:
         return False
-    if any("\n" in t.content or "\r" in t.content for t in tok.get_added_tokens_decoder().values()):
+    if tok.normalizer is not None and not _identity_normalizer(
+        json.loads(tok.normalizer.__getstate__())
+    ):
+        return False
+    matched = (
+        t.content
+        for t in tok.get_added_tokens_decoder().values()
+        if not (t.special and tok.encode_special_tokens)
+    )
+    if any("\n" in text or "\r" in text for text in matched):
         return False
     spans = {offsets for _, offsets in tok.pre_tokenizer.pre_tokenize_str(_PROBE)}
     return all((i, i + 1) in spans for i, c in enumerate(_PROBE) if c in "\r\n")
@@ -95,8 +130,11 @@ def encode_documents(
     dtype: npt.DTypeLike,
     batch_chars: int = 1 << 20,
     chunk_chars: int | None = 16384,
+    bos: int | None = None,
 ) -> EncodedPartition:
-    """Tokenise documents; each gets EOS appended.
+    """Tokenise documents; each gets EOS appended (and BOS prepended when ``bos`` is set).
+
+    ``tok`` should be a :func:`text_tokenizer`.
 
     Text is sent to the tokenizer in batches of about ``batch_chars`` characters whatever the
     document sizes (a document of many MB spans several batches), and every chunk's ids become
@@ -122,8 +160,12 @@ def encode_documents(
     piece_cuts = iter(cuts)
     parts: list[np.ndarray] = []
     lengths = np.zeros(len(documents), dtype=np.int32)
+    head = [] if bos is None else [bos]
     for index, pieces in enumerate(documents):
         size = 0
+        for piece in head:
+            parts.append(np.array([piece], dtype=dtype))
+            size += 1
         for piece in pieces:
             if isinstance(piece, int):
                 parts.append(np.array([piece], dtype=dtype))

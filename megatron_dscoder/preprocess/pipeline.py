@@ -36,6 +36,7 @@ Run it with ``tools/preprocess_data.py`` (see its docstring) or :func:`run_pipel
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -59,6 +60,7 @@ from megatron_dscoder.preprocess.dedup import (
 from megatron_dscoder.preprocess.engine import Engine, make_engine
 from megatron_dscoder.preprocess.fim import FimConfig
 from megatron_dscoder.preprocess.minhash import MinHashConfig
+from megatron_dscoder.preprocess.quality import QualityConfig
 from megatron_dscoder.preprocess.readers import FieldNames
 from megatron_dscoder.preprocess.shards import (
     FinalizeTask,
@@ -94,6 +96,7 @@ class PipelineConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     fim_rate: float = 0.5
     fim_spm_rate: float = 0.0
+    bos: bool = False
     seed: int = 1234
     stats_json: str | None = None
     fields: FieldNames = field(default_factory=FieldNames)
@@ -103,6 +106,7 @@ class PipelineConfig:
     max_region_bytes: int = 32 << 20
     tmp_dir: str | None = None
     apply_filters: bool = True
+    quality: QualityConfig | None = field(default_factory=QualityConfig)
     repo_level: bool = True
     progress: bool = True
     sample_hooks: tuple[SampleHook, ...] = ()
@@ -135,8 +139,10 @@ def build_stage_config(
         raise ValueError("--dedup-threshold must be in (0, 1]")
     tok = load_tokenizer(config.tokenizer_path)
     needs_fim = config.fim_rate > 0
-    require = ("eos", "fim_begin", "fim_hole", "fim_end") if needs_fim else ("eos",)
-    purpose = "the EOS appended to each document" + (" and --fim-rate > 0" if needs_fim else "")
+    require = ("eos", *(("bos",) if config.bos else ()))
+    require += ("fim_begin", "fim_hole", "fim_end") if needs_fim else ()
+    purpose = "the EOS appended to each document" + (" and --bos" if config.bos else "")
+    purpose += " and --fim-rate > 0" if needs_fim else ""
     ids = special_token_ids(
         tok, require, source=f"tokenizer {config.tokenizer_path}", purpose=purpose
     )
@@ -151,6 +157,7 @@ def build_stage_config(
     return StageConfig(
         tokenizer_path=config.tokenizer_path,
         eos=ids.eos,
+        bos=ids.bos if config.bos else None,
         dtype=token_dtype(vocab_size(tok)).__name__,
         fim=fim,
         buckets=num_buckets(estimated_bytes, config.region_bytes),
@@ -158,6 +165,7 @@ def build_stage_config(
         fields=config.fields,
         max_record_bytes=config.max_record_bytes,
         apply_filters=config.apply_filters,
+        quality=config.quality,
         repo_level=config.repo_level,
         sample_hooks=config.sample_hooks,
         work_dir=work_dir,
@@ -351,11 +359,15 @@ def _report(
         "seed": config.seed,
         "fim_rate": config.fim_rate,
         "fim_spm_rate": config.fim_spm_rate,
+        "bos": config.bos,
+        "eos_id": stage.eos,
+        "bos_id": stage.bos,
         "buckets": stage.buckets,
         "shards": len(run.shards),
         "input_bytes": input_bytes,
         "bin_bytes": 0 if empty else os.path.getsize(f"{config.output_prefix}.bin"),
     }
+    info["quality_config"] = dataclasses.asdict(config.quality) if config.quality else None
     document = stats_document(run.totals, info, run.seconds)
     document["documents_before_dedup"] = document["documents_out"]
     document["documents_out"] = run.out["documents"]

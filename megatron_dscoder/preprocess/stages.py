@@ -4,7 +4,8 @@ Two partition functions make up a run; each takes one task and a :class:`StageCo
 returns plain data, so any executor can run them (the local process pool of
 :mod:`.pipeline`, or a cluster engine mapping them over partitions):
 
-``map_task``      input task -> read -> filter -> split by level ->
+``map_task``      input task -> read -> filter -> quality screening (:mod:`.quality`:
+                  syntax, generated code, giant functions) -> split by level ->
                   (a) repository-level records: serialised per bucket for the shuffle
                       (:mod:`.spill`)
                   (b) other files: one sample each -> :func:`finish_samples`
@@ -43,11 +44,12 @@ from megatron_dscoder.preprocess.encode import (
     EncodedPartition,
     encode_documents,
     newline_safe,
-    prepare_tokenizer,
+    text_tokenizer,
 )
 from megatron_dscoder.preprocess.filters import filter_records
 from megatron_dscoder.preprocess.fim import FimConfig, apply_fim
 from megatron_dscoder.preprocess.minhash import MinHashConfig, signatures_of_words, word_hashes
+from megatron_dscoder.preprocess.quality import QualityConfig, screen_records
 from megatron_dscoder.preprocess.readers import FieldNames, read_task
 from megatron_dscoder.preprocess.records import (
     REPO_LEVEL_LANGUAGES,
@@ -76,10 +78,12 @@ class StageConfig:
     dtype: str
     fim: FimConfig
     buckets: int
+    bos: int | None = None
     seed: int = 0
     fields: FieldNames = field(default_factory=FieldNames)
     max_record_bytes: int = 16 << 20
     apply_filters: bool = True
+    quality: QualityConfig | None = field(default_factory=QualityConfig)
     repo_level: bool = True
     encode_batch_chars: int = 1 << 20
     encode_chunk_chars: int = 16384
@@ -115,9 +119,10 @@ _TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}
 
 
 def get_tokenizer(path: str) -> tuple[Tokenizer, bool]:
-    """The process-wide tokenizer for ``path`` (loaded once per worker) and its newline safety."""
+    """The process-wide text tokenizer for ``path`` (loaded once per worker; see
+    :func:`.encode.text_tokenizer`) and its newline safety."""
     if path not in _TOKENIZERS:
-        tok = prepare_tokenizer(load_tokenizer(path))
+        tok = text_tokenizer(load_tokenizer(path))
         _TOKENIZERS[path] = (tok, newline_safe(tok))
     return _TOKENIZERS[path]
 
@@ -193,9 +198,15 @@ def finish_samples(
         tok, safe = get_tokenizer(config.tokenizer_path)
         encoded = encode_documents(
             documents, tok, config.eos, config.dtype, config.encode_batch_chars,
-            config.encode_chunk_chars if safe else None,
+            config.encode_chunk_chars if safe else None, config.bos,
         )  # fmt: skip
     stats.documents += len(samples)
+    for sample, tokens in zip(samples, encoded.lengths.tolist(), strict=True):
+        lang = sample.lang or "unknown"
+        stats.languages[f"{lang}:samples"] += 1
+        stats.languages[f"{lang}:files"] += len(sample.paths)
+        stats.languages[f"{lang}:bytes"] += len(sample.text.encode("utf-8", "surrogatepass"))
+        stats.languages[f"{lang}:tokens"] += tokens
     files = np.fromiter((len(s.paths) for s in samples), dtype=np.int32, count=len(samples))
     stats.files += int(files.sum())
     stats.tokens += int(encoded.tokens.size)
@@ -212,6 +223,9 @@ def map_task(task: Task, config: StageConfig) -> MapResult:
     if config.apply_filters:
         with stats.timed("filter"):
             records = filter_records(records, stats.filtered)
+    if config.quality is not None:
+        with stats.timed("quality"):
+            records = screen_records(records, config.quality, stats.quality, stats.syntax)
     repo_level, file_level = split_by_level(records, config.repo_level)
     with stats.timed("spill"):
         spill = partition_records(repo_level, config.buckets)

@@ -22,7 +22,10 @@ from typing import Any
 from tqdm import tqdm
 
 from megatron_dscoder.preprocess.filters import FILTER_NAMES
+from megatron_dscoder.preprocess.quality import QUALITY_RULES
 
+#: Per-language counters of the written samples (``languages`` in the stats JSON).
+LANGUAGE_FIELDS = ("samples", "files", "bytes", "tokens")
 #: Bad-input reasons that describe a whole input file rather than one record.
 FILE_REASONS = frozenset({"unreadable_file", "empty_file"})
 
@@ -38,6 +41,9 @@ class PartitionStats:
     filtered: Counter[str] = field(default_factory=Counter)
     repo: Counter[str] = field(default_factory=Counter)
     fim: Counter[str] = field(default_factory=Counter)
+    quality: Counter[str] = field(default_factory=Counter)  # files dropped per quality rule
+    syntax: Counter[str] = field(default_factory=Counter)  # files parsed (LANG, LANG:dropped)
+    languages: Counter[str] = field(default_factory=Counter)  # LANG:files/bytes/tokens/samples
     decontam: Counter[str] = field(default_factory=Counter)  # samples matching each benchmark
     decontaminated: int = 0
     documents: int = 0
@@ -52,7 +58,8 @@ class PartitionStats:
         self.files += other.files
         self.tokens += other.tokens
         self.decontaminated += other.decontaminated
-        for name in ("bad", "skipped", "filtered", "repo", "fim", "decontam", "seconds"):
+        for name in ("bad", "skipped", "filtered", "quality", "syntax", "languages", "repo", "fim",
+                     "decontam", "seconds"):  # fmt: skip
             getattr(self, name).update(getattr(other, name))
 
     @contextmanager
@@ -81,11 +88,37 @@ def stats_document(
         "bad_input": dict(sorted(totals.bad.items())),
         "skipped": dict(sorted(totals.skipped.items())),
         "filtered": {name: totals.filtered.get(name, 0) for name in FILTER_NAMES},
+        "quality": {name: totals.quality.get(name, 0) for name in QUALITY_RULES},
+        "syntax": syntax_table(totals.syntax),
+        "languages": language_table(totals.languages),
         "repo_level": dict(sorted(totals.repo.items())),
         "fim": {mode: totals.fim.get(mode, 0) for mode in ("psm", "spm", "plain")},
         "seconds": {k: round(v, 3) for k, v in pass_seconds.items()},
         "stage_seconds_summed": {k: round(v, 3) for k, v in sorted(totals.seconds.items())},
     }
+
+
+def syntax_table(counts: Counter[str]) -> dict[str, Any]:
+    """{"LANG": {"parsed": n, "dropped": n}, ..., "unchecked": n} from the ``syntax`` counter."""
+    table: dict[str, Any] = {}
+    for key, n in sorted(counts.items()):
+        lang, _, what = key.partition(":")
+        if lang == "unchecked":
+            continue
+        table.setdefault(lang, {"parsed": 0, "dropped": 0})[what or "parsed"] += n
+    table["unchecked"] = counts.get("unchecked", 0)
+    return table
+
+
+def language_table(counts: Counter[str]) -> dict[str, dict[str, int]]:
+    """Per language of the samples written (before near-dedup): samples, files, bytes, tokens;
+    languages by bytes, largest first."""
+    table: dict[str, dict[str, int]] = {}
+    for key, n in counts.items():
+        lang, _, what = key.rpartition(":")
+        row = table.setdefault(lang or "unknown", dict.fromkeys(LANGUAGE_FIELDS, 0))
+        row[what] += n
+    return dict(sorted(table.items(), key=lambda kv: (-kv[1]["bytes"], kv[0])))
 
 
 def write_stats(path: str, document: dict[str, Any]) -> None:

@@ -3,10 +3,24 @@
 The model is a byte-level BPE trained with Hugging Face ``tokenizers`` (DeepSeek-Coder §3.2:
 32,000 BPE tokens by default), behind DeepSeek-Coder's pre-tokenizer (newlines alone, letters
 and punctuation runs with one optional leading space, CJK runs, every digit on its own; see
-:data:`megatron_dscoder.tokenizer.PRE_TOKENIZER_SPLITS`). The nine special tokens follow the
-BPE vocabulary, in DeepSeek's order (BOS, EOS, fim hole/begin/end, pad, User, Assistant, EOT),
-as in the published tokenizer. Like DeepSeek's, the tokenizer prepends BOS when asked to add
-special tokens; the data pipeline never asks and writes EOS-terminated documents only.
+:data:`megatron_dscoder.tokenizer.PRE_TOKENIZER_SPLITS`). The structure is that of
+DeepSeek-Coder's published ``tokenizer.json`` where that is not a defect:
+
+- ``vocab_size`` (32,000) BPE ids, then the nine DeepSeek strings as added tokens in DeepSeek's
+  order (BOS, EOS, fim hole/begin/end, pad, User, Assistant, EOT) with DeepSeek's flags: only
+  BOS and EOS are special;
+- merges saved as ``"a b"`` strings (readable by older ``tokenizers``; byte-level tokens never
+  contain a space).
+
+Deliberate differences: (1) all 256 bytes are in the BPE alphabet, where DeepSeek's BPE lacks
+the 13 byte values that never occur in UTF-8 and adds them as 13 single Latin-1 characters
+(ids 32000-32012), which makes text such as "ö" encode to an added token that decodes to
+"\ufffd"; so our nine strings have ids 32000-32008, not 32013-32021 (everything finds them by
+string). (2) The post-processor is a ``TemplateProcessing`` that prepends BOS when asked to add
+special tokens, so raw ``tokenizers`` and ``transformers`` agree (DeepSeek's ``ByteLevel``
+post-processor adds nothing; transformers adds BOS from its ``add_bos_token``). (3) No
+normalizer at all instead of an empty ``Sequence`` (the same behaviour). The data pipeline uses
+neither post-processor: BOS is its own ``--bos`` choice.
 
 The saved directory (``tokenizer.json``, ``tokenizer_config.json``,
 ``special_tokens_map.json``) loads offline with ``transformers.AutoTokenizer`` and with
@@ -28,22 +42,18 @@ from megatron_dscoder.preprocess.filters import filter_records
 from megatron_dscoder.preprocess.readers import FieldNames, read_task
 from megatron_dscoder.preprocess.sources import iter_tasks
 from megatron_dscoder.tokenizer import (
-    ASSISTANT,
     BOS,
     EOS,
-    EOT,
-    FIM_BEGIN,
-    FIM_END,
-    FIM_HOLE,
     PAD,
     SPECIAL_TOKENS,
-    USER,
     deepseek_pre_tokenizer,
 )
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_VOCAB_SIZE = 32000
+#: The added tokens DeepSeek-Coder's published tokenizer flags special.
+SPECIAL_FLAGGED = frozenset({BOS, EOS})
 MODEL_MAX_LENGTH = 16384
 
 
@@ -97,8 +107,8 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.add_special_tokens(
-        [AddedToken(s, special=True, normalized=False, single_word=False) for s in SPECIAL_TOKENS]
+    tok.add_tokens(
+        [AddedToken(s, special=s in SPECIAL_FLAGGED, normalized=False) for s in SPECIAL_TOKENS]
     )
     bos = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(
@@ -107,18 +117,23 @@ def train_tokenizer(
     return tok
 
 
+def with_string_merges(tokenizer_json: str) -> str:
+    """``tokenizer.json`` text with BPE merges as ``"a b"`` strings, as DeepSeek's (older
+    ``tokenizers`` cannot read the ``["a", "b"]`` pairs that 0.20+ writes)."""
+    state = json.loads(tokenizer_json)
+    merges = state["model"]["merges"]
+    if any(" " in part for merge in merges if isinstance(merge, list) for part in merge):
+        raise ValueError("a merge contains a space: it cannot be saved as an 'a b' string")
+    state["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in merges]
+    return json.dumps(state, ensure_ascii=False, indent=2)
+
+
 def save_tokenizer_dir(tok: Tokenizer, output_dir: str | Path) -> Path:
     """Write an HF tokenizer directory loadable offline by ``AutoTokenizer``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    extra = [FIM_HOLE, FIM_BEGIN, FIM_END, USER, ASSISTANT, EOT]
-    special_map = {
-        "bos_token": BOS,
-        "eos_token": EOS,
-        "pad_token": PAD,
-        "additional_special_tokens": extra,
-    }
+    (out / "tokenizer.json").write_text(with_string_merges(tok.to_str()), "utf-8")
+    special_map = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special_map,

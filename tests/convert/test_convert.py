@@ -280,6 +280,7 @@ def runs(tmp_path_factory, tokenizer_dir: Path, big_tokenizer_dir: Path) -> Simp
                 rope_scaling=factor,
                 seed=len(n),
             )
+        _as_instruct(d.src / "hf_mha")
         d.big_bytes = _write_big_hf(d.src / "big")
         # error inputs
         shutil.copytree(d.src / "hf_gqa", d.err / "not_llama")
@@ -311,6 +312,17 @@ def runs(tmp_path_factory, tokenizer_dir: Path, big_tokenizer_dir: Path) -> Simp
             converting.communicate()
     d.results = json.loads(results_file.read_text())
     return d
+
+
+INSTRUCT_IDS = {"bos_token_id": 32013, "eos_token_id": 32021}  # DeepSeek-Coder-Instruct's
+
+
+def _as_instruct(model_dir: Path) -> None:
+    """Give an HF model DeepSeek-Coder-Instruct's generation settings (eos = ``<|EOT|>``)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, **INSTRUCT_IDS}))
+    generation = {**INSTRUCT_IDS, "do_sample": False, "max_new_tokens": 1024}
+    (model_dir / "generation_config.json").write_text(json.dumps(generation))
 
 
 def _ok(runs: SimpleNamespace, name: str) -> dict:
@@ -401,6 +413,13 @@ def test_hf_megatron_hf_is_bit_identical(runs, name):
     assert (runs.back / name / "tokenizer.json").read_bytes() == (
         runs.src / name / "tokenizer.json"
     ).read_bytes()
+    for key in ("bos_token_id", "eos_token_id"):  # the source's, not the tokenizer's lookup
+        assert back_cfg[key] == src_cfg[key], key
+    generation = "generation_config.json"
+    src_gen = json.loads((runs.src / name / generation).read_text())
+    assert json.loads((runs.back / name / generation).read_text()) == src_gen
+    if name == "hf_mha":
+        assert back_cfg["eos_token_id"] == src_gen["eos_token_id"] == 32021
 
 
 def test_pretrain_finetunes_from_an_imported_checkpoint(runs):

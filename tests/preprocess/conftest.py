@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,3 +19,17 @@ def ray_local() -> Iterator[Any]:
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def deepseek_tokenizer_dir(
+    tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny trained BPE rebuilt to DeepSeek-Coder's published tokenizer structure."""
+    from preprocess_helpers import deepseek_layout
+
+    from megatron_dscoder.tokenizer import load_tokenizer
+
+    out = tmp_path_factory.mktemp("deepseek_layout")
+    deepseek_layout(load_tokenizer(tiny_tokenizer_dir)).save(str(out / "tokenizer.json"))
+    return out

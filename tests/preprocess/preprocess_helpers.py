@@ -62,3 +62,41 @@ def stdlib_text(*names: str) -> str:
     """Concatenated standard-library sources (found through sysconfig)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     return "\n".join((root / name).read_text("utf-8") for name in names)
+
+
+#: The 13 single Latin-1 characters DeepSeek-Coder's tokenizer adds (ids 32000-32012 there):
+#: the byte values that never occur in UTF-8, as characters of the byte-level alphabet.
+LATIN1_ADDED = "õ÷ÁýÀÿøúþüùöû"
+#: Which of the nine DeepSeek strings the published tokenizer flags special: BOS and EOS only.
+DEEPSEEK_SPECIAL_FLAGS = (True, True, False, False, False, False, False, False, False)
+
+
+def deepseek_layout(tok: Tokenizer) -> Tokenizer:
+    """Our trained BPE rebuilt to the structure of DeepSeek-Coder's published ``tokenizer.json``.
+
+    The 13 Latin-1 byte characters leave the BPE vocabulary and come back as non-special added
+    tokens right after it, then the nine DeepSeek strings with DeepSeek's flags (only BOS and EOS
+    special); an empty ``Sequence`` normalizer; a ``ByteLevel`` post-processor (adds no BOS);
+    merges stored as ``"a b"`` strings. Nothing is downloaded.
+    """
+    from megatron_dscoder.tokenizer import SPECIAL_TOKENS
+
+    state = orjson.loads(tok.to_str())
+    model = state["model"]
+    kept = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
+    kept = [t for t in kept if t not in LATIN1_ADDED and t not in SPECIAL_TOKENS]
+    model["vocab"] = {t: i for i, t in enumerate(kept)}
+    pairs = [m if isinstance(m, list) else m.split(" ") for m in model["merges"]]
+    model["merges"] = [f"{a} {b}" for a, b in pairs if not any(c in LATIN1_ADDED for c in a + b)]
+    added = [(c, False) for c in LATIN1_ADDED]
+    added += list(zip(SPECIAL_TOKENS, DEEPSEEK_SPECIAL_FLAGS, strict=True))
+    state["added_tokens"] = [
+        {"id": len(kept) + i, "content": text, "single_word": False, "lstrip": False,
+         "rstrip": False, "normalized": False, "special": special}
+        for i, (text, special) in enumerate(added)
+    ]  # fmt: skip
+    state["normalizer"] = {"type": "Sequence", "normalizers": []}
+    state["post_processor"] = {
+        "type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True,
+    }  # fmt: skip
+    return Tokenizer.from_str(orjson.dumps(state).decode())

@@ -11,14 +11,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from megatron_dscoder.preprocess.encode import (
     encode_documents,
     newline_safe,
-    prepare_tokenizer,
     split_at_newlines,
+    text_tokenizer,
 )
 from megatron_dscoder.tokenizer import EOT, PAD, load_tokenizer, special_token_ids
 
 
 def test_chunked_encoding_equals_whole_text_encoding(tiny_tokenizer_dir: Path) -> None:
-    tok = prepare_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
     assert newline_safe(tok)
     text = stdlib_text("difflib.py", "textwrap.py") + "\r\n\n  trailing  "
     whole = tok.encode(text, add_special_tokens=False).ids
@@ -29,7 +29,7 @@ def test_chunked_encoding_equals_whole_text_encoding(tiny_tokenizer_dir: Path) -
 
 
 def test_documents_pieces_and_lengths(tiny_tokenizer_dir: Path) -> None:
-    tok = prepare_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
     docs = [["x = 1\n"], [5, "ab", 6, "", 7, "cd"], []]
     encoded = encode_documents(docs, tok, eos=9, dtype=np.int32, batch_chars=1)
     first = tok.encode("x = 1\n", add_special_tokens=False).ids
@@ -42,7 +42,7 @@ def test_documents_pieces_and_lengths(tiny_tokenizer_dir: Path) -> None:
 
 
 def test_special_token_strings_in_code_stay_text(tiny_tokenizer_dir: Path) -> None:
-    tok = prepare_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
     ids = special_token_ids(tok, ("pad", "eot"))
     encoded = encode_documents([[f"s = '{PAD}' + '{EOT}'\n"]], tok, eos=3, dtype=np.uint16)
     assert ids.pad not in encoded.tokens and ids.eot not in encoded.tokens
@@ -68,7 +68,7 @@ class RecordingTokenizer:
 
 
 def test_a_huge_document_is_encoded_in_bounded_batches(tiny_tokenizer_dir: Path) -> None:
-    tok = prepare_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
     huge = stdlib_text("difflib.py") * 4  # ~320k characters in one document
     spy = RecordingTokenizer(tok)
     encoded = encode_documents([["small\n"], [huge], ["tail\n"]], spy, 0, np.uint16, 50_000, 4096)

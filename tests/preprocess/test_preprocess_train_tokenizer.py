@@ -41,6 +41,18 @@ def test_special_tokens_follow_the_bpe_vocabulary(tiny_tokenizer_dir: Path) -> N
     assert vocab_size(tok) == bpe_size + 9 and ids.has_fim
 
 
+def test_structure_is_deepseeks(tiny_tokenizer_dir: Path) -> None:
+    """DeepSeek's flags (only BOS and EOS special), order, and "a b" merges; all 256 bytes."""
+    state = json.loads((tiny_tokenizer_dir / "tokenizer.json").read_text("utf-8"))
+    added = [(t["content"], t["special"]) for t in state["added_tokens"]]
+    assert added == [(s, s in (BOS, EOS)) for s in SPECIAL_TOKENS]
+    merges = state["model"]["merges"]
+    assert merges and all(isinstance(m, str) and m.count(" ") == 1 for m in merges)
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    for text in ("ö ÿ õ", "naïve — 日本"):  # DeepSeek's Latin-1 added tokens decode to U+FFFD
+        assert tok.decode(tok.encode(text, add_special_tokens=False).ids) == text
+
+
 def test_pre_tokenizer_splits(tiny_tokenizer_dir: Path) -> None:
     tok = load_tokenizer(tiny_tokenizer_dir)
     digits = tok.encode("x = 20240117\n", add_special_tokens=False).tokens
@@ -63,7 +75,7 @@ def test_auto_tokenizer_loads_offline(tiny_tokenizer_dir: Path) -> None:
     assert (hf.bos_token, hf.eos_token, hf.pad_token) == (BOS, EOS, "<pad>")
     assert hf.convert_tokens_to_ids(FIM_BEGIN) == tok.token_to_id(FIM_BEGIN)
     assert hf(text)["input_ids"][0] == tok.token_to_id(BOS)
-    assert {FIM_HOLE, FIM_END} <= set(hf.all_special_tokens)
+    assert hf.convert_tokens_to_ids(FIM_HOLE) == tok.token_to_id(FIM_HOLE)
     assert (
         json.loads((tiny_tokenizer_dir / "tokenizer_config.json").read_text())["eos_token"] == EOS
     )

@@ -36,10 +36,13 @@ def test_cli_toy_run(tmp_path: Path, tiny_tokenizer_dir: Path) -> None:
     result = subprocess.run(
         [sys.executable, TOOL, "--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir),
          "--output-prefix", str(prefix), "--workers", "2", "--fim-rate", "0.5", "--seed", "3",
-         "--stats-json", str(tmp_path / "stats.json")],
+         "--stats-json", str(tmp_path / "stats.json"), "--report", str(tmp_path / "report")],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {
+        "report.md", "languages.png", "drops.png"
+    }  # fmt: skip
     assert "pass 2/2" in result.stderr and "docs_s" in result.stderr  # the progress bar
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["documents_in"] == 60 and stats["files_out"] == 60 and stats["workers"] == 2
