@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.parallel import lifeline
 from megatron_dscoder.training import planner
 
 
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     ``keep_process_group`` leaves torch.distributed's default group up (megatron-core's groups
     are always torn down), so one launch can run several layouts in turn.
     """
+    lifeline.tie_to_launcher()  # before anything slow: an orphaned worker must not train on
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
     args, run = arguments.parse(argv, arguments.world_size_from_env())
