@@ -54,15 +54,21 @@ def _watch(expected_parent: int, interval_s: float) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _before_fork() -> None:
+    _state["forker"] = os.getpid()
+
+
 def _after_fork_in_child() -> None:
     # The parent of a forked child is this worker; the watchdog thread is not copied by fork.
     _arm_parent_death_signal()
+    if _orphaned(_state["forker"]):  # the worker died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def tie_to_child_processes() -> None:
     """Arm the parent-death signal in every child this process forks from now on (once)."""
     if not _state.get("fork_hook"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _state["fork_hook"] = 1
 
 
