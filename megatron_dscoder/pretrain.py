@@ -2,7 +2,7 @@
 
 import sys
 
-from megatron_dscoder.training.train import main
+from megatron_dscoder.training.train import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -39,6 +39,8 @@ class TrainState:
     iteration: int = 0
     consumed_samples: int = 0
     skipped_iterations: int = 0
+    run_id: str = ""
+    """Identity of the run (inherited on resume); recorded in every checkpoint."""
 
 
 class TimedIterator:
@@ -133,7 +135,11 @@ class Trainer:
             iteration=self.state.iteration,
             model=self.model,
             optimizer=self.optimizer,
-            run_meta={**run_metadata(self.run), "consumed_samples": self.state.consumed_samples},
+            run_meta={
+                **run_metadata(self.run),
+                "run_id": self.state.run_id,
+                "consumed_samples": self.state.consumed_samples,
+            },
             common={"train_state": dataclasses.asdict(self.state)},
             keep_last=ckpt.keep_checkpoints,
         )
@@ -205,12 +211,12 @@ class Trainer:
 
     def _stop_on_nonfinite(self, count: int) -> None:
         # Skipped updates left the weights at the last good state: keep it, then stop.
-        if self.run.checkpoint.save:
+        save = self.run.checkpoint.save
+        if save:
             self.save()
+        kept = f"last good state saved under {save}" if save else "nothing saved (no --save)"
         raise NonFiniteLossError(
-            f"{count} consecutive non-finite losses at iteration "
-            f"{self.state.iteration}; last good state saved "
-            f"under {self.run.checkpoint.save}"
+            f"{count} consecutive non-finite losses at iteration {self.state.iteration}; {kept}"
         )
 
     def _log(

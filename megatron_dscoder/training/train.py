@@ -56,13 +56,17 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     from megatron_dscoder.training.metrics import MetricsLogger
     from megatron_dscoder.training.resume import preflight, restore
 
-    checkpoint = preflight(run)
+    try:
+        start = preflight(run)
+    except Exception as err:
+        err.before_model = True  # a user's mistake found up front: exit status 2 in cli()
+        raise
     distributed.initialize(run.parallel, run.train.seed)
     metrics = None
     try:
         model = build_model_chunks(run, build_transformer_config(run))
         optimizer = build_optimizer(run, model)
-        state = restore(run, checkpoint, model, optimizer)
+        state = restore(run, start, model, optimizer)
         datasets = build_train_valid(run)
         log = run.logging
         metrics = MetricsLogger(
@@ -86,5 +90,27 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     return 0
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from megatron_dscoder.config.run import ConfigError
+    from megatron_dscoder.data.indexed import DataError
+    from megatron_dscoder.training.checkpoint import CheckpointError
+    from megatron_dscoder.training.loop import NonFiniteLossError
+    from megatron_dscoder.training.outputs import OutputError
+
+    return (ConfigError, DataError, CheckpointError, OutputError, NonFiniteLossError)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` for the command line: a user's mistake or a failed save is one logged line (no
+    traceback); exit status 2 when found before the model was built, 1 after."""
+    try:
+        return main(argv)
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        logging.getLogger(__name__).error("%s", err)
+        return 2 if getattr(err, "before_model", False) else 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
