@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--use-distributed-optimizer", action="store_true")
     add("--decoder-first-pipeline-num-layers", type=int, default=None)
     add("--decoder-last-pipeline-num-layers", type=int, default=None)
+    add("--distributed-timeout-minutes", type=int, default=10, help="collective timeout")
 
     add = p.add_argument_group("training").add_argument
     add("--micro-batch-size", type=int, default=1)
@@ -106,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="stop (with a checkpoint) after this many NaN/inf losses in a row",
     )
+    add(
+        "--exit-signal-handler",
+        action="store_true",
+        help="on SIGTERM: checkpoint at the next iteration on all ranks and exit 0",
+    )
+    add("--exit-duration-in-mins", type=float, default=None, help="checkpoint and exit after")
     add(
         "--inject-nonfinite-loss-iters", type=int, nargs="*", default=[], help=argparse.SUPPRESS
     )  # fault injection for tests
@@ -215,6 +222,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         decoder_first_pipeline_num_layers=args.decoder_first_pipeline_num_layers,
         decoder_last_pipeline_num_layers=args.decoder_last_pipeline_num_layers,
         world_size=world_size,
+        distributed_timeout_minutes=args.distributed_timeout_minutes,
     )
     train = TrainConfig(
         micro_batch_size=args.micro_batch_size,
@@ -236,6 +244,8 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         max_nonfinite_iters=args.max_nonfinite_iters,
         exit_interval=args.exit_interval,
         inject_nonfinite_loss_iters=tuple(args.inject_nonfinite_loss_iters),
+        exit_signal_handler=args.exit_signal_handler,
+        exit_duration_in_mins=args.exit_duration_in_mins,
     )
     data = DataConfig(
         mock_data=args.mock_data or (args.dry_run and not args.data_path),

@@ -71,6 +71,8 @@ class ParallelConfig:
     decoder_first_pipeline_num_layers: int | None = None
     decoder_last_pipeline_num_layers: int | None = None
     world_size: int = 1
+    distributed_timeout_minutes: int = 10
+    """A collective waiting longer than this (a dead or hung rank) ends the job with an error."""
 
     def __post_init__(self) -> None:
         tp, pp, cp = (
@@ -78,6 +80,10 @@ class ParallelConfig:
             self.pipeline_model_parallel_size,
             self.context_parallel_size,
         )
+        if self.distributed_timeout_minutes < 1:
+            raise ConfigError(
+                f"--distributed-timeout-minutes must be >= 1, got {self.distributed_timeout_minutes}"
+            )
         if min(tp, pp, cp) < 1:
             raise ConfigError(f"parallel sizes must be >= 1 (TP={tp}, PP={pp}, CP={cp})")
         if self.world_size % (tp * pp * cp):
@@ -131,6 +137,10 @@ class TrainConfig:
     """Stop (after a checkpoint, with ``--save``) once the iteration is a multiple of this."""
     inject_nonfinite_loss_iters: tuple[int, ...] = ()
     """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
+    exit_signal_handler: bool = False
+    """On SIGTERM, checkpoint at the next iteration boundary (all ranks agree) and exit 0."""
+    exit_duration_in_mins: float | None = None
+    """Checkpoint and exit once the run has lasted this long (Megatron's flag)."""
 
     def __post_init__(self) -> None:
         for name in ("micro_batch_size", "global_batch_size", "seq_length", "train_iters"):
@@ -138,6 +148,10 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
+        if self.exit_duration_in_mins is not None and not self.exit_duration_in_mins > 0:
+            raise ConfigError(
+                f"--exit-duration-in-mins must be > 0, got {self.exit_duration_in_mins}"
+            )
         if self.recompute_granularity not in (None, "full", "selective"):
             raise ConfigError(
                 f"recompute-granularity={self.recompute_granularity!r}: choose full or selective"

@@ -41,6 +41,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_dscoder.model.registry import ModelArch
 from megatron_dscoder.training import checksums, safe_load
@@ -223,10 +224,16 @@ def save_checkpoint(
     final = iteration_dir(root, iteration)
     partial = final.with_name(final.name + ".partial")
     rank0 = torch.distributed.get_rank() == 0
+    error: BaseException | None = None
     try:
         _write(partial, iteration, model, optimizer, run_meta, common)
-    except Exception as err:
-        raise _save_failed(err, root, partial, iteration) from err
+    except BaseException as err:  # DCP's CheckpointException is not an Exception
+        if not isinstance(err, Exception | CheckpointException):
+            raise
+        error = err
+    if _on_any_rank(error is not None):  # every rank raises, none waits in the next barrier
+        error = error or RuntimeError("another rank failed to write its part")
+        raise _save_failed(error, root, partial, iteration) from error
     if rank0:
         if final.exists():  # re-saving an iteration: replace the old copy only now
             shutil.rmtree(final)
@@ -273,6 +280,13 @@ def _write(
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def _on_any_rank(flag: bool) -> bool:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def _disk_full(err: BaseException, root: Path) -> bool:
     seen: BaseException | None = err
     while seen is not None:
@@ -287,7 +301,8 @@ def _disk_full(err: BaseException, root: Path) -> bool:
 
 def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) -> CheckpointError:
     full = _disk_full(err, root)  # before the cleanup frees the space
-    shutil.rmtree(partial, ignore_errors=True)
+    if torch.distributed.get_rank() == 0:
+        shutil.rmtree(partial, ignore_errors=True)
     latest = find_latest_checkpoint(root)
     kept = f"{latest} is still the latest" if latest else "no earlier checkpoint exists"
     if full:

@@ -57,13 +57,16 @@ def file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def written_by(ckpt_dir: Path, rank: int) -> list[Path]:
-    """The files of ``ckpt_dir`` that ``rank`` wrote (torch_dist names shards ``__RANK_I``)."""
+def _writer(name: str, world: int) -> int:
+    """torch_dist names a rank's shards ``__RANK_I.distcp``; everything else is rank 0's."""
+    head = name[2:].split("_", 1)[0] if name.startswith("__") else ""
+    return int(head) if head.isdigit() and int(head) < world else 0
+
+
+def written_by(ckpt_dir: Path, rank: int, world: int) -> list[Path]:
+    """The files of ``ckpt_dir`` that ``rank`` hashes: those it wrote."""
     files = [p for p in sorted(ckpt_dir.iterdir()) if p.is_file() and p.name != MANIFEST]
-    mine = [p for p in files if p.name.startswith(f"__{rank}_")]
-    if rank == 0:
-        mine += [p for p in files if not p.name.startswith("__")]
-    return mine
+    return [p for p in files if _writer(p.name, world) == rank]
 
 
 def _rank_world() -> tuple[int, int]:
@@ -78,7 +81,7 @@ def write_manifest(ckpt_dir: Path) -> None:
     algorithm = default_algorithm()
     local = {
         p.name: {"size": p.stat().st_size, "digest": file_digest(p, algorithm)}
-        for p in written_by(ckpt_dir, rank)
+        for p in written_by(ckpt_dir, rank, world)
     }
     gathered: list[dict | None] | None = [local] if world == 1 else None
     if world > 1:

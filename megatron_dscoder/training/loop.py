@@ -24,6 +24,7 @@ from megatron_dscoder.training.data import MicroBatchSampler, loader
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
 from megatron_dscoder.training.schedule import LRSchedule
 from megatron_dscoder.training.step import evaluate, train_step
+from megatron_dscoder.training.stopping import StopConditions
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,10 @@ class Trainer:
         datasets: tuple,
         metrics: MetricsLogger,
         state: TrainState,
+        started: float | None = None,
     ) -> None:
+        """``started`` (``time.monotonic()`` at launch) is where ``--exit-duration-in-mins``
+        counts from; default: now."""
         self.run, self.model, self.optimizer, self.metrics, self.state = (
             run,
             model,
@@ -116,6 +120,7 @@ class Trainer:
         )
         self._world = world
         self._peak = run.logging.peak_tflops or device_peak_tflops()
+        self._started = time.monotonic() if started is None else started
 
     def _iterator(self, dataset, consumed: int, total: int) -> TimedIterator:
         sampler = MicroBatchSampler(
@@ -146,7 +151,19 @@ class Trainer:
         self.metrics.update_config({"last_checkpoint": str(path)})
 
     def train(self) -> TrainState:
-        """Run until ``train_iters``; returns the final counters."""
+        """Run until ``train_iters`` (or a stop condition); returns the final counters."""
+        t = self.run.train
+        stop = StopConditions(
+            exit_signal_handler=t.exit_signal_handler,
+            exit_duration_in_mins=t.exit_duration_in_mins,
+            started=self._started,
+        )
+        try:
+            return self._train(stop)
+        finally:
+            stop.close()
+
+    def _train(self, stop: StopConditions) -> TrainState:
         t, log_cfg, state = self.run.train, self.run.logging, self.state
         total_samples = t.train_iters * t.global_batch_size
         data = self._iterator(self.train_ds, state.consumed_samples, total_samples)
@@ -197,10 +214,13 @@ class Trainer:
             if saved:
                 self.save()
                 window_start = time.perf_counter()
-            if t.exit_interval and iteration % t.exit_interval == 0 and iteration < t.train_iters:
+            reason = stop.reason()  # collective: every rank stops after the same iteration
+            if t.exit_interval and iteration % t.exit_interval == 0:
+                reason = reason or "exit interval reached"
+            if reason and iteration < t.train_iters:
                 if ckpt.save and not saved:
                     self.save()
-                logger.info("exit interval reached at iteration %d", iteration)
+                logger.info("%s: stopping after iteration %d", reason, iteration)
                 return state
         if self.run.checkpoint.save and (
             not self.run.checkpoint.save_interval

@@ -18,7 +18,7 @@ from megatron_dscoder.data.indexed import check_prefix
 from megatron_dscoder.model.build import have_transformer_engine
 from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training import outputs
-from megatron_dscoder.training.data import parse_blend
+from megatron_dscoder.training.data import check_splits, parse_blend
 from megatron_dscoder.training.loop import TrainState
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class Start:
 
     path: Path | None
     run_id: str
+    with_valid: bool = True
+    """Whether a validation set can be built (its split is used and not empty)."""
 
 
 def preflight(run: RunConfig) -> Start:
@@ -43,7 +45,10 @@ def preflight(run: RunConfig) -> Start:
     if ckpt.save:
         same_dir = resumed and Path(ckpt.save).resolve() == path.parent.resolve()
         outputs.check_own(ckpt.save, run_id, adopt_legacy=same_dir)
-    return Start(path, run_id)
+    evaluate = bool(log.eval_interval)
+    if run.data.data_path:
+        evaluate = check_splits(run.data.data_path, run.data.split, evaluate)
+    return Start(path, run_id, with_valid=evaluate)
 
 
 def _checkpoint_to_load(run: RunConfig) -> Path | None:
@@ -87,7 +92,7 @@ def restore(run: RunConfig, start: Start, model: list, optimizer) -> TrainState:
 
     ids = [start.run_id]  # a fresh id is drawn on every rank: rank 0's is the run's
     torch.distributed.broadcast_object_list(ids, src=0)
-    start = Start(start.path, ids[0])
+    start = Start(start.path, ids[0], start.with_valid)
     path = start.path
     if path is None:
         return TrainState(run_id=start.run_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from megatron_dscoder.config import cli as arguments
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     are always torn down), so one launch can run several layouts in turn.
     """
     lifeline.tie_to_launcher()  # before anything slow: an orphaned worker must not train on
+    started = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
     args, run = arguments.parse(argv, arguments.world_size_from_env())
@@ -61,13 +63,13 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     except Exception as err:
         err.before_model = True  # a user's mistake found up front: exit status 2 in cli()
         raise
-    distributed.initialize(run.parallel, run.train.seed)
+    distributed.initialize(run.parallel, run.train.seed, run.parallel.distributed_timeout_minutes)
     metrics = None
     try:
         model = build_model_chunks(run, build_transformer_config(run))
         optimizer = build_optimizer(run, model)
         state = restore(run, start, model, optimizer)
-        datasets = build_train_valid(run)
+        datasets = build_train_valid(run, start.with_valid)
         log = run.logging
         metrics = MetricsLogger(
             enabled=distributed.is_logging_rank(),
@@ -82,7 +84,7 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
                 "load": run.checkpoint.load,
             },
         )
-        Trainer(run, model, optimizer, datasets, metrics, state).train()
+        Trainer(run, model, optimizer, datasets, metrics, state, started).train()
     finally:
         if metrics is not None:
             metrics.close()
