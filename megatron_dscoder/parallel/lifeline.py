@@ -7,7 +7,8 @@ launcher set ``LOCAL_RANK``) makes a worker follow its launcher:
 
 - on Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``), and the
   same is armed in every child this worker forks (megatron-core's checkpoint writer processes,
-  DataLoader workers), so they die with the worker;
+  DataLoader workers), so they die with the worker; megatron-core's spawned results-queue
+  manager is replaced by a tied one (:func:`tie_checkpoint_writer`, called before each save);
 - everywhere a daemon thread polls ``os.getppid()`` once a second and kills the process when the
   parent changed (the portable fallback, and a second line should the launching thread differ).
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _state: dict[str, int] = {}
+_managers: list = []  # kept referenced: a collected manager shuts its server down
 
 
 def _arm_parent_death_signal() -> bool:
@@ -63,6 +65,38 @@ def _after_fork_in_child() -> None:
     _arm_parent_death_signal()
     if _orphaned(_state["forker"]):  # the worker died before the signal was armed
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent(parent: int) -> None:
+    """Initializer for a spawned helper (it runs in the child): die when ``parent`` does."""
+    _arm_parent_death_signal()
+    if _orphaned(parent):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tied_spawn_manager():  # noqa: ANN201 - multiprocessing.managers.SyncManager
+    """A started ``spawn`` SyncManager whose server process dies with this process.
+
+    Spawned children exec a fresh interpreter (no fork hook runs), so the parent-death signal is
+    armed by the manager's initializer instead.
+    """
+    import multiprocessing
+    from multiprocessing.managers import SyncManager
+
+    manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+    manager.start(initializer=die_with_parent, initargs=(os.getpid(),))
+    return manager
+
+
+def tie_checkpoint_writer() -> None:
+    """megatron-core's checkpoint writer reports through a queue served by a spawned manager
+    process, which would outlive a killed worker (and keep its resource tracker alive): serve
+    it from a tied manager instead, created before megatron-core makes its own (idempotent)."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        _managers.append(tied_spawn_manager())
+        filesystem_async._results_queue = _managers[-1].Queue()
 
 
 def tie_to_child_processes() -> None:

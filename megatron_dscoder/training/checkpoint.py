@@ -44,6 +44,7 @@ from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_dscoder.model.registry import ModelArch
+from megatron_dscoder.parallel import lifeline
 from megatron_dscoder.training import checksums, safe_load
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ def _write(
     state = _sharded_state(model, optimizer, with_rng=True, is_loading=False)
     state.update(common or {})
     state["iteration"] = iteration
+    lifeline.tie_checkpoint_writer()
     dist_checkpointing.save(state, str(partial))
     torch.distributed.barrier()  # every rank's shards are on disk
     if rank0:
