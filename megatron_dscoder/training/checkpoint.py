@@ -30,7 +30,6 @@ import errno
 import json
 import logging
 import os
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -108,10 +107,12 @@ def verify_checkpoint(ckpt_dir: str | Path) -> None:
     safe_load.install()
     try:
         metadata = safe_load.read_metadata(ckpt_dir)
-    except pickle.UnpicklingError as err:
+    except safe_load.ForbiddenGlobal as err:
         raise CheckpointError(f"{ckpt_dir / '.metadata'}: refused ({err})") from err
     except Exception as err:  # noqa: BLE001 - any failure here means an unreadable checkpoint
-        raise CheckpointError(f"{ckpt_dir / '.metadata'}: unreadable ({err})") from err
+        raise CheckpointError(
+            f"{ckpt_dir / '.metadata'}: unreadable, corrupted? ({type(err).__name__}: {err})"
+        ) from err
     needed: dict[str, int] = {}
     for info in (metadata.storage_data or {}).values():
         needed[info.relative_path] = max(

@@ -220,7 +220,8 @@ class Trainer:
             if reason and iteration < t.train_iters:
                 if ckpt.save and not saved:
                     self.save()
-                logger.info("%s: stopping after iteration %d", reason, iteration)
+                kept = "checkpoint saved" if ckpt.save else "nothing saved (no --save)"
+                logger.info("%s: stopping after iteration %d, %s", reason, iteration, kept)
                 return state
         if self.run.checkpoint.save and (
             not self.run.checkpoint.save_interval

@@ -50,6 +50,10 @@ _ALLOWED: dict[str, frozenset[str]] = {
 _RNG_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, type(np.dtype(np.uint32))]
 
 
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """The pickle names something outside the allow-list (refused before it is resolved)."""
+
+
 class MetadataUnpickler(pickle.Unpickler):
     """A pickle reader that resolves only the classes of a torch_dist index."""
 
@@ -60,7 +64,7 @@ class MetadataUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         if name in _ALLOWED.get(module, ()):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise ForbiddenGlobal(
             f"{module}.{name} is not part of a checkpoint index (refused, not run)"
         )
 
