@@ -7,7 +7,7 @@ closes both from our side:
 
 - ``.metadata`` is read with :class:`MetadataUnpickler`, which resolves only the classes the
   index is made of (torch.distributed.checkpoint's metadata/planner records, ``torch.Size``,
-  dtypes, layouts); anything else (``os.system``, ``builtins.eval``, ...) is refused unrun;
+  dtypes, layouts, paths: the checkpoint id); anything else (``os.system``, ``builtins.eval``, ...) is refused unrun;
 - byte objects are read with ``weights_only=True`` plus the numpy types of an RNG state.
 
 Checkpoints must still be trusted like code: the weights themselves are not validated, and
@@ -46,6 +46,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     _DCP + "filesystem": frozenset({"_StorageInfo"}),
     "torch.serialization": frozenset({"_get_layout"}),
     "collections": frozenset({"OrderedDict"}),
+    "pathlib": frozenset({"PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"}),
 }
 _RNG_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, type(np.dtype(np.uint32))]
 
