@@ -5,6 +5,8 @@
 #   NNODES NODE_RANK MASTER_ADDR MASTER_PORT GPUS_PER_NODE   cluster shape
 #   DATA_PATH TOKENIZER_MODEL DATA_CACHE_PATH                 data (see preprocess_corpus.sh)
 #   CHECKPOINT_DIR TENSORBOARD_DIR WANDB_PROJECT              outputs
+#   SHUTDOWN_TIMEOUT                                          seconds torchrun waits after a
+#                                                             SIGTERM (an iteration + a save)
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
@@ -16,6 +18,7 @@ DATA_CACHE_PATH=${DATA_CACHE_PATH:-data/cache}
 CHECKPOINT_DIR=${CHECKPOINT_DIR:-checkpoints/${RUN_NAME}}
 TENSORBOARD_DIR=${TENSORBOARD_DIR:-runs/${RUN_NAME}}
 WANDB_PROJECT=${WANDB_PROJECT:-megatron_dscoder}
+SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-170}
 
 # launch TP ARG... : torchrun megatron_dscoder.pretrain on this node with the common groups.
 launch() {
@@ -28,6 +31,7 @@ launch() {
     local distributed_args=(
         --nproc-per-node "${GPUS_PER_NODE}" --nnodes "${NNODES}" --node-rank "${NODE_RANK}"
         --master-addr "${MASTER_ADDR}" --master-port "${MASTER_PORT}"
+        --shutdown-timeout "${SHUTDOWN_TIMEOUT}"
     )
     # DATA_PATH may be a weighted blend ("87 code 10 english 3 chinese"): split on spaces.
     local data_args
@@ -36,7 +40,7 @@ launch() {
         --data-path "${data_args[@]}" --tokenizer-model "${TOKENIZER_MODEL}"
         --data-cache-path "${DATA_CACHE_PATH}" --split "99,1,0"
         --save "${CHECKPOINT_DIR}" --load "${CHECKPOINT_DIR}" --save-interval 1000
-        --keep-checkpoints 3
+        --keep-checkpoints 3 --exit-signal-handler --distributed-timeout-minutes 30
         --log-interval 1 --eval-interval 1000 --eval-iters 10
         --tensorboard-dir "${TENSORBOARD_DIR}"
         --wandb-project "${WANDB_PROJECT}" --wandb-exp-name "${RUN_NAME}"

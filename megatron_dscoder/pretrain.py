@@ -2,7 +2,9 @@
 
 import sys
 
-from megatron_dscoder.training.train import main
+from megatron_dscoder.training.train import cli, main
+
+__all__ = ["cli", "main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

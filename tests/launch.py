@@ -104,39 +104,66 @@ def torchrun_popen(nproc: int, args: list[str], log_path: Path) -> subprocess.Po
     )
 
 
-def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: float = 300) -> int:
-    """SIGKILL torchrun and every worker once ``metrics`` logs ``iteration``.
+def _logged(metrics: Path) -> list[int]:
+    return (
+        [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r] if metrics.exists() else []
+    )
 
-    Returns the last iteration logged; asserts nothing more is logged afterwards (the workers
-    run in sessions of their own, so killing torchrun's process group alone would leave them
-    training).
-    """
+
+def _wait_logged(
+    proc: subprocess.Popen, metrics: Path, iteration: int, timeout: float
+) -> list[int]:
     import time
-
-    import psutil
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        logged = (
-            [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r]
-            if metrics.exists()
-            else []
-        )
+        logged = _logged(metrics)
         if logged and logged[-1] >= iteration:
-            tree = psutil.Process(proc.pid)
-            victims = [tree, *tree.children(recursive=True)]
-            for p in victims:
-                p.kill()
-            psutil.wait_procs(victims, timeout=30)
-            proc.wait()
-            time.sleep(0.5)
-            after = [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r]
-            assert (
-                after == logged or after[: len(logged)] == logged and len(after) <= len(logged) + 1
-            ), f"run kept training after SIGKILL: {after}"
-            return after[-1]
+            return logged
         if proc.poll() is not None:
             raise AssertionError(f"run exited ({proc.returncode}) before iteration {iteration}")
         time.sleep(0.02)
     proc.kill()
     raise AssertionError(f"iteration {iteration} not reached in {timeout} s")
+
+
+def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: float = 300) -> int:
+    """SIGKILL torchrun alone once ``metrics`` logs ``iteration``; its workers must follow.
+
+    torchrun starts the workers in sessions of their own, so nothing but the workers' own
+    parent-death signal (megatron_dscoder.parallel.lifeline) takes them down. Asserts that no
+    worker (or process a worker forked) is alive 10 s later and that nothing more was logged
+    than the iteration in flight; returns the last iteration logged.
+    """
+    import time
+
+    import psutil
+
+    logged = _wait_logged(proc, metrics, iteration, timeout)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        p.kill()
+    assert not alive, f"workers outlived torchrun by 10 s: {[p.pid for p in alive]}"
+    time.sleep(0.5)
+    after = _logged(metrics)
+    assert after[: len(logged)] == logged and len(after) <= len(logged) + 1, (
+        f"run kept training after SIGKILL: {after}"
+    )
+    return after[-1]
+
+
+def signal_when(
+    proc: subprocess.Popen, metrics: Path, iteration: int, sig: int, timeout: float = 300
+) -> tuple[int, int]:
+    """Send ``sig`` to torchrun's workers once ``metrics`` logs ``iteration`` (as a scheduler
+    signals a job's processes); returns (last iteration logged then, torchrun's exit status)."""
+    import psutil
+
+    logged = _wait_logged(proc, metrics, iteration, timeout)
+    for worker in psutil.Process(proc.pid).children():
+        worker.send_signal(sig)
+    return logged[-1], proc.wait(timeout=timeout)

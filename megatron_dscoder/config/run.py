@@ -129,6 +129,9 @@ class ParallelConfig:
     decoder_last_pipeline_num_layers: int | None = opt(None, "default: an even split")
     world_size: int = opt(1, cli=False)
     """From torchrun (``WORLD_SIZE``), or ``--world-size`` for a dry run."""
+    distributed_timeout_minutes: int = opt(
+        10, "a collective waiting longer (a dead or hung rank) ends the job (default: 10)"
+    )
 
     def __post_init__(self) -> None:
         tp, pp, cp = (
@@ -142,6 +145,7 @@ class ParallelConfig:
             "pipeline_model_parallel_size",
             "context_parallel_size",
             "world_size",
+            "distributed_timeout_minutes",
         )
         require_positive(
             self,
@@ -206,11 +210,15 @@ class TrainConfig:
     exit_interval: int | None = opt(None, "checkpoint and exit when the iteration is a multiple")
     inject_nonfinite_loss_iters: tuple[int, ...] = opt((), hidden=True)
     """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
+    exit_signal_handler: bool = opt(
+        False, "on SIGTERM: checkpoint at the next iteration on all ranks and exit 0"
+    )
+    exit_duration_in_mins: float | None = opt(None, "checkpoint and exit after this many minutes")
 
     def __post_init__(self) -> None:
         require_positive(self, "micro_batch_size", "global_batch_size", "seq_length", "lr")
         require_positive(self, "train_iters", "train_tokens", "adam_eps", "recompute_num_layers")
-        require_positive(self, "max_nonfinite_iters", "exit_interval")
+        require_positive(self, "max_nonfinite_iters", "exit_interval", "exit_duration_in_mins")
         require_positive(self, "min_lr", "weight_decay", "clip_grad", allow_zero=True)
         if self.train_iters is None:
             if self.train_tokens is None:

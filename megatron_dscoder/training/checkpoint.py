@@ -5,12 +5,18 @@ Layout of a checkpoint root (``--save`` / ``--load``)::
     ROOT/latest_checkpointed_iteration.txt    # "1200": written last, atomically
     ROOT/iter_0001200/                         # one complete checkpoint
         *.distcp, .metadata, common.pt         # torch_dist shards written by every rank
-        run_config.json                        # architecture, layout, counters (human-readable)
+        run_config.json                        # architecture, layout, counters, run_id
+        checksums.json                         # per-file digests (see training/checksums.py)
 
 Protocol: every rank writes its shards into ``iter_XXXXXXX.partial``; after a barrier rank 0
 adds ``run_config.json``, renames the directory to ``iter_XXXXXXX`` and only then rewrites the
 tracker (write-then-rename). A kill at any point leaves the previous checkpoint as the latest
-and loadable; stale ``.partial`` directories are ignored and cleaned up by the next save.
+and loadable; stale ``.partial`` directories are ignored and cleaned up by the next save. A save
+that fails (a full disk) removes its ``.partial`` and raises :class:`CheckpointError`.
+
+Every checkpoint records the ``run_id`` of the run that wrote it (inherited on resume);
+``--keep-checkpoints`` prunes only the run's own checkpoints, and ``resume.preflight`` refuses a
+``--save`` directory holding another run's.
 
 Loading reshards: the model and optimizer are stored in megatron-core's layout-independent
 sharded form, so a checkpoint written at TP=2, PP=1 loads at TP=1, PP=2. Per-rank RNG states are
@@ -19,6 +25,7 @@ restored only when the layout is unchanged (they are meaningless across layouts)
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,8 +39,11 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+from torch.distributed.checkpoint.api import CheckpointException
 
+from megatron_dscoder import lifeline
 from megatron_dscoder.model.registry import ModelArch
+from megatron_dscoder.training import checksums, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +83,7 @@ def find_latest_checkpoint(root: str | Path) -> Path | None:
         if text.isdigit() and _is_complete(iteration_dir(root, int(text))):
             return iteration_dir(root, int(text))
         logger.warning("%s names %r, which is not a complete checkpoint; scanning", tracker, text)
-    candidates = sorted(p for p in root.glob("iter_*") if p.name[5:].isdigit() and _is_complete(p))
+    candidates = complete_checkpoints(root)
     return candidates[-1] if candidates else None
 
 
@@ -91,14 +101,17 @@ def read_checkpoint_metadata(ckpt_dir: str | Path) -> dict[str, Any]:
 
 def verify_checkpoint(ckpt_dir: str | Path) -> None:
     """Fail fast, naming the file, if any shard that ``.metadata`` references is missing or short."""
-    from torch.distributed.checkpoint import FileSystemReader
-
     ckpt_dir = Path(ckpt_dir)
     read_checkpoint_metadata(ckpt_dir)
+    safe_load.install()
     try:
-        metadata = FileSystemReader(str(ckpt_dir)).read_metadata()
+        metadata = safe_load.read_metadata(ckpt_dir)
+    except safe_load.ForbiddenGlobal as err:
+        raise CheckpointError(f"{ckpt_dir / '.metadata'}: refused ({err})") from err
     except Exception as err:  # noqa: BLE001 - any failure here means an unreadable checkpoint
-        raise CheckpointError(f"{ckpt_dir / '.metadata'}: unreadable ({err})") from err
+        raise CheckpointError(
+            f"{ckpt_dir / '.metadata'}: unreadable, corrupted? ({type(err).__name__}: {err})"
+        ) from err
     needed: dict[str, int] = {}
     for info in (metadata.storage_data or {}).values():
         needed[info.relative_path] = max(
@@ -212,14 +225,47 @@ def save_checkpoint(
     final = iteration_dir(root, iteration)
     partial = final.with_name(final.name + ".partial")
     rank0 = torch.distributed.get_rank() == 0
+    error: BaseException | None = None
+    try:
+        _write(partial, iteration, model, optimizer, run_meta, common)
+    except BaseException as err:  # DCP's CheckpointException is not an Exception
+        if not isinstance(err, Exception | CheckpointException):
+            raise
+        error = err
+    if _on_any_rank(error is not None):  # every rank raises, none waits in the next barrier
+        error = error or RuntimeError("another rank failed to write its part")
+        raise _save_failed(error, root, partial, iteration) from error
     if rank0:
-        root.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # re-saving an iteration: replace the old copy only now
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        tmp = root / (TRACKER + ".tmp")
+        tmp.write_text(f"{iteration}\n")
+        os.replace(tmp, root / TRACKER)
+        if keep_last:
+            _prune(root, keep_last, run_meta.get("run_id"))
+    torch.distributed.barrier()
+    return final
+
+
+def _write(
+    partial: Path,
+    iteration: int,
+    model: list,
+    optimizer: Any | None,
+    run_meta: dict[str, Any],
+    common: dict[str, Any] | None,
+) -> None:
+    rank0 = torch.distributed.get_rank() == 0
+    if rank0:
+        partial.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
     torch.distributed.barrier()
     state = _sharded_state(model, optimizer, with_rng=True, is_loading=False)
     state.update(common or {})
     state["iteration"] = iteration
+    lifeline.tie_checkpoint_writer()
     dist_checkpointing.save(state, str(partial))
     torch.distributed.barrier()  # every rank's shards are on disk
     if rank0:
@@ -230,21 +276,62 @@ def save_checkpoint(
             "layout": dict(zip(("pp", "tp", "dp"), _layout(), strict=True)),
         }
         (partial / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        if final.exists():  # re-saving an iteration: replace the old copy only now
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        tmp = root / (TRACKER + ".tmp")
-        tmp.write_text(f"{iteration}\n")
-        os.replace(tmp, root / TRACKER)
-        if keep_last:
-            _prune(root, keep_last)
-    torch.distributed.barrier()
-    return final
+    checksums.write_manifest(partial)
 
 
-def _prune(root: Path, keep_last: int) -> None:
-    complete = sorted(p for p in root.glob("iter_*") if p.name[5:].isdigit() and _is_complete(p))
-    for old in complete[:-keep_last]:
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _on_any_rank(flag: bool) -> bool:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _disk_full(err: BaseException, root: Path) -> bool:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _FULL or "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:  # torch's zip writer reports ENOSPC as "unexpected pos ..." without an errno
+        return shutil.disk_usage(root).free < 64 << 20
+    except OSError:
+        return False
+
+
+def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) -> CheckpointError:
+    full = _disk_full(err, root)  # before the cleanup frees the space
+    if torch.distributed.get_rank() == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+    latest = find_latest_checkpoint(root)
+    kept = f"{latest} is still the latest" if latest else "no earlier checkpoint exists"
+    if full:
+        return CheckpointError(
+            f"no space left on device ({root}): checkpoint of iteration {iteration} not saved, "
+            f"its partial copy removed; {kept}"
+        )
+    return CheckpointError(
+        f"{partial}: checkpoint of iteration {iteration} failed ({type(err).__name__}: {err}); "
+        f"partial copy removed; {kept}"
+    )
+
+
+def run_id_of(ckpt_dir: Path) -> str | None:
+    """The ``run_id`` recorded in a checkpoint (None: written before run ids existed)."""
+    return read_checkpoint_metadata(ckpt_dir).get("run_id")
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete ``iter_*`` directories under ``root``, oldest first."""
+    return sorted(p for p in root.glob("iter_*") if p.name[5:].isdigit() and _is_complete(p))
+
+
+def _prune(root: Path, keep_last: int, run_id: str | None) -> None:
+    # Only this run's checkpoints: another run's (or a legacy one) is never deleted here.
+    own = [p for p in complete_checkpoints(root) if run_id_of(p) in (run_id, None)]
+    for old in own[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob("iter_*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -255,7 +342,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Collective: load model (and optimizer, RNG when given) in place; returns common state.
 
-    The caller has already run :func:`verify_checkpoint` and :func:`check_architecture`.
+    The caller has already run :func:`verify_checkpoint` and :func:`check_architecture`; the
+    checksum manifest is verified here, every rank hashing its share of the files.
     RNG states are loaded only if ``load_rng`` and the layout equals the saved one.
     """
     ckpt_dir = Path(ckpt_dir)
@@ -264,6 +352,11 @@ def load_checkpoint(
     with_rng = load_rng and saved_layout == _layout()
     if load_rng and not with_rng:
         logger.info("layout changed %s -> %s: RNG states not restored", saved_layout, _layout())
+    problems = checksums.verify_manifest(ckpt_dir)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(f"{problems[0]}{more}; checkpoint refused")
+    safe_load.install()
     state = _sharded_state(model, optimizer, with_rng=with_rng, is_loading=True)
     try:
         loaded = dist_checkpointing.load(state, str(ckpt_dir))

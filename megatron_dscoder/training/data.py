@@ -6,18 +6,25 @@ train/valid/test. Index arrays are built by one rank (megatron-core's builder bu
 barriers, then the others read the cache in ``--data-cache-path``).
 
 Every prefix is checked (:func:`megatron_dscoder.data.indexed.check_prefix`) before any
-process-group work needs it.
+process-group work needs it, and so is every split that will be used (:func:`check_splits`): an
+empty split would make megatron-core's ``GPTDataset._get_num_epochs`` loop forever. Splits that
+are not used (test always, validation without ``--eval-interval``) are never built.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from megatron_dscoder.config.run import RunConfig
-from megatron_dscoder.data.indexed import DataError
+from megatron_dscoder.config.run import RunConfig, parse_split
+from megatron_dscoder.data.indexed import DataError, read_lengths
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
 
 __all__ = ["DataError", "parse_blend"]
 
@@ -35,6 +42,49 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
     if any(w <= 0 for w in weights):
         raise DataError(f"--data-path weights must be positive: {weights}")
     return list(tokens[1::2]), weights
+
+
+def split_bounds(split: str) -> list[tuple[float, float] | None]:
+    """Megatron's split matrix: ``"99,1,0"`` -> ``[(0, .99), (.99, 1.0), None]``."""
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix,
+    )
+
+    return convert_split_vector_to_split_matrix(list(parse_split(split)))
+
+
+def split_tokens(prefix: str, bounds: tuple[float, float] | None) -> int:
+    """Tokens of ``prefix`` in one split, cut exactly as megatron-core cuts it (by sequence)."""
+    if bounds is None:
+        return 0
+    _, lengths, _ = read_lengths(prefix)
+    n = len(lengths)
+    beg, end = int(round(bounds[0] * n)), int(round(bounds[1] * n))
+    return int(np.asarray(lengths[beg:end], dtype=np.int64).sum())
+
+
+def check_splits(data_path: list[str], split: str, evaluate: bool) -> bool:
+    """Refuse an empty training split; returns whether validation can run (warns if not)."""
+    prefixes, _ = parse_blend(data_path)
+    bounds = split_bounds(split)
+    for prefix in prefixes:
+        if split_tokens(prefix, bounds[0]) == 0:
+            raise DataError(
+                f"--split {split}: the training split of {prefix} is empty "
+                f"({len(read_lengths(prefix)[1])} documents in all); give training a share"
+            )
+    if not evaluate:
+        return False
+    empty = [p for p in prefixes if split_tokens(p, bounds[1]) == 0]
+    if empty:
+        logger.warning(
+            "--split %s leaves no validation documents in %s: no evaluation will run "
+            "(give validation a larger share, or more documents)",
+            split,
+            ", ".join(empty),
+        )
+        return False
+    return True
 
 
 class DatasetTokenizer:
@@ -62,6 +112,8 @@ class DataSpec:
     seed: int
     cache_path: str | None
     tokenizer: DatasetTokenizer
+    with_valid: bool = True
+    """Build the validation split (False: it is empty or unused, and never built)."""
 
 
 def build_datasets(spec: DataSpec, sizes: tuple[int, int, int]) -> list:
@@ -84,6 +136,12 @@ def build_datasets(spec: DataSpec, sizes: tuple[int, int, int]) -> list:
         eod_mask_loss=False,
         create_attention_mask=False,
     )
+    # Unused splits are never built: an empty one would loop forever in _get_num_epochs.
+    config.split_matrix = [
+        config.split_matrix[0],
+        config.split_matrix[1] if spec.with_valid else None,
+        None,
+    ]
     return BlendedMegatronDatasetBuilder(GPTDataset, list(sizes), lambda: True, config).build()
 
 
@@ -141,8 +199,10 @@ def loader(dataset, sampler: MicroBatchSampler, num_workers: int | None) -> Iter
     )
 
 
-def build_train_valid(run: RunConfig) -> tuple:
-    """(train, valid) datasets for the run: mock tokens, or the blend through GPTDataset."""
+def build_train_valid(run: RunConfig, with_valid: bool = True) -> tuple:
+    """(train, valid) datasets for the run: mock tokens, or the blend through GPTDataset.
+
+    ``with_valid`` False (from :func:`check_splits`) builds no validation set."""
     from megatron_dscoder.training.mock_data import MockTokens
 
     t, d = run.train, run.data
@@ -164,6 +224,7 @@ def build_train_valid(run: RunConfig) -> tuple:
         seed=t.seed,
         cache_path=d.data_cache_path,
         tokenizer=DatasetTokenizer(vocab_size(tok), ids.eos, ids.pad, str(d.tokenizer_model)),
+        with_valid=with_valid and bool(run.logging.eval_interval),
     )
     log = run.logging
     evals = (t.train_iters // log.eval_interval + 1) * log.eval_iters if log.eval_interval else 0

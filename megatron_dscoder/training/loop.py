@@ -24,6 +24,7 @@ from megatron_dscoder.training.data import MicroBatchSampler, loader
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
 from megatron_dscoder.training.schedule import LRSchedule
 from megatron_dscoder.training.step import evaluate, train_step
+from megatron_dscoder.training.stopping import StopConditions
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class TrainState:
     iteration: int = 0
     consumed_samples: int = 0
     skipped_iterations: int = 0
+    run_id: str = ""
+    """Identity of the run (inherited on resume); recorded in every checkpoint."""
 
 
 class TimedIterator:
@@ -92,7 +95,10 @@ class Trainer:
         datasets: tuple,
         metrics: MetricsLogger,
         state: TrainState,
+        started: float | None = None,
     ) -> None:
+        """``started`` (``time.monotonic()`` at launch) is where ``--exit-duration-in-mins``
+        counts from; default: now."""
         self.run, self.model, self.optimizer, self.metrics, self.state = (
             run,
             model,
@@ -112,6 +118,7 @@ class Trainer:
         self._flops_per_iter = flops_per_iteration(run.arch, t.global_batch_size, t.seq_length)
         self._world = world
         self._peak = run.logging.peak_tflops or device_peak_tflops()
+        self._started = time.monotonic() if started is None else started
 
     def _iterator(self, dataset, consumed: int, total: int) -> TimedIterator:
         sampler = MicroBatchSampler(
@@ -131,14 +138,30 @@ class Trainer:
             iteration=self.state.iteration,
             model=self.model,
             optimizer=self.optimizer,
-            run_meta={**run_metadata(self.run), "consumed_samples": self.state.consumed_samples},
+            run_meta={
+                **run_metadata(self.run),
+                "run_id": self.state.run_id,
+                "consumed_samples": self.state.consumed_samples,
+            },
             common={"train_state": dataclasses.asdict(self.state)},
             keep_last=ckpt.keep_checkpoints,
         )
         self.metrics.update_config({"last_checkpoint": str(path)})
 
     def train(self) -> TrainState:
-        """Run until ``train_iters``; returns the final counters."""
+        """Run until ``train_iters`` (or a stop condition); returns the final counters."""
+        t = self.run.train
+        stop = StopConditions(
+            exit_signal_handler=t.exit_signal_handler,
+            exit_duration_in_mins=t.exit_duration_in_mins,
+            started=self._started,
+        )
+        try:
+            return self._train(stop)
+        finally:
+            stop.close()
+
+    def _train(self, stop: StopConditions) -> TrainState:
         t, log_cfg, state = self.run.train, self.run.logging, self.state
         total_samples = t.train_iters * t.global_batch_size
         data = self._iterator(self.train_ds, state.consumed_samples, total_samples)
@@ -189,10 +212,14 @@ class Trainer:
             if saved:
                 self.save()
                 window_start = time.perf_counter()
-            if t.exit_interval and iteration % t.exit_interval == 0 and iteration < t.train_iters:
+            reason = stop.reason()  # collective: every rank stops after the same iteration
+            if t.exit_interval and iteration % t.exit_interval == 0:
+                reason = reason or "exit interval reached"
+            if reason and iteration < t.train_iters:
                 if ckpt.save and not saved:
                     self.save()
-                logger.info("exit interval reached at iteration %d", iteration)
+                kept = "checkpoint saved" if ckpt.save else "nothing saved (no --save)"
+                logger.info("%s: stopping after iteration %d, %s", reason, iteration, kept)
                 return state
         if self.run.checkpoint.save and (
             not self.run.checkpoint.save_interval
@@ -203,12 +230,12 @@ class Trainer:
 
     def _stop_on_nonfinite(self, count: int) -> None:
         # Skipped updates left the weights at the last good state: keep it, then stop.
-        if self.run.checkpoint.save:
+        save = self.run.checkpoint.save
+        if save:
             self.save()
+        kept = f"last good state saved under {save}" if save else "nothing saved (no --save)"
         raise NonFiniteLossError(
-            f"{count} consecutive non-finite losses at iteration "
-            f"{self.state.iteration}; last good state saved "
-            f"under {self.run.checkpoint.save}"
+            f"{count} consecutive non-finite losses at iteration {self.state.iteration}; {kept}"
         )
 
     def _log(

@@ -1,33 +1,61 @@
 """Where a run starts: from scratch, resumed from ``--load``, or fine-tuned from its weights.
 
 :func:`preflight` runs before the model is built: a missing or truncated data prefix, a
-checkpoint of another size or a truncated one fails there, naming the file, before any memory is
-allocated for the model and before anything is written.
+checkpoint of another size or a truncated one, an unwritable or foreign ``--save`` directory,
+an empty training split fail there, naming the file, before any memory is allocated for the model.
+It also fixes the run's identity (``run_id``): inherited from the checkpoint it resumes, fresh
+otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from megatron_dscoder.config.run import ConfigError, RunConfig
 from megatron_dscoder.data.indexed import check_prefix
 from megatron_dscoder.model.build import have_transformer_engine
 from megatron_dscoder.training import checkpoint as checkpointing
-from megatron_dscoder.training.data import parse_blend
+from megatron_dscoder.training import outputs
+from megatron_dscoder.training.data import check_splits, parse_blend
 from megatron_dscoder.training.loop import TrainState
 
 logger = logging.getLogger(__name__)
 
 
-def preflight(run: RunConfig) -> tuple[RunConfig, Path | None]:
-    """Validate data and the checkpoint to load, before anything is built or written.
+@dataclass(frozen=True)
+class Start:
+    """Where the run starts: the run as it starts (an interrupted fine-tune, e.g. the 16K stage,
+    resumes from its own ``--save`` instead of reloading the weights it started from), the
+    checkpoint to load (None: from scratch) and the run's id."""
 
-    Returns the run as it will start (an interrupted fine-tune, e.g. the 16K stage, resumes from
-    its own ``--save`` instead of reloading the weights it started from) and the checkpoint to
-    load (None: from scratch).
-    """
+    run: RunConfig
+    path: Path | None
+    run_id: str
+    with_valid: bool = True
+    """Whether a validation set can be built (its split is used and not empty)."""
+
+
+def preflight(run: RunConfig) -> Start:
+    """Validate data, outputs and the checkpoint to load, before any process-group work."""
+    run, path = _checkpoint_to_load(run)
+    ckpt = run.checkpoint
+    resumed = path is not None and not ckpt.finetune
+    run_id = (resumed and checkpointing.run_id_of(path)) or outputs.new_run_id()
+    log = run.logging
+    outputs.check_outputs(ckpt.save, log.metrics_jsonl, log.tensorboard_dir)
+    if ckpt.save:
+        same_dir = resumed and Path(ckpt.save).resolve() == path.parent.resolve()
+        outputs.check_own(ckpt.save, run_id, adopt_legacy=same_dir)
+    evaluate = bool(log.eval_interval)
+    if run.data.data_path:
+        evaluate = check_splits(run.data.data_path, run.data.split, evaluate)
+    return Start(run, path, run_id, with_valid=evaluate)
+
+
+def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
     if run.data.data_path:
         prefixes, _ = parse_blend(list(run.data.data_path))
         for prefix in prefixes:
@@ -57,15 +85,21 @@ def preflight(run: RunConfig) -> tuple[RunConfig, Path | None]:
     return run, path
 
 
-def restore(run: RunConfig, path: Path | None, model: list, optimizer) -> TrainState:  # noqa: ANN001
-    """Load checkpoint ``path`` (from :func:`preflight`) into model and optimizer.
+def restore(start: Start, model: list, optimizer) -> TrainState:  # noqa: ANN001
+    """Load the checkpoint chosen by :func:`preflight` into model and optimizer.
 
     ``--finetune`` takes the weights only and starts counting at 0 (the 16K stage, continued
     pretraining from imported weights).
     """
+    import torch
+
+    ids = [start.run_id]  # a fresh id is drawn on every rank: rank 0's is the run's
+    torch.distributed.broadcast_object_list(ids, src=0)
+    start = dataclasses.replace(start, run_id=ids[0])
+    path = start.path
     if path is None:
-        return TrainState()
-    ckpt = run.checkpoint
+        return TrainState(run_id=start.run_id)
+    ckpt = start.run.checkpoint
     weights_only = ckpt.finetune or ckpt.no_load_optim
     common = checkpointing.load_checkpoint(
         path,
@@ -75,8 +109,8 @@ def restore(run: RunConfig, path: Path | None, model: list, optimizer) -> TrainS
     )
     if ckpt.finetune:
         logger.info("fine-tuning from the weights of %s; counters reset", path)
-        return TrainState()
-    state = TrainState(**common["train_state"])
+        return TrainState(run_id=start.run_id)
+    state = TrainState(**{**common["train_state"], "run_id": start.run_id})
     logger.info(
         "resumed from %s at iteration %d (%d samples consumed)",
         path,

@@ -1,5 +1,7 @@
 """Faults and bad input: clear errors naming the file before training, nothing overwritten;
-NaN/inf losses skip the update, and too many in a row stop the run with a checkpoint.
+NaN/inf losses skip the update, and too many in a row stop the run with a checkpoint; corrupted
+or crafted checkpoints are refused at --load; a full disk during a save keeps the previous
+checkpoint (on a small tmpfs, mounted when the tests run as root).
 """
 
 from __future__ import annotations
@@ -7,12 +9,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from tests.launch import REPO, WORKERS, read_jsonl
+from tests.launch import REPO, WORKERS, python_module, read_jsonl
 from tests.training.conftest import write_prefix
+from tests.training.test_checkpoint_safety import Payload, flip
 
 BASE = "--model debug --seq-length 64 --global-batch-size 4 --lr-decay-style constant"
 
@@ -38,24 +44,53 @@ def tree_state(path) -> dict[str, tuple[int, int]]:
     }
 
 
+def mount_small_tmpfs(path, size: str = "8m") -> bool:
+    """A tmpfs that holds one debug checkpoint (5.6 MB) but not two; needs root on Linux."""
+    path.mkdir()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return False
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory, token_corpus):
     tmp = tmp_path_factory.mktemp("faults")
     good = tmp / "good"
+    full_disk = mount_small_tmpfs(tmp / "small")
+    extra = {
+        "disk_full": f"{BASE} --mock-data --train-iters 3 --save {tmp / 'small' / 'ckpt'} "
+        "--save-interval 1"
+    }
     # Damaged copies of data and checkpoints are prepared after the good checkpoint exists, so
     # the cases run in two in-process batches (one torch import each).
-    first = run_cases(
-        tmp,
-        {
-            "good": f"{BASE} --mock-data --train-iters 2 --save {good}",
-            "nan_once": f"{BASE} --mock-data --train-iters 5 --inject-nonfinite-loss-iters 3 "
-            f"--metrics-jsonl {tmp / 'nan_once.jsonl'}",
-            "nan_stop": f"{BASE} --mock-data --train-iters 8 --inject-nonfinite-loss-iters 2 3 4 "
-            f"--max-nonfinite-iters 3 --save {tmp / 'nan_ckpt'}",
-            "exit_interval": f"{BASE} --mock-data --train-iters 6 --exit-interval 3 "
-            f"--save {tmp / 'exit_ckpt'} --metrics-jsonl {tmp / 'exit.jsonl'}",
-        },
-    )
+    try:
+        first = run_cases(tmp, {**_first_cases(tmp, good), **(extra if full_disk else {})})
+        if full_disk:
+            first["_small"] = sorted(p.name for p in (tmp / "small" / "ckpt").iterdir())
+    finally:
+        if full_disk:
+            subprocess.run(["umount", str(tmp / "small")], check=True)
+    cases, facts = _second_cases(tmp, good, token_corpus)
+    second = run_cases(tmp, cases)
+    return {**first, **second, **facts, "_tmp": tmp, "_full_disk": full_disk}
+
+
+def _first_cases(tmp, good) -> dict[str, str]:
+    return {
+        "good": f"{BASE} --mock-data --train-iters 2 --save {good}",
+        "nan_once": f"{BASE} --mock-data --train-iters 5 --inject-nonfinite-loss-iters 3 "
+        f"--metrics-jsonl {tmp / 'nan_once.jsonl'}",
+        "nan_stop": f"{BASE} --mock-data --train-iters 8 --inject-nonfinite-loss-iters 2 3 4 "
+        f"--max-nonfinite-iters 3 --save {tmp / 'nan_ckpt'}",
+        "exit_interval": f"{BASE} --mock-data --train-iters 6 --exit-interval 3 "
+        f"--save {tmp / 'exit_ckpt'} --metrics-jsonl {tmp / 'exit.jsonl'}",
+        "nan_no_save": f"{BASE} --mock-data --train-iters 3 --inject-nonfinite-loss-iters 1 2 "
+        "--max-nonfinite-iters 2",
+    }
+
+
+def _second_cases(tmp, good, token_corpus) -> tuple[dict[str, str], dict]:
     ckpt = good / "iter_0000002"
     truncated = tmp / "truncated"
     shutil.copytree(good, truncated)
@@ -73,21 +108,32 @@ def outcomes(tmp_path_factory, token_corpus):
     shutil.copy(str(token_corpus["code"]) + ".idx", str(bad_idx) + ".idx")
     os.truncate(str(bad_idx) + ".idx", 100)
     big_ids = write_prefix(tmp / "big_ids", [[5, 70000 % 65536, 9]])  # id 4464 > tiny vocab
+    few = write_prefix(tmp / "few", [[5, 6, 7, 8, 9, 10] * 20] * 3)  # 3 documents
     data = f"--tokenizer-model {tok} --data-path"
-    second = run_cases(
-        tmp,
-        {
-            "truncated_ckpt": f"{BASE} --mock-data --train-iters 3 --load {truncated} "
-            f"--save {truncated}",
-            "other_size": f"{BASE} --mock-data --train-iters 3 --load {other}",
-            "missing_prefix": f"{BASE} {data} {tmp / 'nowhere'} --train-iters 2",
-            "truncated_idx": f"{BASE} {data} {bad_idx} --train-iters 2",
-            "vocab_mismatch": f"{BASE} {data} {big_ids} --train-iters 2",
-            "resume_after_stop": f"{BASE} --mock-data --train-iters 6 --load {tmp / 'nan_ckpt'} "
-            f"--metrics-jsonl {tmp / 'after_stop.jsonl'}",
-        },
-    )
-    return {**first, **second, "_tmp": tmp, "_before": before, "_shard": shard}
+    for name in ("flipped", "crafted", "legacy"):
+        shutil.copytree(good, tmp / name)
+    flip(sorted((tmp / "flipped" / "iter_0000002").glob("*.distcp"))[-1])
+    crafted = pickle.dumps(Payload(tmp / "PWNED"))
+    (tmp / "crafted" / "iter_0000002" / ".metadata").write_bytes(crafted)
+    (tmp / "legacy" / "iter_0000002" / "checksums.json").unlink()
+    cases = {
+        "truncated_ckpt": f"{BASE} --mock-data --train-iters 3 --load {truncated} "
+        f"--save {truncated}",
+        "other_size": f"{BASE} --mock-data --train-iters 3 --load {other}",
+        "missing_prefix": f"{BASE} {data} {tmp / 'nowhere'} --train-iters 2",
+        "truncated_idx": f"{BASE} {data} {bad_idx} --train-iters 2",
+        "vocab_mismatch": f"{BASE} {data} {big_ids} --train-iters 2",
+        "resume_after_stop": f"{BASE} --mock-data --train-iters 6 --load {tmp / 'nan_ckpt'} "
+        f"--metrics-jsonl {tmp / 'after_stop.jsonl'}",
+        "flipped_shard": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'flipped'}",
+        "crafted_metadata": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'crafted'}",
+        "legacy_no_manifest": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'legacy'}",
+        "foreign_save": f"{BASE} --mock-data --train-iters 1 --save {good}",
+        "few_documents": f"{BASE} {data} {few} --train-iters 2 --eval-interval 1 "
+        f"--metrics-jsonl {tmp / 'few.jsonl'}",
+        "train_split_empty": f"{BASE} {data} {few} --train-iters 2 --split 0,100,0",
+    }
+    return cases, {"_before": before, "_shard": shard}
 
 
 def test_nan_loss_skips_the_update_and_is_counted(outcomes):
@@ -145,3 +191,67 @@ def test_exit_interval_checkpoints_and_stops(outcomes):
     assert [r["iteration"] for r in read_jsonl(outcomes["_tmp"] / "exit.jsonl")] == [1, 2, 3]
     root = outcomes["_tmp"] / "exit_ckpt"
     assert (root / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+
+
+def test_nonfinite_stop_without_save_says_nothing_was_saved(outcomes):
+    res = outcomes["nan_no_save"]
+    assert res["status"] == "error" and "nothing saved (no --save)" in res["message"]
+    assert "None" not in res["message"]
+
+
+def test_flipped_bytes_in_a_shard_are_refused_naming_it(outcomes):
+    res = outcomes["flipped_shard"]
+    assert res["status"] == "error" and "CheckpointError" in res["message"]
+    shard = sorted((outcomes["_tmp"] / "flipped" / "iter_0000002").glob("*.distcp"))[-1]
+    assert f"{shard}: checksum mismatch" in res["message"]
+
+
+def test_crafted_metadata_is_refused_without_running_it(outcomes):
+    res = outcomes["crafted_metadata"]
+    assert res["status"] == "error" and ".metadata: refused" in res["message"]
+    assert "posix.system is not part of a checkpoint index" in res["message"]
+    assert not (outcomes["_tmp"] / "PWNED").exists()
+
+
+def test_checkpoint_without_manifest_still_loads(outcomes):
+    assert outcomes["legacy_no_manifest"]["status"] == "ok"
+
+
+def test_foreign_save_directory_is_refused_before_the_model(outcomes):
+    res = outcomes["foreign_save"]
+    assert res["status"] == "error" and "OutputError" in res["message"]
+    assert "holds checkpoints of another run: iter_0000002" in res["message"]
+    root = outcomes["_tmp"] / "good"
+    assert (root / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    assert sorted(p.name for p in root.glob("iter_*")) == ["iter_0000002"]
+
+
+def test_small_splits_warn_or_fail_and_never_hang(outcomes):
+    assert outcomes["few_documents"]["status"] == "ok"  # validation split empty: no evaluation
+    records = read_jsonl(outcomes["_tmp"] / "few.jsonl")
+    assert [r["iteration"] for r in records] == [1, 2] and all("val_loss" not in r for r in records)
+    res = outcomes["train_split_empty"]
+    assert res["status"] == "error" and "training split of" in res["message"]
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(outcomes):
+    if not outcomes["_full_disk"]:
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    res = outcomes["disk_full"]
+    assert res["status"] == "error" and "no space left on device" in res["message"]
+    assert "iter_0000001 is still the latest" in res["message"]
+    # no .partial left behind; the tracker still names the last complete checkpoint
+    assert outcomes["_small"] == ["iter_0000001", "latest_checkpointed_iteration.txt"]
+
+
+def test_cli_prints_one_line_and_exits_2_before_the_model(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    proc = python_module(
+        "megatron_dscoder.pretrain",
+        *f"{BASE} --mock-data --train-iters 1 --save {afile / 'ckpt'}".split(),
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and f"--save {afile / 'ckpt'}" in proc.stderr
+    assert "afile is not a directory" in proc.stderr

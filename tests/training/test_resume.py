@@ -1,5 +1,9 @@
 """Exact resume: SIGKILL mid-training, resume from the last checkpoint, same losses bitwise.
 
+The SIGKILL goes to torchrun alone: its workers must die with it (no orphan trains on). A
+SIGTERM to the workers with ``--exit-signal-handler`` checkpoints the next iteration boundary and
+exits 0; resuming from it is bitwise too.
+
 Also resharding: a checkpoint saved at TP=2, PP=1 resumes at TP=1, PP=2 with the same loss as the
 uninterrupted run within 1e-5 relative. All runs are the real CLI under torchrun (gloo, CPU).
 """
@@ -7,10 +11,11 @@ uninterrupted run within 1e-5 relative. All runs are the real CLI under torchrun
 from __future__ import annotations
 
 import shutil
+import signal
 
 import pytest
 
-from tests.launch import WORKERS, kill_when, read_jsonl, torchrun, torchrun_popen
+from tests.launch import WORKERS, kill_when, read_jsonl, signal_when, torchrun, torchrun_popen
 
 ITERS = 12
 COMMON = (
@@ -49,6 +54,14 @@ def runs(tmp_path_factory):
         ]
         proc = torchrun_popen(2, argv, out / f"killed_{name}.log")
         killed_at[name] = kill_when(proc, metrics, iteration=6)
+    term_ckpt, term_metrics = out / "ckpt_term", out / "resumed_term.jsonl"
+    term_flags = (
+        f"{COMMON} {LAYOUTS['tp2']} --save {term_ckpt} --load {term_ckpt} --save-interval 4"
+    )
+    argv = [*f"{term_flags} --exit-signal-handler".split(), "--metrics-jsonl", str(term_metrics)]
+    proc = torchrun_popen(2, argv, out / "term.log")
+    term = signal_when(proc, term_metrics, 6, signal.SIGTERM)
+    term_saved = (term_ckpt / "latest_checkpointed_iteration.txt").read_text().strip()
     shutil.copytree(out / "ckpt_tp2", out / "ckpt_reshard")
     args = [str(out)]
     for name, flags in LAYOUTS.items():
@@ -58,13 +71,14 @@ def runs(tmp_path_factory):
             f"{COMMON} {flags} --save {ckpt} --load {ckpt} --save-interval 4",
         ]
     args += ["reshard", f"{COMMON} {LAYOUTS['pp2']} --load {out / 'ckpt_reshard'}"]
+    args += ["resumed_term", term_flags]
     torchrun(2, WORKERS / "layouts.py", *args)  # all resumes, one launch
-    return out, killed_at
+    return out, killed_at, (*term, int(term_saved))
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_sigkill_and_resume_is_bitwise(runs, layout):
-    out, killed_at = runs
+    out, killed_at, _ = runs
     assert 6 <= killed_at[layout] < ITERS  # killed mid-training, after the checkpoint at 4
     full, resumed = losses(out / f"full_{layout}.jsonl"), losses(out / f"resumed_{layout}.jsonl")
     assert sorted(resumed) == list(range(1, ITERS + 1))
@@ -72,9 +86,19 @@ def test_sigkill_and_resume_is_bitwise(runs, layout):
 
 
 def test_reshard_tp2_to_pp2_continues_the_same_loss(runs):
-    out, _ = runs
+    out, _, _ = runs
     full = losses(out / "full_tp2.jsonl")
     resharded = losses(out / "reshard.jsonl")
     assert min(resharded) == 5  # resumed from the iteration-4 checkpoint
     for it, value in resharded.items():
         assert value == pytest.approx(full[it], rel=1e-5), it
+
+
+def test_sigterm_checkpoints_the_next_iteration_exits_0_and_resumes_bitwise(runs):
+    out, _, (signalled_at, status, saved) = runs
+    assert status == 0  # torchrun: every worker exited 0
+    assert saved in (signalled_at, signalled_at + 1)  # the iteration boundary after the signal
+    assert saved < ITERS
+    full, resumed = losses(out / "full_tp2.jsonl"), losses(out / "resumed_term.jsonl")
+    assert sorted(resumed) == list(range(1, ITERS + 1))
+    assert resumed == full
