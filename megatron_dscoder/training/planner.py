@@ -22,10 +22,11 @@ With 1F1B the first stage holds ``PP`` micro-batches in flight. Time is the mode
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from megatron_dscoder.config.run import RunConfig
-from megatron_dscoder.model.flops import flops_per_iteration
+from megatron_dscoder.model.flops import PLANNING_PEAK_TFLOPS, flops_per_iteration
 
 GIB = float(1 << 30)
 
@@ -207,3 +208,20 @@ def describe(
         f"tokens/s per GPU"
     )
     return "\n".join(lines), worst <= budget
+
+
+def dry_run(run: RunConfig, gpu_memory_gib: float, efficiency: float) -> int:
+    """``--dry-run``: check ``--load`` (it must exist and hold this architecture), print the
+    plan; exit status 0 when it fits, 1 when it does not."""
+    if run.checkpoint.load:
+        from megatron_dscoder.training.resume import preflight
+
+        preflight(run)
+    report, fits = describe(
+        run,
+        gpu_memory_gib=gpu_memory_gib,
+        peak_tflops=run.logging.peak_tflops or PLANNING_PEAK_TFLOPS,
+        efficiency=efficiency,
+    )
+    sys.stdout.write(report + "\n")
+    return 0 if fits else 1

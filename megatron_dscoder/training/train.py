@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 from megatron_dscoder import lifeline
 from megatron_dscoder.config import cli as arguments
-from megatron_dscoder.model.flops import PLANNING_PEAK_TFLOPS
 from megatron_dscoder.training import planner
 
 
@@ -37,18 +36,7 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     logging.getLogger("megatron").setLevel(logging.WARNING)
     args, run = arguments.parse(argv, arguments.world_size_from_env())
     if args.dry_run:
-        if run.checkpoint.load:  # the checkpoint must exist and hold this architecture
-            from megatron_dscoder.training.resume import preflight
-
-            preflight(run)
-        report, fits = planner.describe(
-            run,
-            gpu_memory_gib=args.gpu_memory_gib,
-            peak_tflops=run.logging.peak_tflops or PLANNING_PEAK_TFLOPS,
-            efficiency=args.assumed_efficiency,
-        )
-        sys.stdout.write(report + "\n")
-        return 0 if fits else 1
+        return planner.dry_run(run, args.gpu_memory_gib, args.assumed_efficiency)
 
     from megatron_dscoder.parallel import distributed
     from megatron_dscoder.training.build import (
