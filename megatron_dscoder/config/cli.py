@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--adam-beta1", type=float, default=0.9)
     add("--adam-beta2", type=float, default=0.95)
     add("--seed", type=int, default=1234)
+    add(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 mixed precision with fp32 main weights (default: on with CUDA, off on CPU); "
+        "--no-bf16 trains in fp32",
+    )
     add("--recompute-granularity", choices=("full", "selective"), default=None)
     add("--recompute-method", choices=("uniform", "block"), default=None)
     add("--recompute-num-layers", type=int, default=None)
@@ -230,6 +237,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         adam_beta1=args.adam_beta1,
         adam_beta2=args.adam_beta2,
         seed=args.seed,
+        bf16=args.bf16,
         recompute_granularity=args.recompute_granularity,
         recompute_method=args.recompute_method,
         recompute_num_layers=args.recompute_num_layers,

@@ -118,6 +118,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
     seed: int = 1234
+    bf16: bool | None = None
+    """bf16 mixed precision (bf16 weights and activations; fp32 main weights, gradient
+    accumulation and Adam state). ``None``: on with CUDA, off on CPU; see ``training.build``."""
     lr_decay_style: str = "three-stage"
     lr_warmup_iters: int = 0
     recompute_granularity: str | None = None
@@ -138,6 +141,8 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
+        if self.bf16 not in (None, True, False):
+            raise ConfigError(f"bf16 must be True, False or None (auto), got {self.bf16!r}")
         if self.recompute_granularity not in (None, "full", "selective"):
             raise ConfigError(
                 f"recompute-granularity={self.recompute_granularity!r}: choose full or selective"
