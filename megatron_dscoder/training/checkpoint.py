@@ -35,6 +35,7 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
 from megatron_dscoder.model.registry import ModelArch
+from megatron_dscoder.training import distopt_state
 
 logger = logging.getLogger(__name__)
 
@@ -177,26 +178,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _allocate_optimizer_state(optimizer: Any) -> None:
-    """Give a fresh distributed optimizer the per-parameter state a load overwrites.
-
-    Without apex/TE, megatron-core's ``DistributedOptimizer.state_dict`` reads torch Adam's
-    per-parameter ``step``, which exists only after a first step, so describing a fresh optimizer
-    for loading fails. This allocates what its ``init_state_fn`` allocates plus ``step``; the
-    load replaces all of it (``step`` comes from the saved param groups).
-    """
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        if not isinstance(opt, DistributedOptimizer) or opt.optimizer.state:
-            continue
-        if opt.init_state_fn is not None:
-            opt.init_state_fn(opt.optimizer, opt.config)
-        for group in opt.optimizer.param_groups:
-            for param in group["params"]:
-                opt.optimizer.state[param].setdefault("step", torch.zeros((), dtype=torch.float32))
-
-
 def _sharded_state(
     model: list, optimizer: Any | None, *, with_rng: bool, is_loading: bool
 ) -> dict[str, Any]:
@@ -205,7 +186,8 @@ def _sharded_state(
     state: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
         if is_loading:
-            _allocate_optimizer_state(optimizer)
+            distopt_state.install()
+            distopt_state.allocate_state(optimizer)
         state["optimizer"] = optimizer.sharded_state_dict(
             model_sd, is_loading=is_loading, metadata=_OPTIM_METADATA
         )
