@@ -57,7 +57,10 @@ GROUP_TITLES = {"parallel": "parallelism", "train": "training", "checkpoint": "c
 
 def _argparse_kwargs(f: dataclasses.Field) -> dict[str, Any]:
     """argparse keywords for a config field, from its type and :func:`~.run.opt` metadata."""
-    kwargs = dict(_TYPES[str(f.type).removesuffix(" | None")])
+    if str(f.type) == "bool | None":  # a tri-state switch: --x, --no-x, or left to the default
+        kwargs: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+    else:
+        kwargs = dict(_TYPES[str(f.type).removesuffix(" | None")])
     help_text = f.metadata.get("help")
     if help_text is None and f.default not in (dataclasses.MISSING, None, False, ()):
         help_text = f"default: {f.default}"

@@ -197,6 +197,8 @@ class TrainConfig:
     adam_eps: float = opt(1e-8)
     clip_grad: float = opt(1.0, "gradient-norm clipping threshold, 0 disables (default: 1.0)")
     seed: int = opt(1234)
+    bf16: bool | None = opt(None, "bf16 mixed precision (default: on with CUDA, off on CPU)")
+    """bf16 weights and activations; fp32 main weights, gradient accumulation and Adam state."""
     lr_decay_style: str = opt(
         "three-stage", "default: the size's recipe", choices=("three-stage", "cosine", "constant")
     )

@@ -15,10 +15,21 @@ from megatron.core.transformer import TransformerConfig
 from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.model.build import build_model, transformer_config
 from megatron_dscoder.model.weight_init import initialize_model
+from megatron_dscoder.parallel import grad_norm
+
+
+def use_bf16(run: RunConfig) -> bool:
+    """The run's precision: ``--bf16``/``--no-bf16`` if given, else bf16 exactly when CUDA is."""
+    return torch.cuda.is_available() if run.train.bf16 is None else run.train.bf16
+
+
+def params_dtype(run: RunConfig) -> torch.dtype:
+    """Dtype of the model's weights and activations (the optimizer keeps fp32 main weights)."""
+    return torch.bfloat16 if use_bf16(run) else torch.float32
 
 
 def build_transformer_config(run: RunConfig) -> TransformerConfig:
-    """The run's megatron-core config (fp32 on CPU, bf16 on GPU)."""
+    """The run's megatron-core config (bf16 or fp32 weights and activations, see :func:`use_bf16`)."""
     first, last = run.pipeline_layers
     par = run.parallel
     return transformer_config(
@@ -29,7 +40,7 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
         context_parallel_size=par.context_parallel_size,
         first_stage_layers=first,
         last_stage_layers=last,
-        params_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        params_dtype=params_dtype(run),
         recompute_granularity=run.train.recompute_granularity,
         recompute_method=run.train.recompute_method,
         recompute_num_layers=(
@@ -65,9 +76,14 @@ def build_model_chunks(run: RunConfig, config: TransformerConfig) -> list[Distri
 
 
 def build_optimizer(run: RunConfig, model: list[DistributedDataParallel]) -> MegatronOptimizer:
-    """AdamW through megatron-core (TE/apex fused Adam on GPU, torch AdamW on CPU)."""
+    """AdamW through megatron-core (TE/apex fused Adam on GPU, torch AdamW on CPU).
+
+    With bf16, megatron-core's mixed-precision optimizer keeps fp32 main weights (sharded over
+    data parallelism by the distributed optimizer) and steps them from the fp32 gradient buffer.
+    The gradient norm for clipping is accumulated in float64 unless apex/TE provide a kernel.
+    """
     train = run.train
-    bf16 = torch.cuda.is_available()
+    grad_norm.install()
     config = OptimizerConfig(
         optimizer="adam",
         lr=train.lr,  # the schedule sets each iteration's value
@@ -77,8 +93,8 @@ def build_optimizer(run: RunConfig, model: list[DistributedDataParallel]) -> Meg
         adam_beta2=train.adam_beta2,
         adam_eps=train.adam_eps,
         clip_grad=train.clip_grad,
-        bf16=bf16,
-        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        bf16=use_bf16(run),
+        params_dtype=params_dtype(run),
         use_distributed_optimizer=run.parallel.use_distributed_optimizer,
     )
     return get_megatron_optimizer(config, model)

@@ -43,7 +43,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_dscoder import lifeline
 from megatron_dscoder.model.registry import ModelArch
-from megatron_dscoder.training import checksums, safe_load
+from megatron_dscoder.training import checksums, distopt_state, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,9 @@ def _sharded_state(
     model_sd = unwrap(model[0]).sharded_state_dict()
     state: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
+        if is_loading:
+            distopt_state.install()
+            distopt_state.allocate_state(optimizer)
         state["optimizer"] = optimizer.sharded_state_dict(
             model_sd, is_loading=is_loading, metadata=_OPTIM_METADATA
         )

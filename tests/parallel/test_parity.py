@@ -1,7 +1,9 @@
 """Parallelism must not change the math: every layout reproduces the single-process run.
 
 From the same seed and the same mock data, each layout's per-iteration ``lm_loss`` and
-``grad_norm`` over 5 fp32 iterations equal the one-process run within 1e-5 relative. The runs are
+``grad_norm`` over 5 fp32 iterations equal the one-process run within 1e-6 relative (measured:
+1.3e-7 loss, 8.9e-8 grad_norm; before the float64 gradient norm, grad_norm differed by up to
+2e-5 between TP layouts on real code). The runs are
 the real CLI (``megatron_dscoder.pretrain``) under torchrun with gloo; layouts that share a world
 size share one launch. A user reproduces any row with the flags in LAYOUTS.
 """
@@ -62,4 +64,4 @@ def test_layout_matches_single_process(runs, layout):
     assert [r["iteration"] for r in got] == [1, 2, 3, 4, 5]
     for r, g in zip(ref, got, strict=True):
         for key in ("lm_loss", "grad_norm"):
-            assert g[key] == pytest.approx(r[key], rel=1e-5), (layout, r["iteration"], key)
+            assert g[key] == pytest.approx(r[key], rel=1e-6), (layout, r["iteration"], key)

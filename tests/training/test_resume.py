@@ -4,8 +4,10 @@ The SIGKILL goes to torchrun alone: its workers must die with it (no orphan trai
 SIGTERM to the workers with ``--exit-signal-handler`` checkpoints the next iteration boundary and
 exits 0; resuming from it is bitwise too.
 
-Also resharding: a checkpoint saved at TP=2, PP=1 resumes at TP=1, PP=2 with the same loss as the
-uninterrupted run within 1e-5 relative. All runs are the real CLI under torchrun (gloo, CPU).
+The layouts cover fp32 TP=2+SP and PP=2, and bf16 mixed precision with the distributed
+optimizer (its fp32 main-weight shards and Adam state must come back exactly). Also resharding:
+a checkpoint saved at TP=2, PP=1 resumes at TP=1, PP=2 with the same loss as the uninterrupted
+run within 1e-5 relative. All runs are the real CLI under torchrun (gloo, CPU).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ COMMON = (
 LAYOUTS = {
     "tp2": "--tensor-model-parallel-size 2 --sequence-parallel",
     "pp2": "--pipeline-model-parallel-size 2",
+    # bf16 weights, fp32 main weights sharded over DP=2 by the distributed optimizer.
+    "bf16_dp2_distopt": "--bf16 --use-distributed-optimizer",
 }
 
 
