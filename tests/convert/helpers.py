@@ -5,14 +5,12 @@
 * :func:`make_hf_llama`: a random ``LlamaForCausalLM`` saved with ``save_pretrained``;
 * :func:`debug_arch`: the registry's debug model (GQA) or its MHA variant, sized for a tokenizer;
 * :func:`make_chain_model`: a ``LlamaForCausalLM`` whose greedy output is a chosen token chain;
-* :func:`load_tool`: import a script from ``tools/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 from pathlib import Path
 
 from megatron_dscoder.model.registry import MODELS, ModelArch, with_vocab_size
@@ -161,19 +159,3 @@ def make_chain_model(path: Path, tokenizer: Path, chain: list[int], *, loop: boo
     for f in tokenizer.iterdir():
         shutil.copy2(f, path / f.name)
     return path
-
-
-def load_tool(name: str) -> types.ModuleType:
-    """Import ``tools/<name>.py`` (the tools directory is not a package)."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[2] / "tools" / f"{name}.py"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module

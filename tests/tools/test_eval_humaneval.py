@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from megatron_dscoder.evaluation import humaneval as ev
 from megatron_dscoder.tokenizer import EOS, load_tokenizer
-from tests.convert.helpers import load_tool, make_chain_model, make_tokenizer
-
-ev = load_tool("eval_humaneval")
+from tests.convert.helpers import make_chain_model, make_tokenizer
 
 
 class Canonical:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from megatron_dscoder.evaluation import generate
 from megatron_dscoder.tokenizer import BOS, EOS, EOT, FIM_BEGIN, FIM_END, FIM_HOLE, load_tokenizer
-from tests.convert.helpers import load_tool, make_chain_model, make_tokenizer
-
-generate = load_tool("generate")
+from tests.convert.helpers import make_chain_model, make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +104,15 @@ def test_missing_fim_tokens_named(tmp_path: Path):
     gen = generate.Generator(model)
     with pytest.raises(ValueError, match="fim"):
         gen.infill("a", "b", max_new_tokens=2)
+
+
+def test_added_token_text_in_a_prompt_stays_text(models):
+    # After the tokenizer trainer's DeepSeek-style flags, the FIM, pad and chat tokens are added
+    # tokens that are not special: their literal text in a prompt must not become control ids.
+    gen = generate.Generator(models["eos"])
+    tok = models["tok"]
+    text = f"s = '{FIM_HOLE}' + '<pad>' + '<|EOT|>'"
+    ids = gen.encode(text)
+    controls = {tok.token_to_id(t) for t in (FIM_HOLE, FIM_BEGIN, FIM_END, EOT, "<pad>", BOS, EOS)}
+    assert not controls & set(ids)
+    assert gen.decode(ids) == text

@@ -18,10 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tools"))
-
-import convert_checkpoint  # noqa: E402
+from megatron_dscoder.convert import cli as convert_checkpoint
 
 
 def _status_kb(field: str) -> int:

