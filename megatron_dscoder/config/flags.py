@@ -82,7 +82,7 @@ def flag_of(f: dataclasses.Field, prefix: str = "") -> str:
 
 def argparse_kwargs(f: dataclasses.Field) -> dict[str, Any]:
     """argparse keywords for a config field, from its type and :func:`opt` metadata."""
-    kwargs = dict(_TYPES[str(f.type).removesuffix(" | None")])
+    kwargs = dict(_TYPES.get(str(f.type).removesuffix(" | None"), {}))  # else: strings
     if f.default is True:
         kwargs["action"] = "store_false"  # a --no-... flag
     help_text = f.metadata.get("help")
