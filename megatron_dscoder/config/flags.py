@@ -89,7 +89,8 @@ def argparse_kwargs(f: dataclasses.Field) -> dict[str, Any]:
     if help_text is None and f.default not in (MISSING, None, False, ()):
         help_text = f"default: {f.default}"
     elif help_text is not None:
-        help_text = help_text.replace("%(default)s", str(f.default))
+        shown = f"{f.default:g}".replace("e+0", "e") if isinstance(f.default, float) else f.default
+        help_text = help_text.replace("%(default)s", str(shown))
     kwargs["help"] = argparse.SUPPRESS if f.metadata.get("hidden") else help_text
     if f.metadata.get("choices"):
         kwargs["choices"] = f.metadata["choices"]

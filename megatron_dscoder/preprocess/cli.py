@@ -68,9 +68,8 @@ USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPER
 def build_parser() -> argparse.ArgumentParser:
     """Every flag, generated from the fields of :class:`.options.PreprocessConfig`."""
     parser = argparse.ArgumentParser(
-        prog="dscoder-preprocess", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_flags(parser, PreprocessConfig)
     return parser
 
