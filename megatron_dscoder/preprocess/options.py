@@ -35,7 +35,7 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from megatron_dscoder.config.flags import ConfigError, check_choices, flag, opt, section
 from megatron_dscoder.preprocess.decontam import DecontamConfig, decontaminate_stage
@@ -46,6 +46,10 @@ from megatron_dscoder.preprocess.fim import fim_stage
 from megatron_dscoder.preprocess.minhash import MinHashConfig, minhash_stage, word_hashes_stage
 from megatron_dscoder.preprocess.quality import QualityConfig, quality_stage
 from megatron_dscoder.preprocess.readers import FieldNames
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import Batch, StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
 
 REQUIRED: Any = MISSING
 """Marks the options every run names (no default; ``required=True`` on the command line)."""
@@ -176,7 +180,7 @@ class Stage(NamedTuple):
     run: Callable[[Any, Any, Any], Any]
 
 
-def hooks_stage(batch: Any, config: Any, stats: Any) -> Any:
+def hooks_stage(batch: Batch, config: StageConfig, stats: PartitionStats) -> Batch:
     """The library users' sample hooks, in order (``PreprocessConfig.sample_hooks``)."""
     for hook in config.options.sample_hooks:
         batch.samples = hook(batch.samples, stats)

@@ -12,7 +12,7 @@
     finish   finalize_shard(i) x shards: PREFIX work shards without near-duplicates
                --(driver)--> merge into PREFIX.bin/.idx (renamed into place); stats JSON
 
-Every stage is a module-level function over one partition, run by an engine
+Every partition function is a module-level function over one partition, run by an engine
 (:mod:`.engine`: ``local`` process pool, the default, or ``ray``); both engines run the same
 functions on the same partitions, consume results in partition order, and every random choice
 comes from (seed, sample identity), so the output is byte-identical for any engine and any
