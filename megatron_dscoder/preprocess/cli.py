@@ -135,3 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.report:
         out.write(f"wrote {write_report(stats, options.report)}\n")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -81,3 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     sys.stdout.write(f"wrote {out} ({vocab_size(tok)} tokens) in {seconds:.1f}s\n")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
