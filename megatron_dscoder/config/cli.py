@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from megatron_dscoder.config import recipes
+from megatron_dscoder.config.flags import OneLineParser, add_flags
 from megatron_dscoder.config.run import (
     CheckpointConfig,
     ConfigError,
@@ -27,7 +28,6 @@ from megatron_dscoder.config.run import (
     ParallelConfig,
     RunConfig,
     TrainConfig,
-    flag,
 )
 from megatron_dscoder.model.registry import MODELS, ModelArch, with_vocab_size
 
@@ -44,31 +44,7 @@ FIELD_SECTION: dict[str, str] = {
 assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), (
     "config field names are unique across sections, so a flag names exactly one field"
 )
-_TYPES: dict[str, dict[str, Any]] = {
-    "int": {"type": int, "metavar": "N"},
-    "float": {"type": float, "metavar": "X"},
-    "str": {"metavar": "S"},
-    "bool": {"action": "store_true"},
-    "tuple[str, ...]": {"nargs": "+", "metavar": "S"},
-    "tuple[int, ...]": {"type": int, "nargs": "*", "metavar": "N"},
-}
 GROUP_TITLES = {"parallel": "parallelism", "train": "training", "checkpoint": "checkpointing"}
-
-
-def _argparse_kwargs(f: dataclasses.Field) -> dict[str, Any]:
-    """argparse keywords for a config field, from its type and :func:`~.run.opt` metadata."""
-    if str(f.type) == "bool | None":  # a tri-state switch: --x, --no-x, or left to the default
-        kwargs: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
-    else:
-        kwargs = dict(_TYPES[str(f.type).removesuffix(" | None")])
-    help_text = f.metadata.get("help")
-    if help_text is None and f.default not in (dataclasses.MISSING, None, False, ()):
-        help_text = f"default: {f.default}"
-    kwargs["help"] = argparse.SUPPRESS if f.metadata.get("hidden") else help_text
-    if f.metadata.get("choices"):
-        kwargs["choices"] = f.metadata["choices"]
-        kwargs.pop("metavar", None)
-    return kwargs
 
 
 def world_size_from_env() -> int:
@@ -76,16 +52,9 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-class _Parser(argparse.ArgumentParser):
-    """Errors are one line (no usage dump): ``prog: error: what is wrong``."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """All flags of ``python -m megatron_dscoder.pretrain``."""
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m megatron_dscoder.pretrain",
         description="Pretrain a DeepSeek-Coder model with megatron-core. Flags left out keep "
         "the recipe's value (per-size defaults from the paper).",
@@ -103,11 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(GROUP_TITLES.get(section, section))
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("cli", True):
-                group.add_argument(
-                    flag(f.name), dest=f.name, default=argparse.SUPPRESS, **_argparse_kwargs(f)
-                )
+        add_flags(group, cls)
     add = p.add_argument_group("planning (--dry-run)").add_argument
     add("--dry-run", action="store_true", help="validate, print the plan, exit (1: does not fit)")
     add("--gpu-memory-gib", type=float, default=80.0, help="memory per GPU (default: 80)")

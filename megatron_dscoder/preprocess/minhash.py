@@ -31,8 +31,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from megatron_dscoder.config.flags import ConfigError, opt
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import Batch, StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
 
 EMPTY = np.uint32(0xFFFFFFFF)
 _CHUNK = 1 << 18
@@ -48,15 +55,28 @@ _GRAM_MULT = np.array(
 
 @dataclass(frozen=True)
 class MinHashConfig:
-    """Near-dedup parameters (see docs: BigCode's 5-gram words, 256 hashes, Jaccard 0.7)."""
+    """Near-dedup parameters (BigCode's 5-gram words, 256 hashes, Jaccard 0.7); the flags are
+    ``--dedup-<field>`` (see :mod:`.options`)."""
 
-    ngram: int = 5
-    num_perm: int = 256
-    threshold: float = 0.7
-    bands: int = 0  # 0: chosen by :func:`optimal_bands` from threshold and num_perm
-    rows: int = 0
-    verify: bool = True  # keep a candidate pair only if the signatures agree >= threshold
-    scheme: str = "oph"  # or "kperm"
+    ngram: int = opt(5, "words per shingle (default: %(default)s)")
+    num_perm: int = opt(256, "MinHash values per sample (default: %(default)s)")
+    threshold: float = opt(
+        0.7, "Jaccard similarity of word n-gram sets above which samples are near-duplicates "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    bands: int = opt(
+        0, "LSH bands (with --dedup-rows; default: chosen from threshold and num-perm)"
+    )
+    rows: int = opt(0, "MinHash values per band")
+    verify: bool = opt(
+        True, "keep every LSH candidate pair (no check of the estimated Jaccard similarity)",
+        flag="--no-dedup-verify",
+    )  # fmt: skip
+    scheme: str = opt("oph", cli=False)  # or "kperm"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError("--dedup-threshold must be in (0, 1]")
 
     def band_layout(self) -> tuple[int, int]:
         if self.bands and self.rows:
@@ -278,3 +298,21 @@ def exact_jaccard(x: str, y: str, ngram: int = 5) -> float:
         sets.append(set(ngram_hashes(words, owner, ngram)[0].tolist()))
     union = len(sets[0] | sets[1])
     return len(sets[0] & sets[1]) / union if union else 1.0
+
+
+def word_hashes_stage(batch: Batch, config: StageConfig, stats: PartitionStats) -> Batch:
+    """The sample stage (see :mod:`.options`) hashing the words once for decontamination and
+    MinHash."""
+    if batch.samples:
+        batch.words, batch.text_of = word_hashes([s.text for s in batch.samples])
+    return batch
+
+
+def minhash_stage(batch: Batch, config: StageConfig, stats: PartitionStats) -> Batch:
+    """The sample stage (see :mod:`.options`): one signature per sample, for :mod:`.dedup`."""
+    if batch.words is not None:
+        assert config.options.dedup is not None  # the stage runs only when dedup is on
+        batch.signatures = signatures_of_words(
+            batch.words, batch.text_of, len(batch.samples), config.options.dedup
+        )
+    return batch

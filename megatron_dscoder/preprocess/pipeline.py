@@ -12,7 +12,7 @@
     finish   finalize_shard(i) x shards: PREFIX work shards without near-duplicates
                --(driver)--> merge into PREFIX.bin/.idx (renamed into place); stats JSON
 
-Every stage is a module-level function over one partition, run by an engine
+Every partition function is a module-level function over one partition, run by an engine
 (:mod:`.engine`: ``local`` process pool, the default, or ``ray``); both engines run the same
 functions on the same partitions, consume results in partition order, and every random choice
 comes from (seed, sample identity), so the output is byte-identical for any engine and any
@@ -31,7 +31,8 @@ samples, word hashes and token arrays, plus the tokenizer's memory for one batch
 ``group_bytes`` (64 MiB) of band records (about 3x while sorting). Measured on 2 cores with 2
 workers, see ``benchmarks/bench_preprocess.py``.
 
-Run it with ``tools/preprocess_data.py`` (see its docstring) or :func:`run_pipeline`.
+Run it with ``dscoder-preprocess`` (``tools/preprocess_data.py``; :mod:`.cli`) or with
+:func:`run_pipeline` on a :class:`.options.PreprocessConfig`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ import numpy as np
 
 from megatron_dscoder.data.indexed import EmptyOutputError, IndexedDatasetWriter, token_dtype
 from megatron_dscoder.data.prefix import check_output_prefix
-from megatron_dscoder.preprocess.decontam import DecontamConfig
 from megatron_dscoder.preprocess.dedup import (
     DedupOutcome,
     GroupTask,
@@ -57,11 +57,9 @@ from megatron_dscoder.preprocess.dedup import (
     num_parts,
     resolve,
 )
+from megatron_dscoder.preprocess.encode import get_tokenizer
 from megatron_dscoder.preprocess.engine import Engine, make_engine
-from megatron_dscoder.preprocess.fim import FimConfig
-from megatron_dscoder.preprocess.minhash import MinHashConfig
-from megatron_dscoder.preprocess.quality import QualityConfig
-from megatron_dscoder.preprocess.readers import FieldNames
+from megatron_dscoder.preprocess.options import PreprocessConfig
 from megatron_dscoder.preprocess.shards import (
     FinalizeTask,
     ShardTask,
@@ -77,7 +75,7 @@ from megatron_dscoder.preprocess.sources import (
     total_input_bytes,
 )
 from megatron_dscoder.preprocess.spill import SpillWriter, num_buckets, plan_regions
-from megatron_dscoder.preprocess.stages import SampleHook, StageConfig, get_tokenizer
+from megatron_dscoder.preprocess.stages import StageConfig
 from megatron_dscoder.preprocess.stats import PartitionStats, Progress, stats_document, write_stats
 from megatron_dscoder.preprocess.workdir import WorkDir
 from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size
@@ -86,91 +84,39 @@ logger = logging.getLogger(__name__)
 _NO_DROPS = np.empty(0, dtype=np.int64)
 
 
-@dataclass
-class PipelineConfig:
-    """Options of a preprocessing run (the CLI flags of ``tools/preprocess_data.py``)."""
-
-    inputs: list[str]
-    tokenizer_path: str
-    output_prefix: str
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    fim_rate: float = 0.5
-    fim_spm_rate: float = 0.0
-    bos: bool = False
-    seed: int = 1234
-    stats_json: str | None = None
-    fields: FieldNames = field(default_factory=FieldNames)
-    max_record_bytes: int = 16 << 20
-    task_bytes: int = 4 << 20
-    region_bytes: int = 8 << 20
-    max_region_bytes: int = 32 << 20
-    tmp_dir: str | None = None
-    apply_filters: bool = True
-    quality: QualityConfig | None = field(default_factory=QualityConfig)
-    repo_level: bool = True
-    progress: bool = True
-    sample_hooks: tuple[SampleHook, ...] = ()
-    dedup: MinHashConfig | None = field(default_factory=MinHashConfig)
-    decontam: DecontamConfig | None = field(default_factory=DecontamConfig)
-    group_bytes: int = 64 << 20
-    engine: str = "local"
-    ray_address: str | None = None
-    keep_shards: bool = False
-
-
 def _init_worker(config: StageConfig) -> None:
-    get_tokenizer(config.tokenizer_path)
-    if config.decontam is not None:
-        config.decontam.index()
+    get_tokenizer(config.options.tokenizer_model)
+    if config.options.decontam is not None:
+        config.options.decontam.index()
 
 
 def build_stage_config(
-    config: PipelineConfig, estimated_bytes: int, work_dir: str = ""
+    options: PreprocessConfig, estimated_bytes: int, work_dir: str = ""
 ) -> StageConfig:
-    """Validate the tokenizer and options (before any work) and derive the workers' config."""
-    if not config.inputs:
-        raise ValueError("no --input given")
-    check_inputs(config.inputs, config.fields.text)
-    check_output_prefix(config.output_prefix)
-    for name in ("fim_rate", "fim_spm_rate"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1]")
-    if config.dedup is not None and not 0.0 < config.dedup.threshold <= 1.0:
-        raise ValueError("--dedup-threshold must be in (0, 1]")
-    tok = load_tokenizer(config.tokenizer_path)
-    needs_fim = config.fim_rate > 0
-    require = ("eos", *(("bos",) if config.bos else ()))
+    """Check the inputs, output prefix and tokenizer (before any work) and resolve what the
+    workers need besides the options: token ids, dtype, spill buckets."""
+    check_inputs(list(options.inputs), options.fields.text)
+    check_output_prefix(options.output_prefix)
+    tok = load_tokenizer(options.tokenizer_model)
+    needs_fim = options.fim_rate > 0
+    require = ("eos", *(("bos",) if options.bos else ()))
     require += ("fim_begin", "fim_hole", "fim_end") if needs_fim else ()
-    purpose = "the EOS appended to each document" + (" and --bos" if config.bos else "")
+    purpose = "the EOS appended to each document" + (" and --bos" if options.bos else "")
     purpose += " and --fim-rate > 0" if needs_fim else ""
     ids = special_token_ids(
-        tok, require, source=f"tokenizer {config.tokenizer_path}", purpose=purpose
+        tok, require, source=f"tokenizer {options.tokenizer_model}", purpose=purpose
     )
-    fim = FimConfig(
-        rate=config.fim_rate, spm_rate=config.fim_spm_rate, seed=config.seed,
-        begin=ids.fim_begin if needs_fim else -1, hole=ids.fim_hole if needs_fim else -1,
-        end=ids.fim_end if needs_fim else -1,
-    )  # fmt: skip
-    if config.decontam is not None:
-        config.decontam.index()  # a missing or empty benchmark fails here, before any work
+    if options.decontam is not None:
+        options.decontam.index()  # a missing or empty benchmark fails here, before any work
     assert ids.eos is not None
     return StageConfig(
-        tokenizer_path=config.tokenizer_path,
+        options=options,
         eos=ids.eos,
-        bos=ids.bos if config.bos else None,
+        bos=ids.bos if options.bos else None,
+        sentinels=(ids.fim_begin, ids.fim_hole, ids.fim_end) if needs_fim else (-1, -1, -1),
         dtype=token_dtype(vocab_size(tok)).__name__,
-        fim=fim,
-        buckets=num_buckets(estimated_bytes, config.region_bytes),
-        seed=config.seed,
-        fields=config.fields,
-        max_record_bytes=config.max_record_bytes,
-        apply_filters=config.apply_filters,
-        quality=config.quality,
-        repo_level=config.repo_level,
-        sample_hooks=config.sample_hooks,
+        buckets=num_buckets(estimated_bytes, options.region_bytes),
         work_dir=work_dir,
-        dedup=config.dedup,
-        decontam=config.decontam,
     )
 
 
@@ -190,7 +136,7 @@ class _Run:
         return now
 
 
-def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
+def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing; returns the stats document (also written if asked)."""
     started = time.perf_counter()
     stage = build_stage_config(config, estimated_text_bytes(config.inputs))
@@ -205,7 +151,9 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     os.makedirs(os.path.join(work_dir, "shards"))
     stage = replace(stage, work_dir=work_dir)
     run = _Run()
-    engine = make_engine(config.engine, config.workers, stage, _init_worker, config.ray_address)
+    engine = make_engine(
+        config.engine, config.worker_count, stage, _init_worker, config.ray_address
+    )
     empty: EmptyOutputError | None = None
     try:
         try:
@@ -234,7 +182,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
 
 
 def _first_pass(
-    config: PipelineConfig, engine: Engine, run: _Run, spills: SpillWriter, input_bytes: int
+    config: PreprocessConfig, engine: Engine, run: _Run, spills: SpillWriter, input_bytes: int
 ) -> None:
     progress = Progress("pass 1/2 read+filter", input_bytes, config.progress)
     tasks = iter_tasks(
@@ -255,7 +203,7 @@ def _first_pass(
         progress.close()
 
 
-def _second_pass(config: PipelineConfig, engine: Engine, run: _Run, spills: SpillWriter) -> None:
+def _second_pass(config: PreprocessConfig, engine: Engine, run: _Run, spills: SpillWriter) -> None:
     progress = Progress("pass 2/2 order+FIM+tokenize", sum(spills.sizes.values()), config.progress)
     planned: dict[str, int] = {}
     first = len(run.shards)
@@ -285,15 +233,15 @@ def _second_pass(config: PipelineConfig, engine: Engine, run: _Run, spills: Spil
 
 
 def _deduplicate(
-    config: PipelineConfig, stage: StageConfig, engine: Engine, run: _Run, first_repo_shard: int
+    config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, first_repo_shard: int
 ) -> DedupOutcome | None:
     """The corpus-wide group-by over band keys and the connected components (None if off)."""
-    if stage.dedup is None:
+    if config.dedup is None:
         return None
     with_records = tuple(index for index, _, records in run.shards if records)
     records = sum(records for _, _, records in run.shards)
     parts = num_parts(records, config.group_bytes, engine.workers) if with_records else 0
-    tasks = (GroupTask(p, parts, with_records, stage.work_dir, stage.dedup) for p in range(parts))
+    tasks = (GroupTask(p, parts, with_records, stage.work_dir, config.dedup) for p in range(parts))
     results = []
     for _, result in engine.map(group_partition, tasks):
         results.append(result)
@@ -321,7 +269,9 @@ def _finalize(engine: Engine, run: _Run, outcome: DedupOutcome | None) -> list[i
     return kept
 
 
-def _merge(config: PipelineConfig, stage: StageConfig, kept: list[int]) -> EmptyOutputError | None:
+def _merge(
+    config: PreprocessConfig, stage: StageConfig, kept: list[int]
+) -> EmptyOutputError | None:
     """Concatenate the shards into PREFIX.bin/.idx (None, or the error of an empty output)."""
     prefixes = [shard_prefix(stage.work_dir, index) for index in kept]
     if not prefixes:
@@ -341,7 +291,7 @@ def _merge(config: PipelineConfig, stage: StageConfig, kept: list[int]) -> Empty
 
 
 def _report(
-    config: PipelineConfig,
+    config: PreprocessConfig,
     stage: StageConfig,
     run: _Run,
     engine: Engine,
@@ -352,7 +302,7 @@ def _report(
     info = {
         "inputs": list(config.inputs),
         "output_prefix": config.output_prefix,
-        "tokenizer": config.tokenizer_path,
+        "tokenizer": config.tokenizer_model,
         "dtype": stage.dtype,
         "engine": config.engine,
         "workers": engine.workers,
@@ -374,18 +324,18 @@ def _report(
     document["files_out"] = run.out["files"]
     document["tokens"] = run.out["tokens"]
     document["decontamination"] = {
-        "enabled": stage.decontam is not None,
-        "benchmarks": [b.name for b in stage.decontam.benchmarks] if stage.decontam else [],
-        "ngram": stage.decontam.ngram if stage.decontam else None,
+        "enabled": config.decontam is not None,
+        "benchmarks": [b.name for b in config.decontam.benchmarks] if config.decontam else [],
+        "ngram": config.decontam.ngram if config.decontam else None,
         "hits": dict(sorted(run.totals.decontam.items())),
         "dropped": run.totals.decontaminated,
     }
-    bands, rows = stage.dedup.band_layout() if stage.dedup else (0, 0)
+    bands, rows = config.dedup.band_layout() if config.dedup else (0, 0)
     document["dedup"] = {
-        "enabled": stage.dedup is not None,
-        **({"ngram": stage.dedup.ngram, "num_perm": stage.dedup.num_perm,
-            "threshold": stage.dedup.threshold, "bands": bands, "rows": rows,
-            "verify": stage.dedup.verify, "scheme": stage.dedup.scheme} if stage.dedup else {}),
+        "enabled": config.dedup is not None,
+        **({"ngram": config.dedup.ngram, "num_perm": config.dedup.num_perm,
+            "threshold": config.dedup.threshold, "bands": bands, "rows": rows,
+            "verify": config.dedup.verify, "scheme": config.dedup.scheme} if config.dedup else {}),
         **run.dedup,
     }  # fmt: skip
     if config.stats_json:

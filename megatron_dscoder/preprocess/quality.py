@@ -26,9 +26,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from megatron_dscoder.config.flags import ConfigError, opt
 from megatron_dscoder.preprocess.records import Record
 from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION, parse_result, supported
+
+if TYPE_CHECKING:
+    from megatron_dscoder.preprocess.stages import StageConfig
+    from megatron_dscoder.preprocess.stats import PartitionStats
 
 QUALITY_RULES: tuple[str, ...] = ("generated", "minified", "syntax_error", "long_function")
 HEADER_LINES = 10
@@ -46,19 +52,37 @@ _WHITESPACE = str.maketrans("", "", " \t\n\r\f\v")
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Which quality rules run (see the module docstring); validated on creation."""
+    """Which quality rules run (see the module docstring), each with its flag; validated on
+    creation."""
 
-    generated: bool = True
-    minified: bool = False
-    syntax: bool = True
-    max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
-    long_function_lines: int = DEFAULT_LONG_FUNCTION_LINES  # 0: off
+    generated: bool = opt(
+        True, "keep files with an auto-generation marker in their first 10 lines",
+        flag="--no-drop-generated",
+    )  # fmt: skip
+    minified: bool = opt(
+        False, "drop long files with under 8%% whitespace (off by default: on real code the "
+        "line filters already remove them)", flag="--drop-minified",
+    )  # fmt: skip
+    syntax: bool = opt(
+        True, "do not drop files that fail to parse (Python: CPython's compiler; Java, C, C++, "
+        "C#, JavaScript, TypeScript, PHP, Go, Rust, Ruby, shell: tree-sitter)",
+        flag="--no-syntax-check",
+    )  # fmt: skip
+    max_error_fraction: float = opt(
+        DEFAULT_MAX_ERROR_FRACTION, "tree-sitter languages: drop a file whose ERROR/MISSING "
+        "nodes cover more than this fraction of its bytes (default: %(default)s; C/C++/CUDA at "
+        "least 0.15)", flag="--syntax-max-error-fraction",
+    )  # fmt: skip
+    long_function_lines: int = opt(
+        DEFAULT_LONG_FUNCTION_LINES, "drop files with a function longer than this many lines "
+        "(default: %(default)s; 0: off)", flag="--max-function-lines",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_error_fraction <= 1.0:
-            raise ValueError("--syntax-max-error-fraction must be in [0, 1]")
+            raise ConfigError("--syntax-max-error-fraction must be in [0, 1]")
         if self.long_function_lines < 0:
-            raise ValueError("--max-function-lines must be >= 0 (0: off)")
+            raise ConfigError("--max-function-lines must be >= 0 (0: off)")
 
 
 def is_generated(text: str) -> bool:
@@ -112,3 +136,11 @@ def screen_records(
         else:
             dropped[reason] += 1
     return kept
+
+
+def quality_stage(
+    records: list[Record], config: StageConfig, stats: PartitionStats
+) -> list[Record]:
+    """The record stage (see :mod:`.options`): drops per rule in ``quality``, parses in ``syntax``."""
+    assert config.options.quality is not None  # the stage runs only when quality screening is on
+    return screen_records(records, config.options.quality, stats.quality, stats.syntax)

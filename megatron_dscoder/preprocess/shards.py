@@ -66,9 +66,9 @@ def run_shard(task: ShardTask, config: StageConfig) -> ShardResult:
             save_array(shard_file(config.work_dir, task.index, "tok"), result.encoded.tokens)
             save_array(shard_file(config.work_dir, task.index, "len"), result.encoded.lengths)
             save_array(shard_file(config.work_dir, task.index, "nf"), result.files)
-        if documents and result.signatures is not None and config.dedup is not None:
+        if documents and result.signatures is not None and config.options.dedup is not None:
             records = write_band_records(
-                config.work_dir, task.index, result.signatures, config.dedup
+                config.work_dir, task.index, result.signatures, config.options.dedup
             )
     return ShardResult(task.index, documents, records, spill, stats)
 

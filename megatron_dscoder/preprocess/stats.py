@@ -3,7 +3,8 @@
 Every partition stage reports into a :class:`PartitionStats`; the orchestrator merges them in
 task order, so the totals are the same for any worker count (only the timings differ). The
 stats JSON (``--stats-json``) has documents in and out, drops per filter and per bad-input
-reason, FIM counts, tokens, bytes, wall seconds per pass (``seconds``) and seconds per stage
+reason, records or samples dropped by each partition stage (``dropped_by_stage``), FIM counts,
+tokens, bytes, wall seconds per pass (``seconds``) and seconds per stage
 summed over all processes (``stage_seconds_summed``: workers run in parallel, so these add up
 to more than the wall time).
 """
@@ -46,6 +47,7 @@ class PartitionStats:
     languages: Counter[str] = field(default_factory=Counter)  # LANG:files/bytes/tokens/samples
     decontam: Counter[str] = field(default_factory=Counter)  # samples matching each benchmark
     decontaminated: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # records or samples, per stage
     documents: int = 0
     files: int = 0
     tokens: int = 0
@@ -59,7 +61,7 @@ class PartitionStats:
         self.tokens += other.tokens
         self.decontaminated += other.decontaminated
         for name in ("bad", "skipped", "filtered", "quality", "syntax", "languages", "repo", "fim",
-                     "decontam", "seconds"):  # fmt: skip
+                     "decontam", "dropped", "seconds"):  # fmt: skip
             getattr(self, name).update(getattr(other, name))
 
     @contextmanager
@@ -93,6 +95,7 @@ def stats_document(
         "languages": language_table(totals.languages),
         "repo_level": dict(sorted(totals.repo.items())),
         "fim": {mode: totals.fim.get(mode, 0) for mode in ("psm", "spm", "plain")},
+        "dropped_by_stage": dict(sorted(totals.dropped.items())),
         "seconds": {k: round(v, 3) for k, v in pass_seconds.items()},
         "stage_seconds_summed": {k: round(v, 3) for k, v in sorted(totals.seconds.items())},
     }

@@ -12,7 +12,8 @@ import orjson
 import zstandard
 from tokenizers import Tokenizer
 
-from megatron_dscoder.preprocess.pipeline import PipelineConfig, run_pipeline
+from megatron_dscoder.preprocess.options import PreprocessConfig
+from megatron_dscoder.preprocess.pipeline import run_pipeline
 from megatron_dscoder.tokenizer import load_tokenizer
 
 
@@ -33,9 +34,9 @@ def run(tmp_path: Path, inputs: list[Path], tokenizer: Path, **options: Any) -> 
     """Run the pipeline in-process (workers=1 unless given) into tmp_path/out/data."""
     options.setdefault("workers", 1)
     options.setdefault("progress", False)
-    config = PipelineConfig(
+    config = PreprocessConfig(
         inputs=[str(p) for p in inputs],
-        tokenizer_path=str(tokenizer),
+        tokenizer_model=str(tokenizer),
         output_prefix=str(options.pop("prefix", tmp_path / "out" / "data")),
         **options,
     )

@@ -134,7 +134,12 @@ def test_switches_and_extra_benchmark_files(
 def test_ray_engine_output_is_byte_identical_to_local(
     tmp_path: Path, tiny_tokenizer_dir: Path, planted: Path, ray_local: object
 ) -> None:
-    small = {"task_bytes": 20_000, "region_bytes": 30_000, "group_bytes": 4096, "seed": 5}
+    small = {
+        "task_bytes": 20_000,
+        "region_bytes": 30_000,
+        "dedup_group_mb": 4096 / (1 << 20),
+        "seed": 5,
+    }
     outputs, stats = [], []
     for engine, workers in (("local", 1), ("local", 2), ("ray", 2)):
         prefix = tmp_path / f"{engine}{workers}" / "data"

@@ -187,7 +187,7 @@ def test_bad_input_is_skipped_and_counted(tmp_path: Path, tiny_tokenizer_dir: Pa
         tmp_path / "corrupt.jsonl.gz",
         tmp_path / "checkouts",
     ]
-    stats = run(tmp_path, inputs, tiny_tokenizer_dir, max_record_bytes=1 << 20, fim_rate=0.5)
+    stats = run(tmp_path, inputs, tiny_tokenizer_dir, max_record_mb=1.0, fim_rate=0.5)
 
     assert stats["bad_input"] == {
         "binary": 2, "empty": 2, "empty_file": 1, "invalid_utf8": 2, "malformed_json": 1,

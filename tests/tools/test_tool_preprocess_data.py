@@ -102,13 +102,10 @@ def test_killed_run_leaves_no_complete_looking_pair(
 
 
 def load_tool() -> object:
-    import importlib.util
+    """The tool's logic (``tools/preprocess_data.py`` is a wrapper around it)."""
+    from megatron_dscoder.preprocess import cli
 
-    spec = importlib.util.spec_from_file_location("preprocess_data_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return cli
 
 
 def test_cli_dedup_decontamination_and_engine_flags(tmp_path: Path) -> None:

@@ -1,0 +1,141 @@
+"""Turn a raw code corpus into Megatron indexed binaries (``PREFIX.bin`` + ``PREFIX.idx``).
+
+DeepSeek-Coder's pipeline: the paper's file filters; quality screening (files that do not parse,
+auto-generated files, files with a function over 1000 lines; see
+``megatron_dscoder.preprocess.quality``); repository-level samples for Python, Java,
+C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
+prefixed with a path comment, one sample per connected component); one sample per file for
+other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
+document (and BOS before it only with ``--bos``: the tokenizer's own post-processor is never
+used, so the layout is the same for any tokenizer). Source text containing the literal text of an
+added token (``<pad>``, ``<|EOT|>``, a FIM sentinel ...) is encoded as plain text.
+Corpus-wide, two stages are on by default: near-deduplication (MinHash over word 5-grams,
+256 hashes, LSH bands, Jaccard >= 0.7 verified; repository samples of Python, Java, C, C++ and
+C# as wholes, other files one by one; one sample kept per cluster) and benchmark
+decontamination (a sample sharing a 10-word gram with HumanEval or a --decontaminate-files
+benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields
+text/repo/path/lang (The Stack's content/max_stars_repo_name/max_stars_repo_path/lang are
+recognised), or directories whose subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
+Output is identical for any ``--workers`` and either ``--engine`` given the same input and
+``--seed``.
+
+Run as ``dscoder-preprocess`` (installed with the package) or ``python tools/preprocess_data.py``;
+the flags are generated from :class:`.options.PreprocessConfig`. Tiny CPU toy run, from the
+repository root (a tokenizer first, then the Python json package)::
+
+    STDLIB=$(python -c 'import sysconfig;print(sysconfig.get_paths()["stdlib"])')
+    python tools/train_tokenizer.py --input "$STDLIB/json" --output out/tok-toy --vocab-size 2000
+    python tools/preprocess_data.py --input "$STDLIB/json" --tokenizer-model out/tok-toy \\
+        --output-prefix out/toy/code --workers 2 --stats-json out/toy/stats.json
+
+Then train with ``--data-path out/toy/code``. A real run::
+
+    python tools/preprocess_data.py --input shards/*.jsonl.zst --tokenizer-model out/tokenizer \\
+        --output-prefix data/code --workers 64 --fim-rate 0.5 --seed 1234 \\
+        --stats-json data/code.json \\
+        --decontaminate-files bench/mbpp.jsonl:text,code bench/ds1000.jsonl.gz:prompt
+
+On a Ray cluster (every path on shared storage, this package installed on every node)::
+
+    python tools/preprocess_data.py --engine ray --ray-address auto --input /shared/raw/*.jsonl.zst \\
+        --tokenizer-model /shared/tokenizer --output-prefix /shared/data/code --keep-shards
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from megatron_dscoder.config.flags import add_flags, values_from_args
+from megatron_dscoder.data.indexed import EmptyOutputError, NoSpaceError
+from megatron_dscoder.preprocess.options import PreprocessConfig
+from megatron_dscoder.preprocess.pipeline import run_pipeline
+from megatron_dscoder.preprocess.report import write_report
+from megatron_dscoder.tokenizer import MissingSpecialTokensError
+
+#: What the one-line summary on stdout shows of the stats.
+SUMMARY = ("documents_in", "documents_out", "tokens", "bad_input", "filtered", "quality", "fim")
+#: OSErrors that a user fixes (free space, permissions), reported in one line without traceback.
+USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EEXIST,
+               errno.ENOTDIR, errno.EISDIR)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag, generated from the fields of :class:`.options.PreprocessConfig`."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_flags(parser, PreprocessConfig)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
+    """The options the flags give (flags left out keep the dataclass defaults)."""
+    return PreprocessConfig(**values_from_args(PreprocessConfig, args))
+
+
+def check_writable_place(flag: str, path: str | None, *, directory: bool) -> None:
+    """Refuse before any work a ``--stats-json``/``--tmp-dir`` that cannot be written."""
+    if path is None:
+        return
+    if directory and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
+    if not directory and os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a directory")
+
+
+def os_error_line(err: OSError, options: PreprocessConfig) -> str:
+    """``no space left on device (PATH)`` and the like, naming the file or its place."""
+    if isinstance(err, NoSpaceError):
+        return str(err)
+    where = (
+        err.filename or options.tmp_dir or os.path.dirname(os.path.abspath(options.output_prefix))
+    )
+    return f"{(err.strerror or str(err)).lower()} ({where})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the pipeline; 0 on success, 2 (one line on stderr) for a user mistake."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options: PreprocessConfig | None = None
+    try:
+        options = config_from_args(args)
+        check_writable_place("--stats-json", options.stats_json, directory=False)
+        check_writable_place("--tmp-dir", options.tmp_dir, directory=True)
+        stats = run_pipeline(options)
+    except (MissingSpecialTokensError, ValueError, FileNotFoundError, EmptyOutputError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except OSError as err:  # a full disk or an unwritable place: the environment, not a bug
+        if err.errno not in USER_ERRNOS or options is None:
+            raise
+        sys.stderr.write(f"error: {os_error_line(err, options)}\n")
+        return 2
+    summary = {k: stats[k] for k in SUMMARY}
+    summary["decontaminated"] = stats["decontamination"]["dropped"]
+    summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
+    out = sys.stdout
+    out.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    out.write(f"wrote {options.output_prefix}.bin/.idx in {stats['seconds']['total']:.1f}s\n")
+    if options.report:
+        out.write(f"wrote {write_report(stats, options.report)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
