@@ -148,3 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"error: logits differ by {diff:.3e} > {args.logits_tolerance:g}\n")
             return 3
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

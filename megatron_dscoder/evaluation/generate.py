@@ -235,3 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         text = prompt + completion if args.show_full else completion
     sys.stdout.write(text + "\n")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -351,3 +351,7 @@ def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
             json.dumps({**result, "args": vars(args)}, indent=1, default=str) + "\n"
         )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
