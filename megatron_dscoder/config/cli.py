@@ -17,6 +17,7 @@ from megatron_dscoder.config.recipes import (
     pretrain_recipe,
 )
 from megatron_dscoder.config.run import (
+    ATTENTION_BACKENDS,
     CheckpointConfig,
     ConfigError,
     DataConfig,
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STAGES,
         default="pretrain",
         help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load",
+    )
+    add(
+        "--attention-backend",
+        choices=ATTENTION_BACKENDS,
+        default="auto",
+        help="core attention: auto = transformer_engine with TE on a GPU, else sdpa "
+        "(torch SDPA); flash = flash-attn; unfused = megatron-core's DotProductAttention",
     )
 
     add = p.add_argument_group("parallelism").add_argument
@@ -273,6 +281,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         data=data,
         checkpoint=checkpoint,
         logging=logging_cfg,
+        attention_backend=args.attention_backend,
     )
 
 
@@ -286,7 +295,15 @@ def parse(argv: Sequence[str] | None, world_size: int) -> tuple[argparse.Namespa
         # Planning without a launcher: one data-parallel replica of the requested layout.
         world_size = args.tensor_model_parallel_size * args.pipeline_model_parallel_size
     try:
-        return args, config_from_args(args, world_size)
+        run = config_from_args(args, world_size)
     except (ValueError, OSError) as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+    if not args.dry_run:  # a plan may target a GPU this machine lacks
+        from megatron_dscoder.model.attention import BackendUnavailableError, resolve_backend
+
+        try:
+            resolve_backend(run.attention_backend)  # before anything is built
+        except BackendUnavailableError as err:  # the environment, not the flags: no usage text
+            parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return args, run

@@ -17,6 +17,11 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the offending values."""
 
 
+ATTENTION_BACKENDS = ("auto", "transformer_engine", "flash", "sdpa", "unfused")
+"""``--attention-backend`` choices (``megatron_dscoder.model.attention``); ``auto`` picks
+Transformer Engine when it and CUDA are present, else ``sdpa``."""
+
+
 def split_pipeline_layers(
     num_layers: int, pp: int, first: int | None = None, last: int | None = None
 ) -> tuple[int | None, int | None]:
@@ -237,6 +242,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(mock_data=True))
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    attention_backend: str = "auto"
+    """Core attention; not part of the checkpoint (every backend has the same keys)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -276,6 +283,16 @@ class RunConfig:
                 f"{arch.max_position_embeddings} of model {self.model!r}"
             )
         cp = par.context_parallel_size
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ConfigError(
+                f"attention-backend={self.attention_backend!r}: choose one of "
+                f"{', '.join(ATTENTION_BACKENDS)}"
+            )
+        if cp > 1 and self.attention_backend not in ("auto", "transformer_engine"):
+            raise ConfigError(
+                f"context-parallel-size={cp} needs --attention-backend transformer_engine "
+                f"(got {self.attention_backend})"
+            )
         if cp > 1 and train.seq_length % (2 * cp):
             raise ConfigError(
                 f"seq-length={train.seq_length} is not divisible by 2 x "

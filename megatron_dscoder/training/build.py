@@ -42,7 +42,7 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
 
 def build_model_chunks(run: RunConfig, config: TransformerConfig) -> list[DistributedDataParallel]:
     """This rank's model chunk, initialised from ``run.train.seed`` and wrapped in megatron DDP."""
-    model = build_model(run.arch, config)
+    model = build_model(run.arch, config, run.attention_backend)
     initialize_model(
         model,
         run.train.seed,
