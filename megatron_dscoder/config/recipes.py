@@ -30,6 +30,7 @@ class Recipe:
 
 PRETRAIN: dict[str, Recipe] = {
     "debug": Recipe(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=8 * 128 * 10),
+    "debug-4k": Recipe(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=8 * 4096 * 10),
     "1.3b": Recipe(lr=5.3e-4, global_batch_size=1024),
     "6.7b": Recipe(lr=4.2e-4, global_batch_size=2304),
     "33b": Recipe(lr=3.5e-4, global_batch_size=3840),
@@ -68,7 +69,9 @@ def extend_context_recipe(base: Recipe, model: str | None) -> Recipe:
     return Recipe(
         lr=base.lr * EXTEND_CONTEXT.lr_fraction_of_peak,
         global_batch_size=(
-            base.global_batch_size if model == "debug" else EXTEND_CONTEXT.global_batch_size
+            base.global_batch_size
+            if model in ("debug", "debug-4k")
+            else EXTEND_CONTEXT.global_batch_size
         ),
         lr_warmup_iters=0,
         lr_decay_style="constant",
