@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -22,13 +23,25 @@ COMMON = (
     "--micro-batch-size 1 --seq-length 64 --seed 7 --lr 3e-4"
 )
 TP2_SP = "--tensor-model-parallel-size 2 --sequence-parallel"
+# Two-rank runs, named LAYOUT_BACKEND; PAIRS maps each checked case to (sdpa run, unfused run).
+# Recomputation does not change the math, so recomputed sdpa runs face the plain unfused run.
 TWO_RANKS = {
-    "tp2_sp": TP2_SP,
-    "tp2_sp_selective": f"{TP2_SP} --recompute-granularity selective",
-    "tp2_sp_full": f"{TP2_SP} --recompute-granularity full --recompute-method uniform",
-    "pp2": "--pipeline-model-parallel-size 2",
+    "tp2_sp_unfused": TP2_SP,
+    "tp2_sp_sdpa": TP2_SP,
+    "tp2_sp_selective_sdpa": f"{TP2_SP} --recompute-granularity selective",
+    "tp2_sp_full_sdpa": f"{TP2_SP} --recompute-granularity full --recompute-method uniform",
+    "pp2_unfused": "--pipeline-model-parallel-size 2",
+    "pp2_sdpa": "--pipeline-model-parallel-size 2",
+}
+PAIRS = {
+    "tp1": ("tp1_sdpa", "tp1_unfused"),
+    "tp2_sp": ("tp2_sp_sdpa", "tp2_sp_unfused"),
+    "tp2_sp_selective": ("tp2_sp_selective_sdpa", "tp2_sp_unfused"),
+    "tp2_sp_full": ("tp2_sp_full_sdpa", "tp2_sp_unfused"),
+    "pp2": ("pp2_sdpa", "pp2_unfused"),
 }
 BACKENDS = ("unfused", "sdpa")
+LONG = "--model debug-4k --mock-data --seed 3 --global-batch-size 2"
 
 
 def test_one_layer_matches_unfused():
@@ -59,14 +72,23 @@ def runs(tmp_path_factory) -> dict[str, list[dict]]:
         f"{COMMON} --attention-backend unfused --save {ckpt} --exit-interval 3",
         "sdpa_resumed",
         f"{COMMON} --attention-backend sdpa --load {ckpt} --save {ckpt}",
+        "debug4k_stage1",
+        f"{LONG} --seq-length 64 --train-iters 1 --save {out / 'ckpt4k'}",
+        "extend_2k_sdpa",
+        f"{LONG} --stage extend-context --load {out / 'ckpt4k'} --save {out / 'ckpt16k'} "
+        "--seq-length 2048 --train-iters 2 --global-batch-size 1 --attention-backend sdpa",
     ]
     python_module_script(WORKERS / "layouts.py", *single)
     pairs = [str(out)]
     for name, flags in TWO_RANKS.items():
-        for backend in BACKENDS:
-            pairs += [f"{name}_{backend}", f"{COMMON} {flags} --attention-backend {backend}"]
+        backend = name.rsplit("_", 1)[1]
+        pairs += [name, f"{COMMON} {flags} --attention-backend {backend}"]
     torchrun(2, WORKERS / "layouts.py", *pairs)
-    return {p.stem: read_jsonl(p) for p in out.glob("*.jsonl")}
+    runs = {p.stem: read_jsonl(p) for p in out.glob("*.jsonl")}
+    runs["extend_meta"] = json.loads(
+        (out / "ckpt16k" / "iter_0000002" / "run_config.json").read_text()
+    )
+    return runs
 
 
 def python_module_script(script, *args: str) -> None:  # noqa: ANN001
@@ -76,9 +98,9 @@ def python_module_script(script, *args: str) -> None:  # noqa: ANN001
     assert proc.returncode == 0, proc.stderr[-8000:]
 
 
-@pytest.mark.parametrize("layout", ["tp1", *TWO_RANKS])
+@pytest.mark.parametrize("layout", PAIRS)
 def test_sdpa_matches_unfused_in_training(runs, layout):
-    ref, got = runs[f"{layout}_unfused"], runs[f"{layout}_sdpa"]
+    got, ref = (runs[name] for name in PAIRS[layout])
     assert [r["iteration"] for r in got] == [1, 2, 3, 4, 5]
     for r, g in zip(ref, got, strict=True):
         for key in ("lm_loss", "grad_norm"):
@@ -92,6 +114,17 @@ def test_unfused_checkpoint_resumes_with_sdpa(runs):
     for r, g in zip(ref[3:], resumed, strict=True):
         for key in ("lm_loss", "grad_norm"):
             assert g[key] == pytest.approx(r[key], rel=1e-6), (r["iteration"], key)
+
+
+def test_16k_recipe_beyond_the_4k_positions_with_sdpa(runs):
+    """The real 16K recipe on debug-4k (16,384 positions) at 2,048 tokens; the full 16,384 is
+    ``benchmarks/bench_long_context.py`` (about 30 s per step on two cores)."""
+    arch = runs["extend_meta"]["arch"]
+    assert (arch["max_position_embeddings"], arch["seq_len_interpolation_factor"]) == (16384, 4.0)
+    assert arch["rotary_base"] == 100000
+    records = runs["extend_2k_sdpa"]
+    assert [r["iteration"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["lm_loss"]) and 0 < r["grad_norm"] < 1e3 for r in records)
 
 
 @pytest.mark.parametrize("backend", ["flash", "transformer_engine"])
