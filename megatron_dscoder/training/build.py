@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from megatron.core import parallel_state
 from megatron.core.distributed import (
@@ -13,8 +15,11 @@ from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_mega
 from megatron.core.transformer import TransformerConfig
 
 from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.model.attention import resolve_backend
 from megatron_dscoder.model.build import build_model, transformer_config
 from megatron_dscoder.model.weight_init import initialize_model
+
+logger = logging.getLogger(__name__)
 
 
 def build_transformer_config(run: RunConfig) -> TransformerConfig:
@@ -42,6 +47,7 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
 
 def build_model_chunks(run: RunConfig, config: TransformerConfig) -> list[DistributedDataParallel]:
     """This rank's model chunk, initialised from ``run.train.seed`` and wrapped in megatron DDP."""
+    logger.info("attention backend: %s", resolve_backend(run.attention_backend))
     model = build_model(run.arch, config, run.attention_backend)
     initialize_model(
         model,
