@@ -149,6 +149,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--adam-beta2",
         "--adam-eps",
         "--assumed-efficiency",
+        "--attention-backend",
         "--bf16",
         "--clip-grad",
         "--context-parallel-size",

@@ -169,7 +169,15 @@ def parse(argv: Sequence[str] | None, world_size: int) -> tuple[argparse.Namespa
     try:
         if args.gpu_memory_gib <= 0 or not 0 < args.assumed_efficiency <= 1:
             raise ConfigError("--gpu-memory-gib must be > 0 and --assumed-efficiency in (0, 1]")
-        return args, config_from_args(args, world_size)
+        run = config_from_args(args, world_size)
     except (ValueError, OSError) as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+    if not args.dry_run:  # a plan may target a GPU this machine lacks
+        from megatron_dscoder.model.attention import BackendUnavailableError, resolve_backend
+
+        try:
+            resolve_backend(run.train.attention_backend)  # before anything is built
+        except BackendUnavailableError as err:  # the environment, not the flags: no usage text
+            parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return args, run

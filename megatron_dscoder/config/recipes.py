@@ -33,6 +33,8 @@ class SizeDefaults:
 SIZES: dict[str, SizeDefaults] = {
     # Ten iterations of 8 x 128 tokens: a CPU toy run.
     "debug": SizeDefaults(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=10240),
+    # The debug model at the real sizes' 4,096 positions: the 16K stage at its real length.
+    "debug-4k": SizeDefaults(lr=3e-3, global_batch_size=8, lr_warmup_iters=0, train_tokens=327680),
     "1.3b": SizeDefaults(lr=5.3e-4, global_batch_size=1024),
     "6.7b": SizeDefaults(lr=4.2e-4, global_batch_size=2304),
     "33b": SizeDefaults(lr=3.5e-4, global_batch_size=3840),

@@ -45,6 +45,11 @@ def parse_split(split: str) -> tuple[float, float, float]:
     return train, valid, test
 
 
+ATTENTION_BACKENDS = ("auto", "transformer_engine", "flash", "sdpa", "unfused")
+"""``--attention-backend`` choices (``megatron_dscoder.model.attention``); ``auto`` picks
+Transformer Engine when it and CUDA are present, else ``sdpa``."""
+
+
 def split_pipeline_layers(
     num_layers: int, pp: int, first: int | None = None, last: int | None = None
 ) -> tuple[int | None, int | None]:
@@ -168,6 +173,13 @@ class TrainConfig:
     clip_grad: float = opt(1.0, "gradient-norm clipping threshold, 0 disables (default: 1.0)")
     seed: int = opt(1234)
     bf16: bool | None = opt(None, "bf16 mixed precision (default: on with CUDA, off on CPU)")
+    attention_backend: str = opt(
+        "auto",
+        "core attention: auto = transformer_engine with TE on a GPU, else sdpa (torch SDPA); "
+        "flash = flash-attn; unfused = megatron-core's DotProductAttention (default: auto)",
+        choices=ATTENTION_BACKENDS,
+    )
+    """Not part of the checkpoint: every backend has the same keys, so a run may switch."""
     """bf16 weights and activations; fp32 main weights, gradient accumulation and Adam state."""
     lr_decay_style: str = opt(
         "three-stage", "default: the size's recipe", choices=("three-stage", "cosine", "constant")
@@ -330,6 +342,11 @@ class RunConfig:
                 f"{arch.max_position_embeddings} of model {self.model!r}"
             )
         cp = par.context_parallel_size
+        if cp > 1 and train.attention_backend not in ("auto", "transformer_engine"):
+            raise ConfigError(
+                f"context-parallel-size={cp} needs --attention-backend transformer_engine "
+                f"(got {train.attention_backend})"
+            )
         if cp > 1 and train.seq_length % (2 * cp):
             raise ConfigError(
                 f"seq-length={train.seq_length} is not divisible by 2 x "

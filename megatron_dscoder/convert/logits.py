@@ -48,7 +48,7 @@ def megatron_logits(ckpt_dir: str | Path, arch: ModelArch, ids: torch.Tensor) ->
     from megatron_dscoder.training import checkpoint as checkpointing
 
     with one_rank_group():
-        model = build_model(arch, transformer_config(arch), use_transformer_engine=False)
+        model = build_model(arch, transformer_config(arch), attention_backend="unfused")
         checkpointing.load_checkpoint(ckpt_dir, model=[model], optimizer=None, load_rng=False)
         model.eval()
         positions = torch.arange(ids.shape[1], dtype=torch.int64).unsqueeze(0)

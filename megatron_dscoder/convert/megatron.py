@@ -167,7 +167,7 @@ def _meta_model_state(arch: ModelArch) -> dict[str, Any]:
 
     config = transformer_config(arch)
     with torch.device("meta"):
-        model = build_model(arch, config, use_transformer_engine=False)
+        model = build_model(arch, config, attention_backend="unfused")
     state = model.sharded_state_dict()
     apply_factories(state)  # SwiGLU fc1 -> its gate and up chunks
     return state

@@ -2,13 +2,14 @@
 
 Two layer specs, one model:
 
-* with Transformer Engine on a GPU: megatron-core's TE spec (RMSNorm fused into the QKV and fc1
-  GEMMs, TE's fused attention / FlashAttention);
-* otherwise: megatron-core's local spec (its own column/row-parallel linears and dot-product
-  attention) with :class:`RMSNorm`, a norm that marks its weight for sequence parallelism so
-  megatron-core all-reduces its gradient over the tensor-parallel group.
+* ``--attention-backend transformer_engine`` (``auto`` with TE on a GPU): megatron-core's TE
+  spec (RMSNorm fused into the QKV and fc1 GEMMs, TE's fused attention / FlashAttention);
+* otherwise: megatron-core's local spec (its own column/row-parallel linears) with the core
+  attention of the backend (``megatron_dscoder.model.attention``: torch SDPA, flash-attn or
+  megatron-core's unfused ``DotProductAttention``) and :class:`RMSNorm`, a norm that marks its
+  weight for sequence parallelism so megatron-core all-reduces its gradient over the TP group.
 
-Checkpoint keys are the same for both specs (the local spec maps its norm names onto TE's).
+Checkpoint keys are the same for every spec (the local spec maps its norm names onto TE's).
 """
 
 from __future__ import annotations
@@ -28,18 +29,14 @@ from megatron.core.transformer.transformer_block import (
     get_num_layers_to_build,
 )
 
+from megatron_dscoder.model.attention import (
+    core_attention_module,
+    have_transformer_engine,
+    resolve_backend,
+)
 from megatron_dscoder.model.registry import ModelArch
 
-
-def have_transformer_engine() -> bool:
-    """True when Transformer Engine is importable and a CUDA device is present."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import transformer_engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
+__all__ = ["RMSNorm", "build_model", "have_transformer_engine", "layer_spec", "transformer_config"]
 
 
 class RMSNorm(torch.nn.RMSNorm):
@@ -115,14 +112,14 @@ def transformer_config(
 
 
 def layer_spec(
-    config: TransformerConfig, use_transformer_engine: bool | None = None
+    config: TransformerConfig, attention_backend: str = "auto"
 ) -> ModuleSpec | TransformerBlockSubmodules:
-    """The decoder spec for this process's pipeline stage."""
-    if use_transformer_engine is None:
-        use_transformer_engine = have_transformer_engine()
-    if use_transformer_engine:
+    """The decoder spec for this process's pipeline stage with ``attention_backend``."""
+    backend = resolve_backend(attention_backend)
+    if backend == "transformer_engine":
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = core_attention_module(backend)
     spec.submodules.input_layernorm = RMSNorm
     spec.submodules.pre_mlp_layernorm = RMSNorm
     num_layers = get_num_layers_to_build(config)
@@ -130,12 +127,12 @@ def layer_spec(
 
 
 def build_model(
-    arch: ModelArch, config: TransformerConfig, use_transformer_engine: bool | None = None
+    arch: ModelArch, config: TransformerConfig, attention_backend: str = "auto"
 ) -> GPTModel:
     """One pipeline stage of the model (pre/post-processing only on the first/last stage)."""
     return GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec(config, use_transformer_engine),
+        transformer_layer_spec=layer_spec(config, attention_backend),
         vocab_size=arch.padded_vocab_size(config.tensor_model_parallel_size),
         max_sequence_length=arch.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

@@ -128,6 +128,10 @@ MODELS: dict[str, ModelArch] = {
         num_query_groups=8,
     ),
 }
+# The debug model at the real sizes' 4K-stage length: ``--stage extend-context`` takes it to
+# 16,384 positions, so the 16K stage runs at its real length on a CPU (``debug`` itself stops at
+# 128 -> 512, which keeps its default sequences short for tests).
+MODELS["debug-4k"] = dataclasses.replace(MODELS["debug"], max_position_embeddings=4096)
 
 
 def get_model(name: str) -> ModelArch:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from megatron.core import parallel_state
 from megatron.core.distributed import (
@@ -13,6 +15,7 @@ from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_mega
 from megatron.core.transformer import TransformerConfig
 
 from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.model.attention import resolve_backend
 from megatron_dscoder.model.build import build_model, transformer_config
 from megatron_dscoder.model.weight_init import initialize_model
 from megatron_dscoder.parallel import grad_norm
@@ -26,6 +29,9 @@ def use_bf16(run: RunConfig) -> bool:
 def params_dtype(run: RunConfig) -> torch.dtype:
     """Dtype of the model's weights and activations (the optimizer keeps fp32 main weights)."""
     return torch.bfloat16 if use_bf16(run) else torch.float32
+
+
+logger = logging.getLogger(__name__)
 
 
 def build_transformer_config(run: RunConfig) -> TransformerConfig:
@@ -53,7 +59,8 @@ def build_transformer_config(run: RunConfig) -> TransformerConfig:
 
 def build_model_chunks(run: RunConfig, config: TransformerConfig) -> list[DistributedDataParallel]:
     """This rank's model chunk, initialised from ``run.train.seed`` and wrapped in megatron DDP."""
-    model = build_model(run.arch, config)
+    logger.info("attention backend: %s", resolve_backend(run.train.attention_backend))
+    model = build_model(run.arch, config, run.train.attention_backend)
     initialize_model(
         model,
         run.train.seed,

@@ -28,7 +28,7 @@ def test_paper_table_2_horizons():
 
 
 def test_unknown_size_is_a_key_error_naming_the_sizes():
-    with pytest.raises(KeyError, match="known models: debug, 1.3b, 6.7b, 33b"):
+    with pytest.raises(KeyError, match="known models: debug, debug-4k, 1.3b, 6.7b, 33b"):
         recipes.pretrain("7b")
 
 
