@@ -58,7 +58,7 @@ def _alive(pid: int) -> bool:
 def test_sigkill_of_the_tool_takes_its_workers_along(tmp_path: Path, tiny_tokenizer_dir) -> None:  # noqa: ANN001
     corpus = tmp_path / "big.jsonl"
     with open(corpus, "w") as f:
-        for i in range(3000):
+        for i in range(20000):  # minutes of work: the kill must land mid-run on any machine
             text = f"function f{i}(a) {{\n  return a + {i};\n}}\n" * 40
             f.write(json.dumps({"text": text, "path": f"f{i}.js"}) + "\n")
     out = tmp_path / "out"
@@ -74,7 +74,11 @@ def test_sigkill_of_the_tool_takes_its_workers_along(tmp_path: Path, tiny_tokeni
         if len(workers) >= 2 and list(out.glob("code.work-*")):
             break
         time.sleep(0.01)
-    time.sleep(3.0)  # the workers load the tokenizer and take their first tasks
+    # Kill in the middle of the work: once the workers have written their first shard files.
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.is_file() for p in out.glob("code.work-*/**/*")):
+            break
+        time.sleep(0.01)
     assert proc.poll() is None, "the run should still be working"
     workers = _descendants(proc.pid)
     assert len(workers) >= 2, workers
@@ -125,7 +129,7 @@ def test_a_full_disk_at_the_final_write_keeps_the_previous_output(
         before = {p.name: p.read_bytes() for p in target.iterdir()}
         big = tmp_path / "big.jsonl"
         with open(big, "w") as f:
-            for i in range(3000):  # ~400k tokens: 800 KB of uint16, more than the disk holds
+            for i in range(20000):  # minutes of work: the kill must land mid-run on any machine  # ~400k tokens: 800 KB of uint16, more than the disk holds
                 text = f"def f{i}(a):\n    return a * {i} + {i * 7}\n" * 4
                 f.write(json.dumps({"text": text, "path": f"m{i}.py"}) + "\n")
         if disk == "injected":
