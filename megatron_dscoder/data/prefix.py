@@ -27,9 +27,10 @@ import fcntl
 import os
 from collections.abc import Iterator
 
+from megatron_dscoder.paths import OutputPathError, check_output_path
 
-class OutputPrefixError(ValueError):
-    """An output prefix that cannot name ``PREFIX.bin``/``PREFIX.idx``; the message says why."""
+OutputPrefixError = OutputPathError
+"""An output prefix that cannot name ``PREFIX.bin``/``PREFIX.idx``; the message says why."""
 
 
 def check_output_prefix(prefix: str, flag: str = "--output-prefix") -> None:
@@ -45,15 +46,7 @@ def check_output_prefix(prefix: str, flag: str = "--output-prefix") -> None:
             f"{os.path.join(prefix, 'data')}"
         )
     for suffix in (".bin", ".idx"):
-        if os.path.isdir(prefix + suffix):
-            raise OutputPrefixError(f"{flag} {prefix!r}: {prefix}{suffix} is a directory")
-    parent = os.path.dirname(os.path.abspath(prefix))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise OutputPrefixError(f"{flag} {prefix!r}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPrefixError(f"{flag} {prefix!r}: directory {parent} is not writable")
+        check_output_path(prefix + suffix, flag, directory=False)
 
 
 @contextlib.contextmanager

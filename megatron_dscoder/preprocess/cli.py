@@ -53,6 +53,7 @@ from collections.abc import Sequence
 
 from megatron_dscoder.config.flags import add_flags, values_from_args
 from megatron_dscoder.data.indexed import EmptyOutputError, NoSpaceError
+from megatron_dscoder.paths import check_output_path
 from megatron_dscoder.preprocess.options import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import run_pipeline
 from megatron_dscoder.preprocess.report import write_report
@@ -83,21 +84,6 @@ def config_from_args(args: argparse.Namespace) -> PreprocessConfig:
     return PreprocessConfig(**values_from_args(PreprocessConfig, args))
 
 
-def check_writable_place(flag: str, path: str | None, *, directory: bool) -> None:
-    """Refuse before any work a ``--stats-json``/``--tmp-dir`` that cannot be written."""
-    if path is None:
-        return
-    if directory and os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag} {path}: exists and is not a directory")
-    if not directory and os.path.isdir(path):
-        raise ValueError(f"{flag} {path}: is a directory")
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{flag} {path}: {parent} is a file, not a directory")
-
-
 def os_error_line(err: OSError, options: PreprocessConfig) -> str:
     """``no space left on device (PATH)`` and the like, naming the file or its place."""
     if isinstance(err, NoSpaceError):
@@ -115,8 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: PreprocessConfig | None = None
     try:
         options = config_from_args(args)
-        check_writable_place("--stats-json", options.stats_json, directory=False)
-        check_writable_place("--tmp-dir", options.tmp_dir, directory=True)
+        if options.stats_json:
+            check_output_path(options.stats_json, "--stats-json", directory=False)
+        if options.tmp_dir:
+            check_output_path(options.tmp_dir, "--tmp-dir", directory=True)
         stats = run_pipeline(options)
     except (MissingSpecialTokensError, ValueError, FileNotFoundError, EmptyOutputError) as err:
         sys.stderr.write(f"error: {err}\n")

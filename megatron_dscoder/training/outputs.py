@@ -12,15 +12,14 @@ means nothing. To continue the other run, ``--load`` its directory (the run then
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
+from megatron_dscoder.paths import OutputPathError, check_output_path
 from megatron_dscoder.training import checkpoint as checkpointing
 
-
-class OutputError(RuntimeError):
-    """An output location that cannot be used; the message names the flag and the path."""
+OutputError = OutputPathError
+"""An output location that cannot be used; the message names the flag and the path."""
 
 
 def new_run_id() -> str:
@@ -28,33 +27,14 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def check_writable(directory: str | Path, flag: str) -> None:
-    """Create ``directory`` if needed and prove a file can be written there."""
-    path = Path(directory)
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"{flag} {path}: {parent} is not a directory")
-            break
-    probe = path / f".write_test.{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"{flag} {path}: not writable ({err.strerror or err})") from err
-
-
 def check_outputs(save: str | None, metrics_jsonl: str | None, tensorboard_dir: str | None) -> None:
     """Every output location of the run, before anything is computed."""
     if save:
-        check_writable(save, "--save")
+        check_output_path(save, "--save", directory=True)
     if metrics_jsonl:
-        if Path(metrics_jsonl).is_dir():
-            raise OutputError(f"--metrics-jsonl {metrics_jsonl}: is a directory")
-        check_writable(Path(metrics_jsonl).parent, "--metrics-jsonl")
+        check_output_path(metrics_jsonl, "--metrics-jsonl", directory=False)
     if tensorboard_dir:
-        check_writable(tensorboard_dir, "--tensorboard-dir")
+        check_output_path(tensorboard_dir, "--tensorboard-dir", directory=True)
 
 
 def check_own(save: str | Path, run_id: str, adopt_legacy: bool) -> None:

@@ -219,7 +219,7 @@ def test_checkpoint_without_manifest_still_loads(outcomes):
 
 def test_foreign_save_directory_is_refused_before_the_model(outcomes):
     res = outcomes["foreign_save"]
-    assert res["status"] == "error" and "OutputError" in res["message"]
+    assert res["status"] == "error" and "OutputPathError" in res["message"]
     assert "holds checkpoints of another run: iter_0000002" in res["message"]
     root = outcomes["_tmp"] / "good"
     assert (root / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
