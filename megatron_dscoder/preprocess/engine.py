@@ -17,7 +17,8 @@ every engine; engines differ only in where it runs:
                      ``megatron_dscoder`` must be importable on every node (installed in the
                      same environment, or shipped with a Ray ``runtime_env``).
 
-Because results are consumed in item order and the stage code is deterministic, both engines
+``map_unordered`` yields results as they finish instead (the pipeline's tasks; it applies
+them in a fixed order itself). Because results are applied in item order and the stage code is deterministic, both engines
 (and any worker count) write byte-identical output.
 """
 
@@ -28,7 +29,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 from megatron_dscoder.lifeline import die_with_parent
@@ -88,6 +89,21 @@ class LocalEngine:
             done, future = pending.popleft()
             yield done, future.result()
 
+    def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` as they finish, at most ``in_flight`` pending."""
+        pending: dict[Future[R], T] = {}
+        iterator = iter(items)
+        while True:
+            for item in iterator:
+                pending[self.executor.submit(fn, item, self.config)] = item
+                if len(pending) >= self.in_flight:
+                    break
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+
     def close(self, cancel: bool = False) -> None:
         self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
 
@@ -128,6 +144,21 @@ class RayEngine:
         while pending:
             done, ref = pending.popleft()
             yield done, self.ray.get(ref)
+
+    def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` as they finish (``ray.wait``), ``in_flight`` pending."""
+        pending: dict[Any, T] = {}
+        iterator = iter(items)
+        while True:
+            for item in iterator:
+                pending[self.remote.remote(fn, item, self.config_ref)] = item
+                if len(pending) >= self.in_flight:
+                    break
+            if not pending:
+                return
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), self.ray.get(ref)
 
     def close(self, cancel: bool = False) -> None:
         del self.config_ref
