@@ -1,9 +1,9 @@
 """Execution engines: where the pipeline's partition functions run.
 
-The orchestration in :mod:`.pipeline` only ever calls ``engine.map(fn, items)``: run the
-module-level function ``fn(item, config)`` (``config`` given once, when the engine is made) on
-every item, and yield ``(item, result)`` in
-item order with a bounded number of items in flight. The stage code (``fn``) is the same for
+The orchestration in :mod:`.pipeline` only ever calls ``engine.map_unordered(fn, items)``: run
+the module-level function ``fn(item, config)`` (``config`` given once, when the engine is made)
+on every item, and yield ``(item, result)`` as items finish, with a bounded number in flight
+(one slow task never idles the others). The stage code (``fn``) is the same for
 every engine; engines differ only in where it runs:
 
 ``local`` (default)  a ``spawn`` process pool of ``--workers`` processes on this machine
@@ -15,11 +15,12 @@ every engine; engines differ only in where it runs:
                      read/write the work directory themselves, so inputs, ``--output-prefix``
                      and ``--tmp-dir`` must be on storage every node sees, and
                      ``megatron_dscoder`` must be importable on every node (installed in the
-                     same environment, or shipped with a Ray ``runtime_env``).
+                     same environment, or shipped with a Ray ``runtime_env``). Items and
+                     results are references and counts (:mod:`.passes`): the driver moves
+                     no corpus bytes. A task whose worker dies is retried (``max_retries``).
 
-``map_unordered`` yields results as they finish instead (the pipeline's tasks; it applies
-them in a fixed order itself). Because results are applied in item order and the stage code is deterministic, both engines
-(and any worker count) write byte-identical output.
+Because the pipeline applies results by task number and the stage code is deterministic, both
+engines (and any worker count) write byte-identical output.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
@@ -77,18 +77,6 @@ class LocalEngine:
         self.in_flight = 2 * self.workers + 2 if self.workers > 1 else 1
         self.config = config
 
-    def map(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
-        """``(item, fn(item, config))`` in item order, at most ``in_flight`` pending."""
-        pending: deque[tuple[T, Future[R]]] = deque()
-        for item in items:
-            pending.append((item, self.executor.submit(fn, item, self.config)))
-            while len(pending) >= self.in_flight:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
-
     def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
         """``(item, fn(item, config))`` as they finish, at most ``in_flight`` pending."""
         pending: dict[Future[R], T] = {}
@@ -132,18 +120,6 @@ class RayEngine:
         self.remote = ray.remote(num_cpus=1, max_retries=2)(_ray_call)
         self.config_ref = ray.put(config)
         logger.info("Ray engine: %d CPUs, %d tasks in flight", cpus, self.in_flight)
-
-    def map(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
-        """``(item, fn(item, config))`` in item order, at most ``in_flight`` pending."""
-        pending: deque[tuple[T, Any]] = deque()
-        for item in items:
-            pending.append((item, self.remote.remote(fn, item, self.config_ref)))
-            while len(pending) >= self.in_flight:
-                done, ref = pending.popleft()
-                yield done, self.ray.get(ref)
-        while pending:
-            done, ref = pending.popleft()
-            yield done, self.ray.get(ref)
 
     def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
         """``(item, fn(item, config))`` as they finish (``ray.wait``), ``in_flight`` pending."""

@@ -12,7 +12,7 @@ and paths) that :mod:`.markers` also stores as the task's completion marker::
                                  and cut into regions (:func:`.spill.plan_regions`)
     pass 2   run_region(region)  Algorithm 1 samples of one region -> a shard
     dedup    :mod:`.dedup_tasks`
-    finish   finalize(shard)     shard without its near-duplicates -> ``shards/shard-N.bin/.idx``
+    finish   finalize(shards)    64 shards without near-duplicates -> ``shards/shard-N.bin/.idx``
 """
 
 from __future__ import annotations
@@ -146,17 +146,25 @@ def run_region(task: RegionTask, config: StageConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DropTask:
-    """A shard to finalise; its near-duplicates are read from ``dedup/dropped.npy`` if any."""
+    """Consecutive shards to finalise (:data:`FINALIZE_BATCH` at most, so that a corpus of a
+    million shards is not a million tasks); their near-duplicates are read from
+    ``dedup/dropped.npy`` when ``dedup``."""
 
-    index: int
+    shards: tuple[int, ...]
     dedup: bool
 
 
-def finalize(task: DropTask, config: StageConfig) -> dict[str, Any]:
-    dropped = np.empty(0, dtype=np.int64)
-    if task.dedup:
-        from megatron_dscoder.preprocess.dedup_tasks import dropped_in_shard
+FINALIZE_BATCH = 64
 
-        dropped = dropped_in_shard(config.work_dir, task.index)
-    documents, tokens, files = finalize_shard(FinalizeTask(task.index, dropped), config)
-    return {"documents": documents, "tokens": tokens, "files": files}
+
+def finalize(task: DropTask, config: StageConfig) -> dict[str, Any]:
+    """Finalise each shard; per shard [index, documents, tokens, files] written."""
+    from megatron_dscoder.preprocess.dedup_tasks import dropped_in_shard
+
+    written = []
+    for index in task.shards:
+        dropped = np.empty(0, dtype=np.int64)
+        if task.dedup:
+            dropped = dropped_in_shard(config.work_dir, index)
+        written.append([index, *finalize_shard(FinalizeTask(index, dropped), config)])
+    return {"shards": written}

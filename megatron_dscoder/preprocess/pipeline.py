@@ -12,7 +12,7 @@ is read and written by tasks (:mod:`.passes`), each of which leaves a completion
     pass 2   run_region(region) x regions: Algorithm 1 samples -> ... tokens: one shard each
     dedup    group(key range) x P: candidate pairs, verified -> pairs files;
              components (one task): unique pairs -> connected components -> dropped ids file
-    finish   finalize(shard) x shards: shards without near-duplicates
+    finish   finalize(64 shards) x shards / 64: shards without near-duplicates
              merge_group(parts) x 1 (PREFIX.bin/.idx) or x N (--output-shard-mb: parts and
              PREFIX.parts/manifest.json)
 
@@ -56,6 +56,7 @@ from megatron_dscoder.preprocess.markers import Step, run_steps
 from megatron_dscoder.preprocess.options import PreprocessConfig
 from megatron_dscoder.preprocess.output import write_output
 from megatron_dscoder.preprocess.passes import (
+    FINALIZE_BATCH,
     BucketTask,
     DropTask,
     RefTask,
@@ -303,18 +304,21 @@ def _deduplicate(
 def _finalize(stage: StageConfig, engine: Engine, run: _Run) -> list[tuple[int, int]]:
     """Finalise every non-empty shard (dropping its near-duplicates); (shard, tokens) in order."""
     dedup = run.dedup.get("dropped", 0) > 0
+    shards = [index for index, documents, _ in run.shards if documents]
     steps = [
-        Step(f"finalize-{index:010d}", finalize, DropTask(index, dedup))
-        for index, documents, _ in run.shards
-        if documents
-    ]
+        Step(f"finalize-{shards[i]:010d}", finalize,
+             DropTask(tuple(shards[i : i + FINALIZE_BATCH]), dedup))
+        for i in range(0, len(shards), FINALIZE_BATCH)
+    ]  # fmt: skip
     kept = {}
-    for step, result in run_steps(engine, steps, stage.work_dir, run.tasks):
-        for name in ("documents", "tokens", "files"):
-            run.out[name] += result[name]
-        if result["documents"]:
-            kept[step.item.index] = result
-    return [(index, kept[index]["tokens"]) for index in sorted(kept)]
+    for _, result in run_steps(engine, steps, stage.work_dir, run.tasks):
+        for index, documents, tokens, files in result["shards"]:
+            run.out["documents"] += documents
+            run.out["tokens"] += tokens
+            run.out["files"] += files
+            if documents:
+                kept[index] = tokens
+    return [(index, kept[index]) for index in sorted(kept)]
 
 
 def _report(
