@@ -132,6 +132,8 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--no-repo-level",
         "--no-syntax-check",
         "--output-prefix",
+        "--output-shard-mb",
+        "--partition-mb",
         "--path-field",
         "--ray-address",
         "--repo-field",
@@ -142,6 +144,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--text-field",
         "--tmp-dir",
         "--tokenizer-model",
+        "--work-dir",
         "--workers",
     ],
     "dscoder-pretrain": [

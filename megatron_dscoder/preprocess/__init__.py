@@ -4,7 +4,9 @@ One concern per module, in pipeline order:
 
 - :mod:`.options`     ``PreprocessConfig`` (every option, with its flag) and the two ordered
                       stage lists, ``RECORD_STAGES`` and ``SAMPLE_STAGES``
-- :mod:`.sources`     inputs -> ordered tasks (JSONL/.gz/.zst, Parquet, repository checkouts)
+- :mod:`.plan`        inputs -> references the driver plans without reading (byte ranges,
+                      compressed files, row groups, repository directories); workers expand them
+- :mod:`.sources`     a reference -> ordered chunks (JSONL/.gz/.zst, Parquet, repository checkouts)
 - :mod:`.readers`     task -> records; bad input counted by reason, never raised
 - :mod:`.filters`     record stage: the paper's file filters
 - :mod:`.quality`     record stage: quality screening (syntax via :mod:`.syntax`: CPython's
@@ -20,8 +22,14 @@ One concern per module, in pipeline order:
 - :mod:`.encode`      sample stage: batched tokenisation into flat numpy arrays, EOS appended
   (output: :mod:`megatron_dscoder.data.indexed`, MMIDIDX v1 ``.bin``/``.idx``, crash-safe)
 - :mod:`.dedup`       corpus-wide near-dedup: band-key group-by, verification, components
+- :mod:`.dedup_tasks` the dedup as tasks: pairs files, one components task, dropped ids file
 - :mod:`.shards`      one output shard per partition, finalised without near-duplicates, merged
-- :mod:`.engine`      where partition functions run: local process pool or Ray
+- :mod:`.passes`      the tasks of a run as workers run them (pass 1, bucket plans, pass 2,
+                      finalise), each reading its own input and writing its own files
+- :mod:`.markers`     completion markers (``done/NAME.json``): a rerun skips finished tasks
+- :mod:`.workdir`     the work directory: temporary and swept, or kept (``--work-dir``)
+- :mod:`.output`      merge tasks: ``PREFIX.bin/.idx``, or parts and their manifest
+- :mod:`.engine`      where tasks run, unordered: local process pool or Ray
 - :mod:`.stats`       counters, stats JSON, progress bar
 - :mod:`.report`      the data report (Table 1 per language, drops per stage, PNG charts)
 - :mod:`.pipeline`    the orchestration (two passes, dedup, finalise, merge) over an engine

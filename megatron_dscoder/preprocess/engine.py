@@ -1,9 +1,9 @@
 """Execution engines: where the pipeline's partition functions run.
 
-The orchestration in :mod:`.pipeline` only ever calls ``engine.map(fn, items)``: run the
-module-level function ``fn(item, config)`` (``config`` given once, when the engine is made) on
-every item, and yield ``(item, result)`` in
-item order with a bounded number of items in flight. The stage code (``fn``) is the same for
+The orchestration in :mod:`.pipeline` only ever calls ``engine.map_unordered(fn, items)``: run
+the module-level function ``fn(item, config)`` (``config`` given once, when the engine is made)
+on every item, and yield ``(item, result)`` as items finish, with a bounded number in flight
+(one slow task never idles the others). The stage code (``fn``) is the same for
 every engine; engines differ only in where it runs:
 
 ``local`` (default)  a ``spawn`` process pool of ``--workers`` processes on this machine
@@ -15,10 +15,12 @@ every engine; engines differ only in where it runs:
                      read/write the work directory themselves, so inputs, ``--output-prefix``
                      and ``--tmp-dir`` must be on storage every node sees, and
                      ``megatron_dscoder`` must be importable on every node (installed in the
-                     same environment, or shipped with a Ray ``runtime_env``).
+                     same environment, or shipped with a Ray ``runtime_env``). Items and
+                     results are references and counts (:mod:`.passes`): the driver moves
+                     no corpus bytes. A task whose worker dies is retried (``max_retries``).
 
-Because results are consumed in item order and the stage code is deterministic, both engines
-(and any worker count) write byte-identical output.
+Because the pipeline applies results by task number and the stage code is deterministic, both
+engines (and any worker count) write byte-identical output.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 from megatron_dscoder.lifeline import die_with_parent
@@ -76,17 +77,20 @@ class LocalEngine:
         self.in_flight = 2 * self.workers + 2 if self.workers > 1 else 1
         self.config = config
 
-    def map(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
-        """``(item, fn(item, config))`` in item order, at most ``in_flight`` pending."""
-        pending: deque[tuple[T, Future[R]]] = deque()
-        for item in items:
-            pending.append((item, self.executor.submit(fn, item, self.config)))
-            while len(pending) >= self.in_flight:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+    def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` as they finish, at most ``in_flight`` pending."""
+        pending: dict[Future[R], T] = {}
+        iterator = iter(items)
+        while True:
+            for item in iterator:
+                pending[self.executor.submit(fn, item, self.config)] = item
+                if len(pending) >= self.in_flight:
+                    break
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
 
     def close(self, cancel: bool = False) -> None:
         self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -117,17 +121,20 @@ class RayEngine:
         self.config_ref = ray.put(config)
         logger.info("Ray engine: %d CPUs, %d tasks in flight", cpus, self.in_flight)
 
-    def map(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
-        """``(item, fn(item, config))`` in item order, at most ``in_flight`` pending."""
-        pending: deque[tuple[T, Any]] = deque()
-        for item in items:
-            pending.append((item, self.remote.remote(fn, item, self.config_ref)))
-            while len(pending) >= self.in_flight:
-                done, ref = pending.popleft()
-                yield done, self.ray.get(ref)
-        while pending:
-            done, ref = pending.popleft()
-            yield done, self.ray.get(ref)
+    def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` as they finish (``ray.wait``), ``in_flight`` pending."""
+        pending: dict[Any, T] = {}
+        iterator = iter(items)
+        while True:
+            for item in iterator:
+                pending[self.remote.remote(fn, item, self.config_ref)] = item
+                if len(pending) >= self.in_flight:
+                    break
+            if not pending:
+                return
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), self.ray.get(ref)
 
     def close(self, cancel: bool = False) -> None:
         del self.config_ref

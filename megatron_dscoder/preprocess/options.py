@@ -104,6 +104,18 @@ class PreprocessConfig:
     tmp_dir: str | None = opt(
         None, "directory for the repository shuffle (default: next to the output)"
     )
+    work_dir: str | None = opt(
+        None, "keep the run's work directory here; rerunning the same command after a kill "
+        "skips the tasks it finished (default: a temporary one, removed at the end)", metavar="DIR",
+    )  # fmt: skip
+    partition_mb: float | None = opt(
+        None, "input per first-pass task: a byte range of a JSONL file (default: 256 with "
+        "--engine ray, 4 locally)",
+    )  # fmt: skip
+    output_shard_mb: float = opt(
+        0.0, "write PREFIX.parts/part-N.bin/.idx of about this size and PREFIX.parts/"
+        "manifest.json (a --data-path blend) instead of one PREFIX.bin/.idx; 0: one pair",
+    )  # fmt: skip
     apply_filters: bool = opt(True, "disable the paper's file filters", flag="--no-filters")
     quality: QualityConfig | None = section(
         QualityConfig, "no quality screening at all (syntax, rules)", off="--no-quality"
@@ -136,6 +148,7 @@ class PreprocessConfig:
     # Not flags: sizes of the work units (see :mod:`.pipeline`), tokenisation batches, and the
     # sample hooks of library users (picklable ``(samples, stats) -> samples`` functions).
     task_bytes: int = opt(4 * MIB, cli=False)
+    repos_per_task: int | None = opt(None, cli=False)  # default: 64 on Ray, 1 locally
     region_bytes: int = opt(8 * MIB, cli=False)
     max_region_bytes: int = opt(32 * MIB, cli=False)
     encode_batch_chars: int = opt(BATCH_CHARS, cli=False)
@@ -161,6 +174,15 @@ class PreprocessConfig:
     @property
     def max_record_bytes(self) -> int:
         return int(self.max_record_mb * MIB)
+
+    @property
+    def partition_bytes(self) -> int:
+        default = 256.0 if self.engine == "ray" else self.task_bytes / MIB
+        return max(1, int((self.partition_mb or default) * MIB))
+
+    @property
+    def repos_per_ref(self) -> int:
+        return self.repos_per_task or (64 if self.engine == "ray" else 1)
 
     @property
     def group_bytes(self) -> int:

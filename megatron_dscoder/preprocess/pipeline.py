@@ -1,35 +1,36 @@
 """Orchestration: a raw code corpus -> Megatron ``.bin``/``.idx``, on a local pool or on Ray.
 
-::
+The driver plans references and applies counts; every byte of corpus, spill, shard and output
+is read and written by tasks (:mod:`.passes`), each of which leaves a completion marker
+(:mod:`.markers`)::
 
-    pass 1   inputs --(driver: stream, cut into ~4 MB tasks)--> run_shard(task):
-               read, filter; file-level samples -> decontaminate, MinHash, FIM, tokens: shard i
-               repository-level records -> per-bucket blobs --(driver)--> spill files
-    pass 2   spill files --(driver: plan regions <= region_bytes)--> run_shard(region):
-               Algorithm 1 samples -> decontaminate, MinHash, FIM, tokens: shard T + j
-    dedup    band records of all shards --> group_partition(key range) x P: candidate pairs,
-               verified --(driver)--> connected components -> samples to drop
-    finish   finalize_shard(i) x shards: PREFIX work shards without near-duplicates
-               --(driver)--> merge into PREFIX.bin/.idx (renamed into place); stats JSON
+    plan     inputs --(driver: file sizes, directory names, Parquet footers)--> references
+    pass 1   run_ref(reference) x R: read, filter; file-level samples -> decontaminate,
+               MinHash, FIM, tokens: one shard per ~4 MB chunk; repository-level records
+               -> the task's spill file, hash-partitioned into buckets (offsets returned)
+    pass 2a  plan_bucket(b) for each bucket over region_bytes: its pieces joined and re-split
+    pass 2   run_region(region) x regions: Algorithm 1 samples -> ... tokens: one shard each
+    dedup    group(key range) x P: candidate pairs, verified -> pairs files;
+             components (one task): unique pairs -> connected components -> dropped ids file
+    finish   finalize(64 shards) x shards / 64: shards without near-duplicates
+             merge_group(parts) x 1 (PREFIX.bin/.idx) or x N (--output-shard-mb: parts and
+             PREFIX.parts/manifest.json)
 
-Every partition function is a module-level function over one partition, run by an engine
-(:mod:`.engine`: ``local`` process pool, the default, or ``ray``); both engines run the same
-functions on the same partitions, consume results in partition order, and every random choice
-comes from (seed, sample identity), so the output is byte-identical for any engine and any
-``workers``. Workers write their shards to the work directory (``--tmp-dir``, default next to
-the output; shared storage for Ray) and return only counters; the driver moves the input
-blobs and the spill blobs, plans partitions and merges.
+Every task function is a module-level function over one item, run by an engine
+(:mod:`.engine`: ``local`` process pool, the default, or ``ray``) unordered; the driver applies
+the results by task number, and every random choice comes from (seed, sample identity), so the
+output is byte-identical for any engine, any ``workers`` and any way the input was cut into
+references. ``--work-dir DIR`` keeps the work directory; rerunning the same command after a
+kill skips the tasks whose markers exist (``tasks`` in the stats JSON counts ran/skipped).
 
-Memory does not grow with the corpus. The driver holds at most ``2 * workers + 2`` tasks and
-results in flight (``task_bytes``, 4 MiB, each), the spill buffers (32 MiB, see
-:class:`.spill.SpillWriter`), one shard at a time while merging, and the verified
-near-duplicate pairs (16 bytes each, see :mod:`.dedup`). A worker holds one task: about
-``region_bytes`` (8 MiB; at most ``max_region_bytes``, 32 MiB, for one large repository) of
-repository text in pass 2 (see :func:`.spill.plan_regions`), a few times over as records,
-samples, word hashes and token arrays, plus the tokenizer's memory for one batch of
-``encode_batch_chars`` characters in 16 KiB chunks; or one dedup key range of about
-``group_bytes`` (64 MiB) of band records (about 3x while sorting). Measured on 2 cores with 2
-workers, see ``benchmarks/bench_preprocess.py``.
+Memory does not grow with the corpus, except for the driver's per-task bookkeeping (a few
+hundred bytes per shard and per (reference, bucket) of spill). A worker holds one chunk of
+``task_bytes`` (4 MiB) in pass 1, a region of about ``region_bytes`` (8 MiB; at most
+``max_region_bytes``) in pass 2 (see :func:`.spill.plan_regions`), a few times over as
+records, samples, word hashes and token arrays; or one dedup key range of about
+``group_bytes`` (64 MiB) of band records (about 3x while sorting); the components task holds
+the verified pairs (see :mod:`.dedup_tasks`). Measured on 2 cores with 2 workers, see
+``benchmarks/bench_preprocess.py``.
 
 Run it with ``dscoder-preprocess`` (``tools/preprocess_data.py``; :mod:`.cli`) or with
 :func:`run_pipeline` on a :class:`.options.PreprocessConfig`.
@@ -40,48 +41,49 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import time
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
-from megatron_dscoder.data.indexed import EmptyOutputError, IndexedDatasetWriter, token_dtype
+from megatron_dscoder.data.indexed import EmptyOutputError, token_dtype
 from megatron_dscoder.data.prefix import check_output_prefix
-from megatron_dscoder.preprocess.dedup import (
-    DedupOutcome,
-    GroupTask,
-    group_partition,
-    num_parts,
-    resolve,
-)
+from megatron_dscoder.preprocess.dedup import GroupTask, num_parts
+from megatron_dscoder.preprocess.dedup_tasks import ComponentsTask, components, group
 from megatron_dscoder.preprocess.encode import get_tokenizer
 from megatron_dscoder.preprocess.engine import Engine, make_engine
+from megatron_dscoder.preprocess.markers import Step, run_steps
 from megatron_dscoder.preprocess.options import PreprocessConfig
-from megatron_dscoder.preprocess.shards import (
-    FinalizeTask,
-    ShardTask,
-    finalize_shard,
-    merge_shards,
-    run_shard,
-    shard_prefix,
+from megatron_dscoder.preprocess.output import write_output
+from megatron_dscoder.preprocess.passes import (
+    FINALIZE_BATCH,
+    BucketTask,
+    DropTask,
+    RefTask,
+    RegionTask,
+    finalize,
+    plan_bucket,
+    run_ref,
+    run_region,
+    spill_dir,
+    stats_from_json,
 )
+from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF, MAX_REFS, plan_refs
 from megatron_dscoder.preprocess.sources import (
     check_inputs,
     estimated_text_bytes,
-    iter_tasks,
     total_input_bytes,
 )
-from megatron_dscoder.preprocess.spill import SpillWriter, num_buckets, plan_regions
+from megatron_dscoder.preprocess.spill import Region, num_buckets
 from megatron_dscoder.preprocess.stages import StageConfig
 from megatron_dscoder.preprocess.stats import PartitionStats, Progress, stats_document, write_stats
 from megatron_dscoder.preprocess.workdir import WorkDir
 from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size
 
 logger = logging.getLogger(__name__)
-_NO_DROPS = np.empty(0, dtype=np.int64)
+#: Options that do not change the output (a rerun may change them with the same --work-dir).
+_FREE_OPTIONS = ("workers", "engine", "ray_address", "progress", "stats_json", "report",
+                 "work_dir", "keep_shards", "output_shard_mb", "sample_hooks")  # fmt: skip
 
 
 def _init_worker(config: StageConfig) -> None:
@@ -122,13 +124,17 @@ def build_stage_config(
 
 @dataclass
 class _Run:
-    """The driver's state: counters and the shards made so far (index, documents, records)."""
+    """The driver's state: counters, the shards made so far (index, documents, records), the
+    spill pieces of each bucket, and the tasks run and skipped per stage."""
 
     totals: PartitionStats = field(default_factory=PartitionStats)
     seconds: dict[str, float] = field(default_factory=dict)
     shards: list[tuple[int, int, int]] = field(default_factory=list)
+    spill: dict[int, list[tuple[str, int, int]]] = field(default_factory=dict)
     dedup: dict[str, int] = field(default_factory=dict)
+    tasks: Counter[str] = field(default_factory=Counter)
     out: dict[str, int] = field(default_factory=lambda: {"documents": 0, "tokens": 0, "files": 0})
+    parts: int = 0
 
     def timed(self, name: str, since: float) -> float:
         now = time.perf_counter()
@@ -136,40 +142,60 @@ class _Run:
         return now
 
 
+def fingerprint(config: PreprocessConfig, stage: StageConfig) -> dict[str, Any]:
+    """The options that decide a work directory's contents (``run.json`` of ``--work-dir``)."""
+    options = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in _FREE_OPTIONS
+    }
+    return {
+        "options": options,
+        "buckets": stage.buckets,
+        "dtype": stage.dtype,
+        "partition_bytes": config.partition_bytes,
+        "repos_per_ref": config.repos_per_ref,
+    }
+
+
+def _open_work_dir(config: PreprocessConfig, stage: StageConfig, work_root: str) -> WorkDir:
+    if config.work_dir:
+        work = WorkDir.keep(config.work_dir, fingerprint(config, stage))
+    else:
+        work = WorkDir.create(work_root, os.path.basename(config.output_prefix))
+    for sub in ("shards", "spill", "done", "dedup"):
+        os.makedirs(os.path.join(work.path, sub), exist_ok=True)
+    return work
+
+
 def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing; returns the stats document (also written if asked)."""
     started = time.perf_counter()
-    stage = build_stage_config(config, estimated_text_bytes(config.inputs))
-    input_bytes = total_input_bytes(config.inputs)
+    stage = build_stage_config(config, estimated_text_bytes(list(config.inputs)))
+    input_bytes = total_input_bytes(list(config.inputs))
     out_dir = os.path.dirname(os.path.abspath(config.output_prefix))
     work_root = config.tmp_dir or out_dir
     os.makedirs(work_root, exist_ok=True)
     os.makedirs(out_dir, exist_ok=True)
-    base = os.path.basename(config.output_prefix)
-    work = WorkDir.create(work_root, base)  # also sweeps the work directories of dead runs
-    work_dir = work.path
-    os.makedirs(os.path.join(work_dir, "shards"))
-    stage = replace(stage, work_dir=work_dir)
+    work = _open_work_dir(config, stage, work_root)
+    stage = replace(stage, work_dir=os.path.abspath(work.path))
     run = _Run()
-    engine = make_engine(
-        config.engine, config.worker_count, stage, _init_worker, config.ray_address
-    )
     empty: EmptyOutputError | None = None
     try:
+        engine = make_engine(
+            config.engine, config.worker_count, stage, _init_worker, config.ray_address
+        )
         try:
             mark = started
-            spills = SpillWriter(os.path.join(work_dir, "spill"))
-            os.makedirs(spills.directory)
-            _first_pass(config, engine, run, spills, input_bytes)
+            first_repo_shard = _first_pass(config, stage, engine, run, input_bytes)
             mark = run.timed("pass1_read_filter_spill", mark)
-            first_repo_shard = len(run.shards)
-            _second_pass(config, engine, run, spills)
+            _second_pass(config, stage, engine, run, first_repo_shard)
             mark = run.timed("pass2_order_fim_tokenize", mark)
-            dropped = _deduplicate(config, stage, engine, run, first_repo_shard)
+            _deduplicate(config, stage, engine, run, first_repo_shard)
             mark = run.timed("dedup_groupby_components", mark)
-            kept = _finalize(engine, run, dropped)
+            kept = _finalize(stage, engine, run)
             mark = run.timed("finalize_shards", mark)
-            empty = _merge(config, stage, kept)
+            empty, run.parts = write_output(config, stage, engine, kept, work.kept)
             run.timed("merge", mark)
         except BaseException:
             engine.close(cancel=True)
@@ -181,113 +207,118 @@ def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
     return _report(config, stage, run, engine, input_bytes, empty)
 
 
+def _apply(run: _Run, result: dict[str, Any]) -> PartitionStats:
+    stats = stats_from_json(result["stats"])
+    run.totals.merge(stats)
+    return stats
+
+
 def _first_pass(
-    config: PreprocessConfig, engine: Engine, run: _Run, spills: SpillWriter, input_bytes: int
-) -> None:
+    config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, input_bytes: int
+) -> int:
+    """Pass 1 over input references; returns the number of the first pass-2 shard."""
+    refs = list(plan_refs(config.inputs, config.partition_bytes, config.repos_per_ref,
+                          run.totals.bad))  # fmt: skip
+    if len(refs) > MAX_REFS:
+        raise ValueError(f"{len(refs)} input tasks (at most {MAX_REFS}): raise --partition-mb")
+    steps = [Step(f"pass1-{i:07d}", run_ref, RefTask(i, ref)) for i, ref in enumerate(refs)]
     progress = Progress("pass 1/2 read+filter", input_bytes, config.progress)
-    tasks = iter_tasks(
-        config.inputs, config.task_bytes, config.max_record_bytes, run.totals.bad,
-        run.totals.skipped,
-    )  # fmt: skip
-    shard_tasks = (ShardTask(i, task) for i, task in enumerate(tasks))
+    done: dict[int, dict[str, Any]] = {}
     try:
-        for task, result in engine.map(run_shard, shard_tasks):
-            with run.totals.timed("driver_spill"):
-                for bucket in sorted(result.spill):
-                    spills.add(bucket, result.spill[bucket])
-            run.totals.merge(result.stats)
-            run.shards.append((result.index, result.documents, result.band_records))
-            progress.update(task.work.input_bytes, result.stats.records, result.stats.text_bytes)
-        spills.flush()
+        for step, result in run_steps(engine, steps, stage.work_dir, run.tasks):
+            stats = _apply(run, result)
+            read = sum(chunk[3] for chunk in result["chunks"])
+            progress.update(read, stats.records, stats.text_bytes)
+            done[step.item.index] = {"chunks": result["chunks"], "spill": result["spill"]}
     finally:
         progress.close()
+    for index in sorted(done):
+        run.shards += [(shard, docs, records) for shard, docs, records, _ in done[index]["chunks"]]
+        path = os.path.join(spill_dir(stage), f"r{index:07d}")
+        for bucket, start, end in done[index]["spill"]:
+            run.spill.setdefault(bucket, []).append((path, start, end))
+    return len(refs) * CHUNKS_PER_REF
 
 
-def _second_pass(config: PreprocessConfig, engine: Engine, run: _Run, spills: SpillWriter) -> None:
-    progress = Progress("pass 2/2 order+FIM+tokenize", sum(spills.sizes.values()), config.progress)
-    planned: dict[str, int] = {}
-    first = len(run.shards)
-
-    def regions() -> Iterator[ShardTask]:
-        index = first
-        for bucket in sorted(spills.sizes):
-            for region in plan_regions(
-                spills.path(bucket), config.region_bytes, config.max_region_bytes, 0, planned
-            ):
-                yield ShardTask(index, region)
-                index += 1
-
+def _second_pass(
+    config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, first: int
+) -> None:
+    regions: dict[int, list[Region]] = {}
+    large = []
+    for bucket in sorted(run.spill):
+        parts = tuple(run.spill[bucket])
+        size = sum(end - start for _, start, end in parts)
+        if 0 < size <= config.region_bytes:
+            regions[bucket] = [Region(parts[0][0], 0, 0, parts=parts)]
+        elif size:
+            large.append(Step(f"plan-{bucket:05d}", plan_bucket, BucketTask(bucket, parts)))
+    planned: Counter[str] = Counter()
+    for step, result in run_steps(engine, large, stage.work_dir, run.tasks):
+        regions[step.item.bucket] = [Region(*r) for r in result["regions"]]
+        planned.update(result["planned"])
+    ordered = [region for bucket in sorted(regions) for region in regions[bucket]]
+    steps = [
+        Step(f"pass2-{first + i:010d}", run_region, RegionTask(first + i, region))
+        for i, region in enumerate(ordered)
+    ]
+    progress = Progress("pass 2/2 order+FIM+tokenize", sum(r.size for r in ordered),
+                        config.progress)  # fmt: skip
+    done: dict[int, tuple[int, int, int]] = {}
     try:
-        for task, result in engine.map(run_shard, regions()):
-            region = task.work
-            run.totals.merge(result.stats)
-            run.shards.append((result.index, result.documents, result.band_records))
-            if region.end == os.path.getsize(region.path):
-                os.remove(region.path)  # its last region is done: free the disk early
-            progress.update(
-                region.end - region.start, result.stats.documents, region.end - region.start
-            )
+        for _, result in run_steps(engine, steps, stage.work_dir, run.tasks):
+            stats = _apply(run, result)
+            shard, docs, records, size = result["chunks"][0]
+            done[shard] = (shard, docs, records)
+            progress.update(size, stats.documents, size)
     finally:
         progress.close()
+    run.shards += [done[shard] for shard in sorted(done)]
     run.totals.repo.update(planned)
 
 
 def _deduplicate(
-    config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, first_repo_shard: int
-) -> DedupOutcome | None:
-    """The corpus-wide group-by over band keys and the connected components (None if off)."""
+    config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, first_repo: int
+) -> None:
+    """The corpus-wide group-by over band keys and the connected components, as tasks."""
     if config.dedup is None:
-        return None
+        return
     with_records = tuple(index for index, _, records in run.shards if records)
     records = sum(records for _, _, records in run.shards)
     parts = num_parts(records, config.group_bytes, engine.workers) if with_records else 0
-    tasks = (GroupTask(p, parts, with_records, stage.work_dir, config.dedup) for p in range(parts))
-    results = []
-    for _, result in engine.map(group_partition, tasks):
-        results.append(result)
-        for name, seconds in result.seconds.items():
+    steps = [
+        Step(f"group-{p:05d}-of-{parts:05d}", group,
+             GroupTask(p, parts, with_records, stage.work_dir, config.dedup))
+        for p in range(parts)
+    ]  # fmt: skip
+    counts: dict[int, tuple[int, int]] = {}
+    for step, result in run_steps(engine, steps, stage.work_dir, run.tasks):
+        counts[step.item.part] = (result["records"], result["candidates"])
+        for name, seconds in result["seconds"].items():
             run.totals.seconds[name] += seconds
-    outcome = resolve(results, first_repo_shard)
-    run.dedup = outcome.counts
-    return outcome
+    task = ComponentsTask(parts, first_repo, tuple(counts[p] for p in range(parts)))
+    step = Step(f"components-{parts:05d}", components, task)
+    for _, result in run_steps(engine, [step], stage.work_dir, run.tasks):
+        run.dedup = result
 
 
-def _finalize(engine: Engine, run: _Run, outcome: DedupOutcome | None) -> list[int]:
-    """Finalise every non-empty shard (dropping its near-duplicates); their prefixes in order."""
-    tasks = (
-        FinalizeTask(index, outcome.dropped_in(index) if outcome is not None else _NO_DROPS)
-        for index, documents, _ in run.shards
-        if documents
-    )
-    kept = []
-    for task, (documents, tokens, files) in engine.map(finalize_shard, tasks):
-        run.out["documents"] += documents
-        run.out["tokens"] += tokens
-        run.out["files"] += files
-        if documents:
-            kept.append(task.index)
-    return kept
-
-
-def _merge(
-    config: PreprocessConfig, stage: StageConfig, kept: list[int]
-) -> EmptyOutputError | None:
-    """Concatenate the shards into PREFIX.bin/.idx (None, or the error of an empty output)."""
-    prefixes = [shard_prefix(stage.work_dir, index) for index in kept]
-    if not prefixes:
-        return EmptyOutputError(f"no documents to write to {config.output_prefix}.bin")
-    writer = IndexedDatasetWriter(config.output_prefix, stage.dtype)
-    try:
-        merge_shards(prefixes, writer)
-        writer.finalize()
-    except BaseException:
-        writer.abort()
-        raise
-    if config.keep_shards:
-        target = f"{config.output_prefix}.shards"
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(os.path.join(stage.work_dir, "shards"), target)
-    return None
+def _finalize(stage: StageConfig, engine: Engine, run: _Run) -> list[tuple[int, int]]:
+    """Finalise every non-empty shard (dropping its near-duplicates); (shard, tokens) in order."""
+    dedup = run.dedup.get("dropped", 0) > 0
+    shards = [index for index, documents, _ in run.shards if documents]
+    steps = [
+        Step(f"finalize-{shards[i]:010d}", finalize,
+             DropTask(tuple(shards[i : i + FINALIZE_BATCH]), dedup))
+        for i in range(0, len(shards), FINALIZE_BATCH)
+    ]  # fmt: skip
+    kept = {}
+    for _, result in run_steps(engine, steps, stage.work_dir, run.tasks):
+        for index, documents, tokens, files in result["shards"]:
+            run.out["documents"] += documents
+            run.out["tokens"] += tokens
+            run.out["files"] += files
+            if documents:
+                kept[index] = tokens
+    return [(index, kept[index]) for index in sorted(kept)]
 
 
 def _report(
@@ -314,8 +345,10 @@ def _report(
         "bos_id": stage.bos,
         "buckets": stage.buckets,
         "shards": len(run.shards),
+        "tasks": dict(sorted(run.tasks.items())),
+        "output_parts": run.parts,
         "input_bytes": input_bytes,
-        "bin_bytes": 0 if empty else os.path.getsize(f"{config.output_prefix}.bin"),
+        "bin_bytes": 0 if empty or run.parts else os.path.getsize(f"{config.output_prefix}.bin"),
     }
     info["quality_config"] = dataclasses.asdict(config.quality) if config.quality else None
     document = stats_document(run.totals, info, run.seconds)

@@ -11,9 +11,10 @@ work directory (shared storage on a cluster):
 
 After deduplication, :func:`finalize_shard` (again a worker task) drops the shard's
 near-duplicates and writes ``shards/shard-{shard}.bin/.idx``, a complete Megatron indexed
-dataset; :func:`merge_shards` (the driver) concatenates the shards in order into
-``PREFIX.bin/.idx``. With ``--keep-shards`` the shard datasets are kept next to the output
-(``PREFIX.shards/``), e.g. to blend them at training time instead.
+dataset, and keeps its inputs (a retried or rerun task finds them). :func:`merge_group`
+(again a task) concatenates consecutive shards, in order, into ``PREFIX.bin/.idx`` or into one
+part of ``--output-shard-mb`` (:mod:`megatron_dscoder.data.manifest`). With ``--keep-shards``
+the shard datasets are kept next to the output (``PREFIX.shards/``).
 """
 
 from __future__ import annotations
@@ -106,10 +107,6 @@ def finalize_shard(task: FinalizeTask, config: StageConfig) -> tuple[int, int, i
             writer.abort()
             raise
         written = (int(lengths.size), int(tokens.size), int(files.sum()))
-    for kind in ("tok", "len", "nf", "sig", "key", "id"):
-        path = shard_file(config.work_dir, task.index, kind)
-        if os.path.exists(path):
-            os.remove(path)
     return written
 
 
@@ -118,3 +115,23 @@ def merge_shards(prefixes: list[str], writer: IndexedDatasetWriter) -> None:
     for prefix in prefixes:
         tokens, lengths = read_documents(prefix)
         writer.add(tokens, lengths)
+
+
+@dataclass(frozen=True)
+class MergeTask:
+    """Consecutive finalised shards -> one dataset at ``prefix``."""
+
+    shards: tuple[int, ...]
+    prefix: str
+
+
+def merge_group(task: MergeTask, config: StageConfig) -> dict[str, int]:
+    """Concatenate the shards into ``task.prefix`` (written under temporary names, renamed)."""
+    writer = IndexedDatasetWriter(task.prefix, config.dtype)
+    try:
+        merge_shards([shard_prefix(config.work_dir, i) for i in task.shards], writer)
+        writer.finalize()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"bytes": os.path.getsize(f"{task.prefix}.bin")}

@@ -197,34 +197,53 @@ def repo_dir_tasks(
     root: str, batch_bytes: int, max_record_bytes: int, bad: Counter[str], skipped: Counter[str]
 ) -> Iterator[RepoFiles]:
     """Tasks for a directory of repository checkouts; hidden directories (``.git``) are skipped."""
-    top = Path(root)
-    entries = sorted(os.scandir(top), key=lambda e: e.name)
-    loose = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-    repos = [(top.name, top, loose, False)]
-    repos += [
-        (e.name, top / e.name, None, True)
-        for e in entries
-        if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+    for repo in list_repositories(root):
+        yield from repo_tasks(root, repo, batch_bytes, max_record_bytes, bad, skipped)
+
+
+def list_repositories(root: str) -> list[str]:
+    """The repositories of a checkout directory, in order: ``""`` (its loose files), then each
+    visible subdirectory by name (names only: one directory listing, no file is opened)."""
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    return [""] + [
+        e.name for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
     ]
-    for repo, repo_root, names, recursive in repos:
-        files = _walk_files(repo_root) if recursive else names or []
-        batch: list[str] = []
-        size = 0
-        for rel in files:
-            file_size = _size(str(repo_root / rel))
-            if not language_of("", rel):
-                skipped["unknown_language"] += 1
-                continue
-            if file_size > max_record_bytes:
-                bad["record_too_large"] += 1
-                continue
-            batch.append(rel)
-            size += file_size
-            if size >= batch_bytes:
-                yield RepoFiles(root, repo, str(repo_root), tuple(batch), size)
-                batch, size = [], 0
-        if batch:
-            yield RepoFiles(root, repo, str(repo_root), tuple(batch), size)
+
+
+def repo_tasks(
+    root: str,
+    repo: str,
+    batch_bytes: int,
+    max_record_bytes: int,
+    bad: Counter[str],
+    skipped: Counter[str],
+) -> Iterator[RepoFiles]:
+    """Batches of files of one repository of ``root`` (``""``: the loose files of ``root``,
+    a repository named after it)."""
+    top = Path(root)
+    if repo:
+        name, repo_root, files = repo, top / repo, _walk_files(top / repo)
+    else:
+        entries = sorted(os.scandir(top), key=lambda e: e.name)
+        name, repo_root = top.name, top
+        files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    batch: list[str] = []
+    size = 0
+    for rel in files:
+        file_size = _size(str(repo_root / rel))
+        if not language_of("", rel):
+            skipped["unknown_language"] += 1
+            continue
+        if file_size > max_record_bytes:
+            bad["record_too_large"] += 1
+            continue
+        batch.append(rel)
+        size += file_size
+        if size >= batch_bytes:
+            yield RepoFiles(root, name, str(repo_root), tuple(batch), size)
+            batch, size = [], 0
+    if batch:
+        yield RepoFiles(root, name, str(repo_root), tuple(batch), size)
 
 
 def _walk_files(repo_root: Path) -> list[str]:

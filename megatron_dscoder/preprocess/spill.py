@@ -132,19 +132,30 @@ class SpillWriter:
 
 @dataclass(frozen=True)
 class Region:
-    """A record-aligned byte range of a spill file: the unit of work of the second pass."""
+    """Record-aligned byte ranges of spill files: the unit of work of the second pass.
+
+    One range ``[start, end)`` of ``path``, or, when ``parts`` is given, the concatenation of
+    its ``(path, start, end)`` ranges (one bucket's pieces written by several first-pass tasks).
+    """
 
     path: str
     start: int
     end: int
     windowed: bool = False
+    parts: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return sum(e - s for _, s, e in self.parts) if self.parts else self.end - self.start
 
 
 def read_region(region: Region) -> list[Record]:
-    with open(region.path, "rb") as f:
-        f.seek(region.start)
-        data = f.read(region.end - region.start)
-    return decode_records(data)
+    chunks = []
+    for path, start, end in region.parts or ((region.path, region.start, region.end),):
+        with open(path, "rb") as f:
+            f.seek(start)
+            chunks.append(f.read(end - start))
+    return decode_records(b"".join(chunks))
 
 
 def plan_regions(

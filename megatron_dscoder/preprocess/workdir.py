@@ -9,6 +9,12 @@ take, i.e. whose run is dead, and leaves the others (a concurrent run) alone. A 
 without ``.owner`` is removed only when older than a minute (a run creates it right after the
 directory). Where the file system refuses ``flock`` nothing is swept.
 
+``--work-dir DIR`` names the directory instead (:meth:`WorkDir.keep`): it is created if
+missing, locked the same way (a second live run on it is refused), stamped with the run's
+fingerprint (``run.json``: the options that change the output) so that a rerun with other
+options is refused instead of mixing results, and never removed: a rerun skips the tasks whose
+completion markers it finds (:mod:`.markers`).
+
 The names can never be mistaken for output: they are directories, the pair is only ever
 ``PREFIX.bin``/``PREFIX.idx``, and its files appear only by rename at the end.
 """
@@ -16,6 +22,7 @@ The names can never be mistaken for output: they are directories, the pair is on
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -35,6 +42,34 @@ class WorkDir:
 
     path: str
     _fd: int
+    kept: bool = False
+
+    @classmethod
+    def keep(cls, path: str, fingerprint: dict) -> WorkDir:
+        """Open (or make) the named work directory of a resumable run."""
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(os.path.join(path, OWNER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WorkDirError(f"--work-dir {path}: another run is using it") from None
+        except OSError:
+            pass  # no flock on this file system
+        stamp = os.path.join(path, "run.json")
+        wanted = json.dumps(fingerprint, sort_keys=True, default=str)
+        if os.path.exists(stamp):
+            with open(stamp) as f:
+                if f.read() != wanted:
+                    os.close(fd)
+                    raise WorkDirError(
+                        f"--work-dir {path} holds a run with other options; use a new directory"
+                    )
+        else:
+            with open(f"{stamp}.partial", "w") as f:
+                f.write(wanted)
+            os.replace(f"{stamp}.partial", stamp)
+        return cls(path, fd, kept=True)
 
     @classmethod
     def create(cls, root: str, base: str) -> WorkDir:
@@ -52,9 +87,14 @@ class WorkDir:
         return cls(path, fd)
 
     def remove(self) -> None:
-        """Delete the directory, then drop the lock."""
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the directory (unless kept), then drop the lock."""
+        if not self.kept:
+            shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._fd)
+
+
+class WorkDirError(ValueError):
+    """A ``--work-dir`` that cannot be used (in use, or made by a run with other options)."""
 
 
 def sweep_abandoned(root: str, base: str) -> list[str]:

@@ -22,6 +22,7 @@ import torch
 
 from megatron_dscoder.config.run import RunConfig, parse_split
 from megatron_dscoder.data.indexed import DataError, read_lengths
+from megatron_dscoder.data.manifest import blend_from_manifest, is_manifest
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -30,7 +31,14 @@ __all__ = ["DataError", "parse_blend"]
 
 
 def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
-    """``["a"]`` -> (["a"], None); ``["0.7", "a", "0.3", "b"]`` -> (["a", "b"], [0.7, 0.3])."""
+    """``["a"]`` -> (["a"], None); ``["0.7", "a", "0.3", "b"]`` -> (["a", "b"], [0.7, 0.3]);
+    ``["out.shards/manifest.json"]`` -> its parts, weighted by tokens (:mod:`..data.manifest`)."""
+    if len(tokens) == 1 and is_manifest(tokens[0]):
+        try:
+            prefixes, token_weights = blend_from_manifest(tokens[0])
+        except ValueError as err:
+            raise DataError(str(err)) from err
+        return prefixes, token_weights
     if len(tokens) == 1:
         return tokens, None
     if len(tokens) % 2:
