@@ -20,8 +20,8 @@ from megatron_dscoder.model.build import have_transformer_engine
 from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training import outputs
 from megatron_dscoder.training.data import check_splits, parse_blend
-from megatron_dscoder.training.sft_data import check_sft_prefix
 from megatron_dscoder.training.loop import TrainState
+from megatron_dscoder.training.sft_data import check_sft_prefix
 
 logger = logging.getLogger(__name__)
 

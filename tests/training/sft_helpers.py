@@ -10,12 +10,25 @@ WORDS = ("apple", "river", "stone", "cloud", "tiger", "maple", "ocean", "piano",
          "copper")  # fmt: skip
 
 
-def instruction_set() -> list[dict[str, str]]:
-    """Twenty Alpaca records: each names a word and asks for a function returning it."""
+SYSTEM = "Answer with code."
+"""A short system message: a whole conversation fits the debug model's 128 positions."""
+
+
+def prompt(i: int) -> str:
+    return f"Write a function named {WORDS[i]} that returns {i}."
+
+
+def answer(i: int) -> str:
+    return f"def {WORDS[i]}():\n    return {i}"
+
+
+def instruction_set() -> list[dict]:
+    """Twenty chat records: each asks for a function of a given name returning a number."""
     return [
-        {"instruction": f"Write a function named {w} that returns {i}.",
-         "output": f"def {w}():\n    return {i}"}
-        for i, w in enumerate(WORDS)
+        {"messages": [{"role": "system", "content": SYSTEM},
+                      {"role": "user", "content": prompt(i)},
+                      {"role": "assistant", "content": answer(i)}]}
+        for i in range(len(WORDS))
     ]  # fmt: skip
 
 
