@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from megatron_dscoder.convert.instruct import add_chat_template
 from megatron_dscoder.convert.hf import copy_tokenizer
+from megatron_dscoder.convert.instruct import add_chat_template
 from megatron_dscoder.data.indexed import read_documents
 from megatron_dscoder.preprocess.chat_template import DEFAULT_SYSTEM, render_text
 from megatron_dscoder.preprocess.sft import SFTStats, mask_prefix, read_records, write_sft
