@@ -152,7 +152,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
     elif not values.get("mock_data") and not args.dry_run:
         raise ConfigError("give exactly one of --mock-data and --data-path")
     run = override(base_run(args), values)
-    if run.data.sft and run.data.mock_data:
+    if run.data.sft and run.data.mock_data and not args.dry_run:
         raise ConfigError("--stage sft trains on --data-path PREFIX made by dscoder-preprocess-sft")
     if run.checkpoint.finetune and not run.checkpoint.load:
         if args.stage == "extend-context":
