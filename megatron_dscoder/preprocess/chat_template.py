@@ -49,7 +49,12 @@ JINJA = (
 
 
 class TemplateError(ValueError):
-    """A conversation the template cannot render (the record is skipped and counted)."""
+    """A conversation the template cannot render (the record is skipped and counted under
+    ``reason``)."""
+
+    def __init__(self, message: str, reason: str = "bad_messages") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def check_messages(messages: object) -> list[Mapping[str, str]]:
         if m["role"] == "system" and i:
             raise TemplateError(f"message {i}: a system message may only come first")
     if not any(m["role"] == "assistant" and m["content"] for m in messages):
-        raise TemplateError("no non-empty assistant message: nothing to learn")
+        raise TemplateError("no non-empty assistant message: nothing to learn", "no_response")
     return messages
 
 
@@ -111,9 +116,11 @@ def alpaca_messages(record: Mapping[str, object]) -> list[dict[str, str]]:
     instruction after a blank line (the template has no slot of its own for it)."""
     instruction, extra, output = (record.get(k) for k in ("instruction", "input", "output"))
     if not isinstance(instruction, str) or not isinstance(output, str):
-        raise TemplateError("an Alpaca record needs string fields instruction and output")
+        raise TemplateError(
+            "an Alpaca record needs string fields instruction and output", "bad_alpaca"
+        )
     if extra is not None and not isinstance(extra, str):
-        raise TemplateError("input must be a string")
+        raise TemplateError("input must be a string", "bad_alpaca")
     user = f"{instruction}\n\n{extra}" if extra else instruction
     return check_messages(
         [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
@@ -123,7 +130,7 @@ def alpaca_messages(record: Mapping[str, object]) -> list[dict[str, str]]:
 def messages_of(record: object) -> list[Mapping[str, str]]:
     """The conversation of one JSON record: chat (``messages``) or Alpaca."""
     if not isinstance(record, Mapping):
-        raise TemplateError("a record must be a JSON object")
+        raise TemplateError("a record must be a JSON object", "not_an_object")
     if "messages" in record:
         return check_messages(record["messages"])
     return alpaca_messages(record)

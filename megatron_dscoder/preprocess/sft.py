@@ -12,7 +12,8 @@ The mask is aligned with the tokens: token ``t`` is learned (as the label of pos
 exactly when ``mask[t]`` is 1. Text is encoded with :func:`.encode.text_tokenizer`, so a literal
 ``<|EOT|>`` in a user's text stays text; only the template inserts control ids. Records are
 processed in input order (deterministic); a bad record (unparsable JSON, missing fields, bad
-roles, no response) is skipped and counted by reason.
+roles, no response) is skipped and counted by reason (``bad_json``, ``not_an_object``,
+``bad_alpaca``, ``bad_messages``, ``no_response``).
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ def write_sft(
             stats.records += 1
             try:
                 ids, mask = encoder.encode(record)
-            except TemplateError:
-                stats.skipped["bad_record"] += 1
+            except TemplateError as err:
+                stats.skipped[err.reason] += 1
                 continue
             lengths = np.array([len(ids)], dtype=np.int32)
             tokens.add(np.array(ids), lengths)

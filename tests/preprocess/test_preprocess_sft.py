@@ -134,7 +134,12 @@ def test_bad_records_skipped_and_counted(tiny_tokenizer_dir, tmp_path, capsys):
     assert outs[0] == outs[1]  # deterministic
     summary = json.loads(stats.read_text())
     assert summary["records"] == 6 and summary["written"] == 2
-    assert summary["skipped_by_reason"] == {"bad_json": 1, "bad_record": 3}
+    assert summary["skipped_by_reason"] == {
+        "bad_json": 1,
+        "bad_alpaca": 1,
+        "no_response": 1,
+        "bad_messages": 1,
+    }
 
 
 def test_json_array_input(tiny_tokenizer_dir, tmp_path):
