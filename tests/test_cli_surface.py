@@ -19,6 +19,7 @@ ENTRY_POINTS = {
     "dscoder-pretrain": "megatron_dscoder.training.train:main",
     "dscoder-preprocess": "megatron_dscoder.preprocess.cli:main",
     "dscoder-train-tokenizer": "megatron_dscoder.preprocess.train_tokenizer_cli:main",
+    "dscoder-preprocess-sft": "megatron_dscoder.preprocess.sft_cli:main",
     "dscoder-convert": "megatron_dscoder.convert.cli:main",
     "dscoder-generate": "megatron_dscoder.evaluation.generate:main",
     "dscoder-eval-humaneval": "megatron_dscoder.evaluation.humaneval:main",
@@ -55,6 +56,7 @@ def test_console_scripts_match_the_entry_points() -> None:
 
 CLI_SURFACE: dict[str, list[str]] = {
     "dscoder-convert": [
+        "--chat-template",
         "--check-logits",
         "--dtype",
         "--help",
@@ -84,6 +86,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--workers",
     ],
     "dscoder-generate": [
+        "--chat",
         "--device",
         "--dtype",
         "--fim-prefix",
@@ -99,6 +102,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--seed",
         "--show-full",
         "--stop",
+        "--system",
         "--temperature",
         "--top-p",
     ],
@@ -146,6 +150,13 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--tokenizer-model",
         "--work-dir",
         "--workers",
+    ],
+    "dscoder-preprocess-sft": [
+        "--help",
+        "--input",
+        "--output-prefix",
+        "--stats-json",
+        "--tokenizer-model",
     ],
     "dscoder-pretrain": [
         "--adam-beta1",

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage",
         choices=recipes.STAGES,
         default="pretrain",
-        help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load",
+        help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load; "
+        "sft: instruction tuning (LR 1e-5, 100 warm-up, cosine) from --load on "
+        "dscoder-preprocess-sft data",
     )
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(GROUP_TITLES.get(section, section))
@@ -135,6 +137,8 @@ def base_run(args: argparse.Namespace) -> RunConfig:
         run = dataclasses.replace(run, arch=arch)
     if args.stage == "extend-context":
         run = recipes.extend_context(run)
+    elif args.stage == "sft":
+        run = recipes.sft(run)
     return run
 
 
@@ -148,9 +152,13 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
     elif not values.get("mock_data") and not args.dry_run:
         raise ConfigError("give exactly one of --mock-data and --data-path")
     run = override(base_run(args), values)
+    if run.data.sft and run.data.mock_data and not args.dry_run:
+        raise ConfigError("--stage sft trains on --data-path PREFIX made by dscoder-preprocess-sft")
     if run.checkpoint.finetune and not run.checkpoint.load:
         if args.stage == "extend-context":
             raise ConfigError("--stage extend-context needs --load CHECKPOINT (the 4K model)")
+        if args.stage == "sft":
+            raise ConfigError("--stage sft needs --load CHECKPOINT (the base model)")
         raise ConfigError("--finetune needs --load DIR")
     return run
 

@@ -44,7 +44,7 @@ UNREGISTERED = SizeDefaults(lr=3e-4, global_batch_size=8, lr_warmup_iters=0, tra
 """For a checkpoint whose architecture is no registry size (e.g. another Llama imported from
 Hugging Face): a short fine-tune unless ``--lr``, ``--global-batch-size``, ``--train-iters`` say
 otherwise."""
-STAGES = ("pretrain", "extend-context")
+STAGES = ("pretrain", "extend-context", "sft")
 
 
 def pretrain(model: str) -> RunConfig:
@@ -101,6 +101,40 @@ def extend_context(run: RunConfig, stage: ContextExtension = EXTEND_CONTEXT) -> 
     )
     checkpoint = dataclasses.replace(run.checkpoint, finetune=True)
     return dataclasses.replace(run, arch=arch, train=train, checkpoint=checkpoint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstructTuning:
+    """DeepSeek-Coder-Instruct's fine-tuning (§3.7): peak LR 1e-5, 100 warm-up iterations, cosine
+    decay, batches of ~4M tokens (1024 sequences of 4096; never more than the run's own batch:
+    the debug model keeps its 8), 2B tokens (500 iterations), weights loaded from the base model,
+    the loss on responses only (packed ``dscoder-preprocess-sft`` data)."""
+
+    lr: float = 1e-5
+    lr_warmup_iters: int = 100
+    batch_tokens: int = 4 * 1024 * 1024
+    train_tokens: float = 2e9
+
+
+INSTRUCT = InstructTuning()
+
+
+def sft(run: RunConfig, stage: InstructTuning = INSTRUCT) -> RunConfig:
+    """The instruct stage derived from a base run: same model and sequence length."""
+    batch = min(max(stage.batch_tokens // run.train.seq_length, 1), run.train.global_batch_size)
+    train = dataclasses.replace(
+        run.train,
+        global_batch_size=batch,
+        train_iters=None,
+        train_tokens=stage.train_tokens,
+        lr=stage.lr,
+        min_lr=0.0,
+        lr_decay_style="cosine",
+        lr_warmup_iters=stage.lr_warmup_iters,
+    )
+    checkpoint = dataclasses.replace(run.checkpoint, finetune=True)
+    data = dataclasses.replace(run.data, sft=True)
+    return dataclasses.replace(run, train=train, checkpoint=checkpoint, data=data)
 
 
 assert set(SIZES) == set(MODELS), "every registry size has a recipe"

@@ -236,6 +236,9 @@ class DataConfig:
     num_workers: int | None = opt(None, "DataLoader processes; default: 2 on GPU, 0 on CPU")
     """On CPU loading runs inline (<1 % of a step): worker processes would compete with training
     for the cores."""
+    sft: bool = opt(False, cli=False)
+    """Instruction tuning (``--stage sft``): one ``dscoder-preprocess-sft`` prefix, packed, the
+    loss on responses only (``training/sft_data.py``)."""
 
     def __post_init__(self) -> None:
         if self.data_path is not None:
@@ -246,6 +249,8 @@ class DataConfig:
             raise ConfigError("--data-path needs --tokenizer-model DIR (an HF tokenizer directory)")
         parse_split(self.split)
         require_positive(self, "num_workers", allow_zero=True)
+        if self.sft and self.data_path and len(self.data_path) != 1:
+            raise ConfigError("--stage sft takes one --data-path PREFIX (no blend)")
 
     @property
     def split_fractions(self) -> tuple[float, float, float]:

@@ -85,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="output weight dtype (default: the source's)",
     )
     parser.add_argument(
+        "--chat-template",
+        choices=("auto", "deepseek-instruct", "none"),
+        default="auto",
+        help="to-hf: write DeepSeek-Coder-Instruct's chat template and <|EOT|> as eos "
+        "(auto: when the checkpoint was trained with --stage sft)",
+    )
+    parser.add_argument(
         "--max-shard-size-gb",
         type=float,
         default=2.0,
@@ -117,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.save,
                 tokenizer=args.tokenizer_model,
                 dtype=args.dtype,
+                chat_template={"auto": None, "deepseek-instruct": True, "none": False}[
+                    args.chat_template
+                ],
                 max_shard_bytes=int(args.max_shard_size_gb * 1024**3),
             )
             ckpt_dir, hf_dir = pipeline.resolve_checkpoint(args.load), result.output

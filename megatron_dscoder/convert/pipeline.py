@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
-from megatron_dscoder.convert import ConversionError, hf
+from megatron_dscoder.convert import ConversionError, hf, instruct
 from megatron_dscoder.convert.keymap import (
     MAPPINGS,
     Geometry,
@@ -158,8 +158,12 @@ def to_hf(
     tokenizer: str | Path | None = None,
     dtype: str | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    chat_template: bool | None = None,
 ) -> Result:
-    """Export a torch_dist checkpoint to an HF ``LlamaForCausalLM`` directory."""
+    """Export a torch_dist checkpoint to an HF ``LlamaForCausalLM`` directory.
+
+    ``chat_template`` (None: when the checkpoint's run was ``--stage sft``) makes it an instruct
+    model: ``<|EOT|>`` is its eos and the tokenizer carries DeepSeek-Coder-Instruct's template."""
     from megatron_dscoder.convert.megatron import CheckpointFormatError, CheckpointReader
 
     ckpt_dir = resolve_checkpoint(load)
@@ -231,6 +235,13 @@ def to_hf(
         bos_token_id=generation.get("bos_token_id", tok.bos_token_id if tok else None),
         eos_token_id=generation.get("eos_token_id", tok.eos_token_id if tok else None),
     )
+    if chat_template is None:
+        chat_template = bool(meta.get("data", {}).get("sft"))
+    if chat_template:
+        if tok is None:
+            raise ConversionError("--chat-template needs a tokenizer (--tokenizer-model DIR)")
+        ids["eos_token_id"] = instruct.instruct_eos(tok.path)
+        generation = {**generation, "eos_token_id": ids["eos_token_id"]}
     save = Path(save)
     with staged(save) as tmp:
         total = hf.write_shards(tmp, plan, tensors())
@@ -241,6 +252,8 @@ def to_hf(
         hf.write_json(tmp / hf.GENERATION_CONFIG, generation or {**ids, "do_sample": False})
         if tok is not None:
             hf.copy_tokenizer(tok.path, tmp)
+            if chat_template:
+                instruct.add_chat_template(tmp)
     logger.info(
         "exported %s (%.1f MB in %d shard(s)) to %s", ckpt_dir, total / 1e6, len(plan), save
     )

@@ -5,6 +5,8 @@
     # fill-in-the-middle: prefix and suffix in, the middle out (DeepSeek's PSM prompt)
     python tools/generate.py --model out/hf --fim-prefix $'def add(a, b):\\n    ' \\
         --fim-suffix $'\\n\\nprint(add(1, 2))\\n'
+    # an instruct model: the prompt is the user's turn in DeepSeek-Coder-Instruct's template
+    python tools/generate.py --model out/instruct_hf --chat --prompt "Write a quicksort in Python."
     # CPU toy run on the debug model exported (with a tokenizer) by convert_checkpoint.py's toy run
     python tools/generate.py --model out/toy_hf --prompt "import os" --max-new-tokens 16
 
@@ -70,6 +72,19 @@ class Generator:
 
     def prompt_ids(self, prompt: str) -> list[int]:
         return ([self.ids.bos] if self.add_bos else []) + self.encode(prompt)
+
+    def chat_prompt_ids(self, user: str, system: str | None = None) -> list[int]:
+        """One user turn (and a system message, else the template's default) rendered with
+        DeepSeek-Coder-Instruct's template, ending in the generation prompt ``### Response:``."""
+        from megatron_dscoder.preprocess.chat_template import render
+        from megatron_dscoder.preprocess.sft import encode_pieces
+
+        messages = [{"role": "system", "content": system}] if system is not None else []
+        pieces = render([*messages, {"role": "user", "content": user}], add_generation_prompt=True)
+        controls = {p.text: self.tok.token_to_id(p.text) for p in pieces if p.control}
+        if None in controls.values():
+            special_token_ids(self.tok, require=("bos",), source=str(self.dir), purpose="--chat")
+        return encode_pieces(pieces, self.tok, controls)[0]
 
     def fim_prompt_ids(self, prefix: str, suffix: str) -> list[int]:
         """``[bos] <｜fim▁begin｜> prefix <｜fim▁hole｜> suffix <｜fim▁end｜>`` (PSM order)."""
@@ -188,6 +203,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="HF model directory (with tokenizer files)")
     p.add_argument("--prompt", help="text to complete")
     p.add_argument("--prompt-file", help="read the text to complete from this file")
+    p.add_argument(
+        "--chat", action="store_true", help="the prompt is a user turn of the instruct template"
+    )
+    p.add_argument("--system", help="with --chat: system message (default: the template's)")
     p.add_argument("--fim-prefix", help="infilling: code before the hole")
     p.add_argument("--fim-prefix-file")
     p.add_argument("--fim-suffix", help="infilling: code after the hole")
@@ -214,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = _text(args.fim_prefix, args.fim_prefix_file)
     suffix = _text(args.fim_suffix, args.fim_suffix_file)
     infilling = prefix is not None or suffix is not None
-    if (prompt is None) == (not infilling):
+    if (prompt is None) == (not infilling) or (args.chat and infilling):
         sys.stderr.write("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix\n")
         return 2
     torch.manual_seed(args.seed)
@@ -230,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     if infilling:
         middle = gen.infill(prefix or "", suffix or "", **options)
         text = f"{prefix or ''}{middle}{suffix or ''}" if args.show_full else middle
+    elif args.chat:
+        ids = gen.chat_prompt_ids(prompt, args.system)
+        new = gen.generate_ids(ids, **options)
+        completion = truncate_at(gen.decode(new), args.stop).removesuffix("\n")
+        text = f"{prompt}\n{completion}" if args.show_full else completion
     else:
         completion = gen.complete(prompt, **options)
         text = prompt + completion if args.show_full else completion

@@ -219,6 +219,11 @@ def build_train_valid(run: RunConfig, with_valid: bool = True) -> tuple:
             MockTokens(run.arch.vocab_size, t.seq_length, t.seed),
             MockTokens(run.arch.vocab_size, t.seq_length, t.seed + 1),
         )
+    if d.sft:
+        from megatron_dscoder.training.sft_data import build_sft
+
+        valid = with_valid and bool(run.logging.eval_interval)
+        return build_sft(d.data_path[0], d.split, t.seq_length, t.seed, valid)
     from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size
 
     tok = load_tokenizer(d.tokenizer_model)

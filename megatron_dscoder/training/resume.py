@@ -21,6 +21,7 @@ from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training import outputs
 from megatron_dscoder.training.data import check_splits, parse_blend
 from megatron_dscoder.training.loop import TrainState
+from megatron_dscoder.training.sft_data import check_sft_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
         prefixes, _ = parse_blend(list(run.data.data_path))
         for prefix in prefixes:
             check_prefix(prefix, run.arch.vocab_size)
+            if run.data.sft:
+                check_sft_prefix(prefix)
     if run.parallel.context_parallel_size > 1 and not have_transformer_engine():
         raise ConfigError(
             f"context-parallel-size={run.parallel.context_parallel_size} needs Transformer Engine "

@@ -33,7 +33,8 @@ def test_token_horizon_follows_the_batch_geometry():
 
 def test_every_config_field_is_a_flag_of_its_own_name():
     flags = {a.dest for a in build_parser()._actions}
-    assert set(FIELD_SECTION) - flags == {"train_tokens"}  # --world-size is the planner's
+    # recipe-only: the token horizon, and the data kind that --stage sft sets
+    assert set(FIELD_SECTION) - flags == {"train_tokens", "sft"}  # --world-size is the planner's
 
 
 @pytest.mark.parametrize(
