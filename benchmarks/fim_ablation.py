@@ -167,14 +167,15 @@ def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
     from megatron_dscoder.evaluation.generate import Generator
     from megatron_dscoder.preprocess.records import language_of, with_path_comment
 
-    gen = Generator(hf_dir, add_bos=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = Generator(hf_dir, add_bos=False, device=device)
     eos, nll, count, hits, cases = gen.ids.eos, 0.0, 0, 0, 0
     budget = seq_length // 2 - 4
     for doc in heldout:
         text = with_path_comment(language_of("", doc["path"]), doc["path"], doc["text"])
         ids = ([eos, *gen.encode(text), eos])[:seq_length]
         with torch.no_grad():
-            logits = gen.model(torch.tensor([ids])).logits[0, :-1].float()
+            logits = gen.model(torch.tensor([ids], device=device)).logits[0, :-1].float().cpu()
         target = torch.tensor(ids[1:])
         nll += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
         count += len(ids) - 1
