@@ -187,6 +187,15 @@ class IndexedDatasetWriter:
             self.abort()
 
 
+MASK_SUFFIX = "_mask"
+"""An SFT dataset's per-token loss masks: one uint8 per token in a sibling MMIDIDX pair."""
+
+
+def mask_prefix(prefix: str) -> str:
+    """Where the loss masks of the dataset ``prefix`` live (``PREFIX_mask.bin/.idx``)."""
+    return f"{prefix}{MASK_SUFFIX}"
+
+
 class DataError(ValueError):
     """An unusable ``.bin``/``.idx`` pair; the message names the file."""
 

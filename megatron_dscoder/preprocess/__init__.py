@@ -42,7 +42,5 @@ items``) and :mod:`.options` (a field for the flag, one ``Stage(name, enabled, f
 in a list); its docstring shows an example.
 """
 
-from megatron_dscoder.preprocess.options import PreprocessConfig
-from megatron_dscoder.preprocess.pipeline import run_pipeline
-
-__all__ = ["PreprocessConfig", "run_pipeline"]
+# Nothing is imported here: training, conversion and evaluation use single modules of this package
+# (the text tokenizer, the chat template) without loading the pipeline and its I/O dependencies.

@@ -27,17 +27,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from megatron_dscoder.data.indexed import IndexedDatasetWriter, token_dtype
+from megatron_dscoder.data.indexed import IndexedDatasetWriter, mask_prefix, token_dtype
 from megatron_dscoder.preprocess.chat_template import Piece, TemplateError, messages_of, render
 from megatron_dscoder.preprocess.encode import text_tokenizer
 from megatron_dscoder.tokenizer import vocab_size
-
-MASK_SUFFIX = "_mask"
-
-
-def mask_prefix(prefix: str) -> str:
-    """Where the loss masks of the dataset ``prefix`` live."""
-    return f"{prefix}{MASK_SUFFIX}"
 
 
 @dataclass

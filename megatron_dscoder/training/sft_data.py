@@ -21,8 +21,7 @@ import functools
 import numpy as np
 import torch
 
-from megatron_dscoder.data.indexed import DataError, read_lengths
-from megatron_dscoder.preprocess.sft import mask_prefix
+from megatron_dscoder.data.indexed import DataError, mask_prefix, read_lengths
 
 
 def check_sft_prefix(prefix: str) -> None:
