@@ -24,6 +24,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -152,44 +153,18 @@ class Generator:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
 
-    def complete(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int = 128,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-    ) -> str:
-        """The continuation of ``prompt`` (without the prompt), cut at the first stop string."""
-        new = self.generate_ids(
-            self.prompt_ids(prompt),
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-        )
-        return truncate_at(self.decode(new), stop)
+    def text_after(self, ids: list[int], *, stop: Sequence[str] = (), **options: Any) -> str:
+        """The text generated after the prompt ``ids``, cut at the first stop string
+        (``options``: those of :meth:`generate_ids`)."""
+        return truncate_at(self.decode(self.generate_ids(ids, stop=stop, **options)), stop)
 
-    def infill(
-        self,
-        prefix: str,
-        suffix: str,
-        *,
-        max_new_tokens: int = 128,
-        stop: Sequence[str] = (),
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-    ) -> str:
+    def complete(self, prompt: str, **options: Any) -> str:
+        """The continuation of ``prompt`` (without the prompt), cut at the first stop string."""
+        return self.text_after(self.prompt_ids(prompt), **options)
+
+    def infill(self, prefix: str, suffix: str, **options: Any) -> str:
         """The middle between ``prefix`` and ``suffix``."""
-        new = self.generate_ids(
-            self.fim_prompt_ids(prefix, suffix),
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-        )
-        return truncate_at(self.decode(new), stop)
+        return self.text_after(self.fim_prompt_ids(prefix, suffix), **options)
 
 
 def _text(value: str | None, path: str | None) -> str | None:
@@ -251,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         text = f"{prefix or ''}{middle}{suffix or ''}" if args.show_full else middle
     elif args.chat:
         ids = gen.chat_prompt_ids(prompt, args.system)
-        new = gen.generate_ids(ids, **options)
-        completion = truncate_at(gen.decode(new), args.stop).removesuffix("\n")
+        completion = gen.text_after(ids, **options).removesuffix("\n")
         text = f"{prompt}\n{completion}" if args.show_full else completion
     else:
         completion = gen.complete(prompt, **options)
