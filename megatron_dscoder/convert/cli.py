@@ -32,11 +32,12 @@ import sys
 import time
 from pathlib import Path
 
+from megatron_dscoder.config.flags import OneLineParser
 from megatron_dscoder.convert import ConversionError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("direction", choices=("to-hf", "from-hf"))

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from megatron_dscoder.config.flags import OneLineParser
 from megatron_dscoder.preprocess.encode import text_tokenizer
 from megatron_dscoder.tokenizer import SpecialTokenIds, load_tokenizer, special_token_ids
 
@@ -172,9 +173,7 @@ def _text(value: str | None, path: str | None) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF model directory (with tokenizer files)")
     p.add_argument("--prompt", help="text to complete")
     p.add_argument("--prompt-file", help="read the text to complete from this file")

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from megatron_dscoder.config.flags import OneLineParser
 from megatron_dscoder.evaluation.generate import Generator, truncate_at
 from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
     SandboxError,
@@ -281,9 +282,7 @@ def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeMode
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF causal LM directory")
     p.add_argument("--tasks", default="humaneval", help="comma list: humaneval, fim")
     p.add_argument("--limit", type=int, default=None, help="first N HumanEval problems")

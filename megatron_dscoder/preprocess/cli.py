@@ -51,7 +51,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from megatron_dscoder.config.flags import add_flags, values_from_args
+from megatron_dscoder.config.flags import OneLineParser, add_flags, values_from_args
 from megatron_dscoder.data.indexed import EmptyOutputError, NoSpaceError
 from megatron_dscoder.paths import check_output_path
 from megatron_dscoder.preprocess.options import PreprocessConfig
@@ -68,7 +68,7 @@ USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPER
 
 def build_parser() -> argparse.ArgumentParser:
     """Every flag, generated from the fields of :class:`.options.PreprocessConfig`."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_flags(parser, PreprocessConfig)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass
 
-from megatron_dscoder.config.flags import add_flags, opt, values_from_args
+from megatron_dscoder.config.flags import OneLineParser, add_flags, opt, values_from_args
 from megatron_dscoder.preprocess.readers import FieldNames
 from megatron_dscoder.preprocess.train_tokenizer import (
     DEFAULT_VOCAB_SIZE,
@@ -57,7 +57,7 @@ class TokenizerTrainingConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_flags(parser, TokenizerTrainingConfig)
