@@ -78,6 +78,12 @@ def runs(token_corpus, tmp_path_factory) -> dict:  # noqa: F811
                 f"{layout}_{name}",
                 f"{flags} {layout_flags} --train-iters {TRAINED_ITERS + 1} --load {ckpt}",
             ]
+    # The same trained state, one more step with megatron-core's unfused attention (the CPU
+    # default, ``auto``, is sdpa): the backends must agree from a trained state too.
+    unfused = f"{base} --no-bf16 --attention-backend unfused --train-iters {TRAINED_ITERS + 1}"
+    unfused += f" --load {out / 'ckpt_fp32'}"
+    single += ["tp1_fp32_unfused", unfused]
+    pairs += ["tp2_sp_fp32_unfused", f"{unfused} {LAYOUTS['tp2_sp']}"]
     torchrun(1, WORKERS / "grad_norm_check.py", *single)  # train and TP=1, one launch
     torchrun(2, WORKERS / "grad_norm_check.py", *pairs)  # every 2-rank layout, one launch
     export = subprocess.run(
@@ -129,6 +135,15 @@ def test_first_step_matches_tp1(runs, variant, layout):
     for key, rel in (("lm_loss", v.tp_loss_rel), ("grad_norm", v.tp_grad_norm_rel)):
         rel = 1e-6 if exact else rel
         assert got[key] == pytest.approx(ref[key], rel=rel), (variant, layout, key)
+
+
+@pytest.mark.parametrize("layout", ["tp1", "tp2_sp"])
+def test_sdpa_matches_unfused_from_the_trained_state(runs, layout):
+    (sdpa,) = runs[f"{layout}_fp32"]["metrics"]
+    (unfused,) = runs[f"{layout}_fp32_unfused"]["metrics"]
+    assert sdpa["iteration"] == unfused["iteration"] == TRAINED_ITERS + 1
+    for key in ("lm_loss", "grad_norm"):
+        assert unfused[key] == pytest.approx(sdpa[key], rel=1e-6), (layout, key)
 
 
 @pytest.mark.parametrize("layout", ["train", "tp1", "tp2", "tp2_sp", "pp2"])
