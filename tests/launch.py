@@ -20,6 +20,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_cmd(nproc: int, *target: str) -> list[str]:
+    """``torchrun`` (as ``python -m torch.distributed.run``) on ``nproc`` local ranks, a free port."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        f"--master-port={free_port()}",
+        *target,
+    ]
+
+
 def torchrun(
     nproc: int,
     script: str | Path,
@@ -29,15 +41,7 @@ def torchrun(
     env: dict[str, str | None] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``script`` on ``nproc`` local ranks; output is captured and shown on failure."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={nproc}",
-        f"--master-port={free_port()}",
-        str(script),
-        *args,
-    ]
+    cmd = torchrun_cmd(nproc, str(script), *args)
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None unsets
     proc = subprocess.run(
@@ -83,16 +87,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def torchrun_popen(nproc: int, args: list[str], log_path: Path) -> subprocess.Popen:
     """Start ``torchrun -m megatron_dscoder.pretrain ARGS`` in its own process group."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={nproc}",
-        f"--master-port={free_port()}",
-        "-m",
-        "megatron_dscoder.pretrain",
-        *args,
-    ]
+    cmd = torchrun_cmd(nproc, "-m", "megatron_dscoder.pretrain", *args)
     log = open(log_path, "w")  # noqa: SIM115 - closed by the child's exit
     return subprocess.Popen(
         cmd,

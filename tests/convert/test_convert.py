@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from tests.convert.conftest import TOKENS
 from tests.convert.helpers import make_hf_llama
-from tests.launch import REPO, free_port
+from tests.launch import REPO, torchrun_cmd
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 ROWS = 384  # TOKENS padded by the debug model's make_vocab_size_divisible_by=128
@@ -98,15 +98,7 @@ def torchrun_background(
     nproc: int, script: Path, *args: str, env: dict[str, str]
 ) -> subprocess.Popen:
     """Start a torchrun launch (gloo, one thread per rank) without waiting for it."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={nproc}",
-        f"--master-port={free_port()}",
-        str(script),
-        *args,
-    ]
+    cmd = torchrun_cmd(nproc, str(script), *args)
     return subprocess.Popen(
         cmd,
         cwd=REPO,
