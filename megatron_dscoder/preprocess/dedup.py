@@ -1,51 +1,67 @@
-"""Corpus-wide near-deduplication: LSH group-by, Jaccard verification, connected components.
+"""Near-dedup on disk: band files per task, one merge per band, verification by id range.
 
-MinHash near-dedup in the formulation that scales out (BigCode's, without an in-memory index):
+MinHash near-dedup in the formulation that scales out (BigCode's, without an in-memory index);
+the tasks that run these steps are in :mod:`.dedup_tasks`:
 
-1. **Signatures** (in every partition, in parallel; :mod:`.minhash`): each sample gets
-   ``num_perm`` MinHash values over its word 5-grams, cut into ``bands`` bands of ``rows``
-   values; each band becomes one 64-bit key, hash(band index, band values). A shard writes its
-   signatures and its (key, sample id) records, sorted by key, next to its tokens. A sample id
-   is ``shard << 32 | position in the shard``, so ids increase in output order.
-2. **Group-by** on the band key: the key space is cut into ``P`` equal ranges, P chosen after
-   the signatures exist so that one range holds at most ``group_bytes`` (64 MiB) of records on
-   average; the task of a range reads that slice of every shard's sorted keys (binary search
-   on a memory map), sorts it, and links each sample of a run of equal keys to the run's
-   smallest id (a star: n - 1 candidate pairs per bucket instead of n^2/2).
-3. **Verification** (on by default): a candidate pair is kept only if its signatures agree in
-   at least ``threshold`` of their positions (the MinHash estimate of Jaccard similarity),
-   which removes the pairs LSH lets through below the threshold. Pairs are checked in blocks
-   of :data:`VERIFY_BLOCK`, reading the two signature rows from the shards' memory maps.
-4. **Connected components** of the verified pairs on the driver (deterministic label
-   propagation with pointer jumping: every node ends with the smallest id of its component).
-   The smallest id of each component (its first sample in output order) is kept; the others
-   are dropped when the shards are finalised.
+1. **Signatures and band files** (every pass-1 and pass-2 task; :mod:`.minhash`): each sample
+   gets ``num_perm`` MinHash values over its word 5-grams, saved per shard
+   (``sNNNNNNN.sig.npy``), cut into ``bands`` bands of ``rows`` values; each band becomes one
+   64-bit key, hash(band index, band values). A task writes *one* band file for all its
+   shards (:func:`write_band_file`): ``(bands, 2, n)`` uint64, row ``[b, 0]`` the keys of band
+   ``b`` sorted, row ``[b, 1]`` the sample ids. A sample id is ``shard << 32 | position``, so
+   ids increase in output order.
+2. **Merge, one task per band** (:func:`merge_band_records`): reads its band's rows of every
+   task's band file (one open per file), cut into ``key_ranges`` ranges of about
+   ``group_bytes`` each through scratch files when the band is large; in each range it links
+   every sample of a run of equal keys to the run's smallest id (a star: n - 1 candidate pairs
+   per bucket, not n^2/2) and writes the pairs sorted by the smaller id.
+3. **Verification, one task per id range**: the pairs whose smaller id falls in its range,
+   from every band's files (a binary search on memory maps); a pair met in several bands is
+   kept once, *before* its signatures are read, so each candidate pair is verified once; it
+   is kept if the signatures agree in at least ``threshold`` of their positions (the MinHash
+   estimate of Jaccard similarity).
+4. **Connected components** of the verified pairs (unique by construction), one task:
+   deterministic label propagation with pointer jumping; every node ends with the smallest id
+   of its component, which is kept (its first sample in output order); the others are
+   dropped when the shards are finalised.
 
-**Memory.** A group-by task holds one key range: about ``group_bytes`` of 16-byte records (a
-skewed range can exceed the average; keys are hashes, so ranges are balanced in expectation),
-about 3x that while sorting, plus ``VERIFY_BLOCK`` x 2 x num_perm x 4 bytes (32 MiB) during
-verification. The driver holds the verified pairs only, 16 bytes each plus about 40 bytes per
-distinct node while labelling, i.e. it grows with the number of near-duplicates, not with the
-corpus. Disk: ``num_perm x 4 + bands x 16`` bytes per sample (1.6 KB with the defaults).
+**Memory and files.** A merge task holds one key range of one band (about ``group_bytes`` of
+16-byte records, about 3x that while sorting) and its star pairs; a verification task its
+pairs and ``VERIFY_BLOCK`` x 2 x num_perm x 4 bytes (64 MiB) of signature rows, with at most
+:data:`OPEN_SIGNATURES` signature files mapped at once; the components task 16 bytes per
+verified pair and about 40 bytes per distinct sample in a pair (it grows with the number of
+near-duplicates, not with the corpus). Files opened: every band file once per band (``bands``
+x tasks), every band's pair files once per verification task, no per-shard key file. Disk:
+``num_perm x 4 + bands x 16`` bytes per sample (1.6 KB with the defaults).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator
 
 import numpy as np
 
 from megatron_dscoder.preprocess.minhash import MinHashConfig, band_keys, estimated_jaccard
 
 VERIFY_BLOCK = 1 << 15
+#: Signature files a verification task keeps memory-mapped (each holds a file descriptor).
+OPEN_SIGNATURES = 256
 _LOCAL = np.uint64(0xFFFFFFFF)
+Signed = tuple[np.ndarray, np.ndarray]
 
 
 def shard_file(work_dir: str, shard: int, kind: str) -> str:
-    """Path of one of a shard's work files (``tok``, ``len``, ``sig``, ``key``, ``id``)."""
+    """Path of one of a shard's work files (``tok``, ``len``, ``nf``, ``sig``)."""
     return os.path.join(work_dir, f"s{shard:07d}.{kind}.npy")
+
+
+def band_file(work_dir: str, task: str) -> str:
+    """The band file of the task named ``task`` (``p1-NNNNNNN``, ``p2-NNNNNNNNNN``)."""
+    return os.path.join(work_dir, "dedup", "bands", f"{task}.npy")
 
 
 def save_array(path: str, array: np.ndarray) -> None:
@@ -56,71 +72,24 @@ def save_array(path: str, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def write_band_records(work_dir: str, shard: int, sig: np.ndarray, config: MinHashConfig) -> int:
-    """Write a shard's signatures and sorted (band key, sample id) records; returns their count."""
-    save_array(shard_file(work_dir, shard, "sig"), sig)
-    bands, rows = config.band_layout()
+def band_records(shard: int, sig: np.ndarray, config: MinHashConfig) -> Signed:
+    """(sample ids, (n, bands) band keys) of the shard's samples that have a signature (a text
+    without words has none)."""
     present = np.flatnonzero((sig != np.uint32(0xFFFFFFFF)).any(axis=1))
-    keys = band_keys(sig[present], bands, rows).ravel()
-    ids = np.repeat((np.uint64(shard) << np.uint64(32)) | present.astype(np.uint64), bands)
-    order = np.lexsort((ids, keys))
-    save_array(shard_file(work_dir, shard, "key"), keys[order])
-    save_array(shard_file(work_dir, shard, "id"), ids[order])
-    return int(keys.size)
+    ids = (np.uint64(shard) << np.uint64(32)) | present.astype(np.uint64)
+    return ids, band_keys(sig[present], *config.band_layout())
 
 
-@dataclass(frozen=True)
-class GroupTask:
-    """One key range of the group-by: ``part`` of ``parts``, over the shards listed."""
-
-    part: int
-    parts: int
-    shards: tuple[int, ...]
-    work_dir: str
-    minhash: MinHashConfig
-
-
-@dataclass
-class GroupResult:
-    """Verified pairs (n, 2) uint64 (smaller id first) and counters of one key range."""
-
-    pairs: np.ndarray
-    records: int = 0
-    candidates: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def num_parts(records: int, group_bytes: int, workers: int) -> int:
-    """Key ranges for ``records`` band records: at most ``group_bytes`` each on average."""
-    return max(1, workers, -(-records * 16 // max(group_bytes, 1)))
-
-
-def _key_bounds(part: int, parts: int) -> tuple[np.uint64, np.uint64 | None]:
-    lo = (part << 64) // parts
-    hi = ((part + 1) << 64) // parts
-    return np.uint64(lo), (np.uint64(hi) if hi < 1 << 64 else None)
-
-
-class SignatureReader:
-    """Rows of the shards' signatures by sample id (memory-mapped, opened once per shard)."""
-
-    def __init__(self, work_dir: str) -> None:
-        self.work_dir = work_dir
-        self.maps: dict[int, np.ndarray] = {}
-
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        shards = (ids >> np.uint64(32)).astype(np.int64)
-        local = (ids & _LOCAL).astype(np.int64)
-        out: np.ndarray | None = None
-        for shard in np.unique(shards).tolist():
-            if shard not in self.maps:
-                self.maps[shard] = np.load(shard_file(self.work_dir, shard, "sig"), mmap_mode="r")
-            sig = self.maps[shard]
-            if out is None:
-                out = np.empty((ids.size, sig.shape[1]), dtype=sig.dtype)
-            where = shards == shard
-            out[where] = sig[local[where]]
-        return out if out is not None else np.empty((0, 0), dtype=np.uint32)
+def write_band_file(path: str, signed: list[Signed], bands: int) -> int:
+    """One task's band file from its shards' :func:`band_records`; returns its record count."""
+    ids = np.concatenate([i for i, _ in signed]) if signed else np.empty(0, np.uint64)
+    keys = np.concatenate([k for _, k in signed]) if signed else np.empty((0, bands), np.uint64)
+    out = np.empty((bands, 2, ids.size), dtype=np.uint64)  # [band, key|id, sample]
+    for band in range(bands):
+        order = np.lexsort((ids, keys[:, band]))
+        out[band, 0], out[band, 1] = keys[order, band], ids[order]
+    save_array(path, out)
+    return int(ids.size) * bands
 
 
 def candidate_pairs(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -135,41 +104,100 @@ def candidate_pairs(keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
     member = ~head & (first != ids)
     if not member.any():
         return np.empty((0, 2), dtype=np.uint64)
-    return np.unique(np.stack([first[member], ids[member]], axis=1), axis=0)
+    return unique_pairs(np.stack([first[member], ids[member]], axis=1))
 
 
-def group_partition(task: GroupTask, _config: object = None) -> GroupResult:
-    """Group-by of one key range: candidate pairs, verified (see the module docstring)."""
-    started = time.perf_counter()
-    lo, hi = _key_bounds(task.part, task.parts)
-    key_parts, id_parts = [], []
-    for shard in task.shards:
-        keys = np.load(shard_file(task.work_dir, shard, "key"), mmap_mode="r")
-        start = int(np.searchsorted(keys, lo, side="left"))
-        end = keys.size if hi is None else int(np.searchsorted(keys, hi, side="left"))
-        if end > start:
-            key_parts.append(np.array(keys[start:end]))
-            ids = np.load(shard_file(task.work_dir, shard, "id"), mmap_mode="r")
-            id_parts.append(np.array(ids[start:end]))
-    if not key_parts:
-        return GroupResult(np.empty((0, 2), dtype=np.uint64))
-    keys, ids = np.concatenate(key_parts), np.concatenate(id_parts)
-    pairs = candidate_pairs(keys, ids)
-    grouped = time.perf_counter()
-    result = GroupResult(pairs, records=int(keys.size), candidates=int(pairs.shape[0]))
-    if task.minhash.verify and pairs.size:
-        reader = SignatureReader(task.work_dir)
-        keep = np.zeros(pairs.shape[0], dtype=bool)
-        for start in range(0, pairs.shape[0], VERIFY_BLOCK):
-            block = pairs[start : start + VERIFY_BLOCK]
-            similar = estimated_jaccard(reader.rows(block[:, 0]), reader.rows(block[:, 1]))
-            keep[start : start + block.shape[0]] = similar >= task.minhash.threshold
-        result.pairs = pairs[keep]
-    result.seconds = {
-        "dedup_group": grouped - started,
-        "dedup_verify": time.perf_counter() - grouped,
-    }
-    return result
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """(n, 2) pairs sorted by (first, second), each once."""
+    if pairs.shape[0] < 2:
+        return pairs
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    new = np.ones(pairs.shape[0], dtype=bool)
+    new[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
+    return pairs[new]
+
+
+def key_bounds(ranges: int) -> np.ndarray:
+    """The ``ranges - 1`` inner boundaries cutting the 64-bit key space into equal ranges."""
+    return np.array([(r << 64) // ranges for r in range(1, ranges)], dtype=np.uint64)
+
+
+def band_ranges(
+    files: list[str], band: int, ranges: int, scratch_dir: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(keys, ids) of one band of every file, one key range at a time (``ranges`` of them).
+
+    With one range, the rows are read into memory; with more, one pass over the files appends
+    each range's slice to its own scratch file (``ranges`` files open), which is then read
+    back: every band file is opened once, whatever the number of ranges.
+    """
+    if ranges == 1:
+        parts = [np.load(path, mmap_mode="r")[band] for path in files]
+        yield (np.concatenate([np.asarray(p[0]) for p in parts] or [np.empty(0, np.uint64)]),
+               np.concatenate([np.asarray(p[1]) for p in parts] or [np.empty(0, np.uint64)]))  # fmt: skip
+        return
+    scratch = tempfile.mkdtemp(prefix=f"b{band:03d}.tmp-", dir=scratch_dir)
+    try:
+        bounds = key_bounds(ranges)
+        outs = [open(os.path.join(scratch, f"{r:05d}"), "wb") for r in range(ranges)]
+        try:
+            for path in files:
+                keys, ids = np.load(path, mmap_mode="r")[band]
+                cuts = [0, *np.searchsorted(keys, bounds).tolist(), keys.size]
+                for r, out in enumerate(outs):
+                    if cuts[r + 1] > cuts[r]:
+                        np.stack([keys[cuts[r] : cuts[r + 1]], ids[cuts[r] : cuts[r + 1]]],
+                                 axis=1).tofile(out)  # fmt: skip
+        finally:
+            for out in outs:
+                out.close()
+        for r in range(ranges):
+            records = np.fromfile(os.path.join(scratch, f"{r:05d}"), dtype=np.uint64)
+            records = records.reshape(-1, 2)
+            yield records[:, 0].copy(), records[:, 1].copy()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class SignatureReader:
+    """Rows of the shards' signatures by sample id (memory-mapped, at most
+    :data:`OPEN_SIGNATURES` files at once, least recently used closed first)."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.work_dir = work_dir
+        self.maps: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _map(self, shard: int) -> np.ndarray:
+        if shard in self.maps:
+            self.maps.move_to_end(shard)
+        else:
+            if len(self.maps) >= OPEN_SIGNATURES:
+                self.maps.popitem(last=False)
+            self.maps[shard] = np.load(shard_file(self.work_dir, shard, "sig"), mmap_mode="r")
+        return self.maps[shard]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        shards = (ids >> np.uint64(32)).astype(np.int64)
+        local = (ids & _LOCAL).astype(np.int64)
+        out: np.ndarray | None = None
+        for shard in np.unique(shards).tolist():
+            sig = self._map(shard)
+            if out is None:
+                out = np.empty((ids.size, sig.shape[1]), dtype=sig.dtype)
+            where = shards == shard
+            out[where] = sig[local[where]]
+        return out if out is not None else np.empty((0, 0), dtype=np.uint32)
+
+
+def verify_pairs(pairs: np.ndarray, work_dir: str, threshold: float) -> np.ndarray:
+    """The pairs whose signatures agree in at least ``threshold`` of their positions."""
+    reader = SignatureReader(work_dir)
+    keep = np.zeros(pairs.shape[0], dtype=bool)
+    for start in range(0, pairs.shape[0], VERIFY_BLOCK):
+        block = pairs[start : start + VERIFY_BLOCK]
+        similar = estimated_jaccard(reader.rows(block[:, 0]), reader.rows(block[:, 1]))
+        keep[start : start + block.shape[0]] = similar >= threshold
+    return pairs[keep]
 
 
 def component_roots(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -193,40 +221,16 @@ def component_roots(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return nodes, nodes[label]
 
 
-@dataclass
-class DedupOutcome:
-    """Which samples to drop (sorted ids) and what was found."""
-
-    dropped: np.ndarray
-    counts: dict[str, int]
-
-    def dropped_in(self, shard: int) -> np.ndarray:
-        """Positions (within ``shard``) of the dropped samples of that shard, sorted."""
-        lo = np.uint64(shard) << np.uint64(32)
-        hi = np.uint64(shard + 1) << np.uint64(32)
-        start, end = np.searchsorted(self.dropped, [lo, hi])
-        return (self.dropped[start:end] & _LOCAL).astype(np.int64)
-
-
-def resolve(results: list[GroupResult], first_repo_shard: int) -> DedupOutcome:
-    """Connected components of all verified pairs -> the samples to drop, and counters."""
-    pairs = (
-        np.concatenate([r.pairs for r in results]) if results else np.empty((0, 2), dtype=np.uint64)
-    )
-    if pairs.size:  # a pair met in several key ranges (several shared bands) counts once
-        pairs = np.unique(pairs, axis=0)
+def dropped_samples(pairs: np.ndarray, first_repo_shard: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Connected components of the verified pairs -> the sorted ids to drop, and counters."""
     nodes, roots = component_roots(pairs)
     dropped = nodes[nodes != roots]
     repo_level = int(np.count_nonzero((dropped >> np.uint64(32)) >= np.uint64(first_repo_shard)))
     counts = {
-        "band_records": sum(r.records for r in results),
-        "group_partitions": len(results),
-        "candidate_pairs": sum(r.candidates for r in results),
-        "verified_pairs": int(pairs.shape[0]),
         "clusters": int(np.unique(roots).size),
         "samples_in_clusters": int(nodes.size),
         "dropped": int(dropped.size),
         "dropped_repo_level": repo_level,
         "dropped_file_level": int(dropped.size) - repo_level,
     }
-    return DedupOutcome(dropped, counts)
+    return dropped, counts

@@ -1,77 +1,153 @@
 """The near-dedup as tasks whose results stay on disk: the driver sees counts, never pairs.
 
-``group``       one key range (:func:`.dedup.group_partition`): its verified pairs are written
-                to ``dedup/pairs-P-of-N.npy``;
-``components``  one task reads every range's pairs, removes the pairs met in several ranges
-                (two samples sharing several bands), runs the connected components
-                (:func:`.dedup.resolve`) and writes the sorted ids to drop to
-                ``dedup/dropped.npy``;
-``finalize``    each shard task memory-maps that file and takes its own slice
-                (:func:`dropped_in_shard`, a binary search).
+The steps and their bounds are described in :mod:`.dedup`; the files, under ``dedup/``::
 
-Bound: the components task holds all verified pairs (16 bytes each) and about 40 bytes per
-distinct sample in a pair while labelling, i.e. it grows with the number of near-duplicates
-(about 1 GB per 20 M near-duplicate pairs), not with the corpus; it runs on one worker.
+    bands/p1-NNNNNNN.npy, bands/p2-NNNNNNNNNN.npy   one per pass-1 / pass-2 task (its shards)
+    pairs/bBBB-RRRRR.npy     merge_band: star pairs of band BBB, key range RRRRR, (2, n) by
+                             smaller id (row 0) then the other (row 1)
+    verified/vVVVVV.npy      verify_range: unique verified pairs whose smaller id is in range V
+    dropped.npy              components: the sorted ids to drop
+
+``finalize`` tasks memory-map ``dropped.npy`` and take their shard's slice
+(:func:`dropped_in_shard`, a binary search).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from megatron_dscoder.preprocess.dedup import (
-    GroupResult,
-    GroupTask,
-    group_partition,
-    resolve,
+    band_file,
+    band_ranges,
+    candidate_pairs,
+    dropped_samples,
     save_array,
+    unique_pairs,
+    verify_pairs,
 )
 from megatron_dscoder.preprocess.stages import StageConfig
 
 _LOCAL = np.uint64(0xFFFFFFFF)
+SUBDIRS = ("bands", "pairs", "verified")
 
 
-def dedup_dir(work_dir: str) -> str:
-    return os.path.join(work_dir, "dedup")
+def dedup_dir(work_dir: str, *parts: str) -> str:
+    return os.path.join(work_dir, "dedup", *parts)
 
 
-def pairs_path(work_dir: str, part: int, parts: int) -> str:
-    return os.path.join(dedup_dir(work_dir), f"pairs-{part:05d}-of-{parts:05d}.npy")
+def pairs_path(work_dir: str, band: int, key_range: int) -> str:
+    return dedup_dir(work_dir, "pairs", f"b{band:03d}-{key_range:05d}.npy")
 
 
-def group(task: GroupTask, config: StageConfig) -> dict[str, Any]:
-    """One key range of the group-by; its verified pairs go to a file."""
-    result = group_partition(task, config)
-    save_array(pairs_path(task.work_dir, task.part, task.parts), result.pairs)
-    return {"records": result.records, "candidates": result.candidates, "seconds": result.seconds}
+def verified_path(work_dir: str, index: int) -> str:
+    return dedup_dir(work_dir, "verified", f"v{index:05d}.npy")
+
+
+@dataclass(frozen=True)
+class Producers:
+    """The tasks that wrote band files: pass-1 references ``0..refs-1`` and the pass-2 tasks
+    of shards ``first_region .. first_region + regions - 1``."""
+
+    refs: int
+    first_region: int
+    regions: int
+
+    def files(self, work_dir: str) -> list[str]:
+        names = [f"p1-{i:07d}" for i in range(self.refs)]
+        names += [f"p2-{self.first_region + i:010d}" for i in range(self.regions)]
+        return [band_file(work_dir, name) for name in names]
+
+
+@dataclass(frozen=True)
+class BandTask:
+    band: int
+    key_ranges: int
+    producers: Producers
+
+
+def merge_band(task: BandTask, config: StageConfig) -> dict[str, Any]:
+    """One band over every task's band file -> its star pairs, one file per key range."""
+    started = time.perf_counter()
+    records = candidates = 0
+    files = task.producers.files(config.work_dir)
+    ranges = band_ranges(files, task.band, task.key_ranges, dedup_dir(config.work_dir))
+    for key_range, (keys, ids) in enumerate(ranges):
+        pairs = candidate_pairs(keys, ids)
+        records += int(keys.size)
+        candidates += int(pairs.shape[0])
+        save_array(pairs_path(config.work_dir, task.band, key_range), np.ascontiguousarray(pairs.T))
+    seconds = {"dedup_merge": time.perf_counter() - started}
+    return {"records": records, "candidates": candidates, "seconds": seconds}
+
+
+@dataclass(frozen=True)
+class VerifyTask:
+    """Pairs whose smaller id lies in shards ``[first_shard, end_shard)``."""
+
+    index: int
+    first_shard: int
+    end_shard: int
+    bands: int
+    key_ranges: int
+
+
+def verify_range(task: VerifyTask, config: StageConfig) -> dict[str, Any]:
+    """Every band's pairs of the range, each pair once, verified -> ``verified/vNNNNN.npy``."""
+    started = time.perf_counter()
+    bounds = np.array([task.first_shard, task.end_shard], dtype=np.uint64) << np.uint64(32)
+    found = []
+    for band in range(task.bands):
+        for key_range in range(task.key_ranges):
+            smaller, other = np.load(pairs_path(config.work_dir, band, key_range), mmap_mode="r")
+            start, end = np.searchsorted(smaller, bounds).tolist()
+            found.append(np.stack([smaller[start:end], other[start:end]], axis=1))
+    pairs = unique_pairs(np.concatenate(found)) if found else np.empty((0, 2), np.uint64)
+    grouped = time.perf_counter()
+    minhash = config.options.dedup
+    assert minhash is not None  # dedup tasks run only when dedup is on
+    verified = verify_pairs(pairs, config.work_dir, minhash.threshold) if minhash.verify else pairs
+    save_array(verified_path(config.work_dir, task.index), verified)
+    seconds = {"dedup_unique": grouped - started, "dedup_verify": time.perf_counter() - grouped}
+    return {"unique": int(pairs.shape[0]), "verified": int(verified.shape[0]), "seconds": seconds}
+
+
+def verify_tasks(shards: list[int], count: int, bands: int, key_ranges: int) -> list[VerifyTask]:
+    """``count`` tasks over consecutive groups of ``shards`` (sorted, those with samples)."""
+    count = max(1, min(count, len(shards)))
+    cuts = [len(shards) * i // count for i in range(count + 1)]
+    return [
+        VerifyTask(i, shards[cuts[i]], shards[cuts[i + 1]] if i + 1 < count else shards[-1] + 1,
+                   bands, key_ranges)
+        for i in range(count)
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ComponentsTask:
-    parts: int
+    verify_tasks: int
     first_repo_shard: int
-    group_results: tuple[tuple[int, int], ...]  # (records, candidates) per range, in order
 
 
 def components(task: ComponentsTask, config: StageConfig) -> dict[str, Any]:
-    """Connected components over the unique verified pairs -> ``dedup/dropped.npy``."""
+    """Connected components over all verified pairs -> ``dedup/dropped.npy``.
+
+    The pairs are unique already (each lives in the range of its smaller id, once)."""
     work_dir = config.work_dir
-    results = [
-        GroupResult(np.load(pairs_path(work_dir, part, task.parts)), records, candidates)
-        for part, (records, candidates) in enumerate(task.group_results)
-    ]
-    outcome = resolve(results, task.first_repo_shard)
-    save_array(os.path.join(dedup_dir(work_dir), "dropped.npy"), outcome.dropped)
-    return outcome.counts
+    parts = [np.load(verified_path(work_dir, i)) for i in range(task.verify_tasks)]
+    pairs = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.uint64)
+    dropped, counts = dropped_samples(pairs, task.first_repo_shard)
+    save_array(dedup_dir(work_dir, "dropped.npy"), dropped)
+    return {"verified_pairs": int(pairs.shape[0]), **counts}
 
 
 def dropped_in_shard(work_dir: str, shard: int) -> np.ndarray:
     """Positions in ``shard`` of its near-duplicates to drop, sorted (memory-mapped search)."""
-    path = os.path.join(dedup_dir(work_dir), "dropped.npy")
-    dropped = np.load(path, mmap_mode="r")
+    dropped = np.load(dedup_dir(work_dir, "dropped.npy"), mmap_mode="r")
     lo = np.uint64(shard) << np.uint64(32)
     hi = np.uint64(shard + 1) << np.uint64(32)
     start, end = np.searchsorted(dropped, [lo, hi])

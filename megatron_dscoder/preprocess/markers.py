@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from megatron_dscoder.preprocess.engine import Engine
@@ -31,6 +32,16 @@ class Step:
     item: Any
 
 
+@dataclass
+class TaskCounts:
+    """Tasks ``ran`` and ``skipped`` per stage (``pass1:ran`` ...), and the work each kind
+    stands for: ``seconds["ran"]`` the task seconds of this run, ``seconds["skipped"]`` those
+    the skipped tasks took when they ran (from their markers)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)
+
+
 def marker_path(work_dir: str, name: str) -> str:
     return os.path.join(work_dir, "done", f"{name}.json")
 
@@ -44,29 +55,34 @@ def write_json(path: str, data: Any) -> None:
 
 
 def run_step(step: Step, config: StageConfig) -> dict[str, Any]:
-    """Run a step on a worker and leave its marker."""
+    """Run a step on a worker and leave its marker (with the seconds it took)."""
+    started = time.perf_counter()
     result = step.fn(step.item, config)
+    result["task_seconds"] = time.perf_counter() - started
     write_json(marker_path(config.work_dir, step.name), result)
     return result
 
 
 def run_steps(
-    engine: Engine, steps: Iterable[Step], work_dir: str, counts: Counter[str]
+    engine: Engine, steps: Iterable[Step], work_dir: str, tasks: TaskCounts
 ) -> Iterator[tuple[Step, dict[str, Any]]]:
     """``(step, result)`` of every step: stored ones first, then the others as they finish.
 
-    ``counts`` gets ``skipped`` (found complete) and ``ran`` per stage (the name's prefix).
-    """
+    ``tasks`` counts them, ``skipped`` (found complete) or ``ran``, per stage (the name's
+    prefix), and adds up their seconds."""
     todo = []
     for step in steps:
         stage = step.name.split("-")[0]
         path = marker_path(work_dir, step.name)
         if os.path.exists(path):
-            counts[f"{stage}:skipped"] += 1
             with open(path) as f:
-                yield step, json.load(f)
+                result = json.load(f)
+            tasks.counts[f"{stage}:skipped"] += 1
+            tasks.seconds["skipped"] += result.pop("task_seconds", 0.0)
+            yield step, result
         else:
             todo.append(step)
     for step, result in engine.map_unordered(run_step, todo):
-        counts[f"{step.name.split('-')[0]}:ran"] += 1
+        tasks.counts[f"{step.name.split('-')[0]}:ran"] += 1
+        tasks.seconds["ran"] += result.pop("task_seconds")
         yield step, result

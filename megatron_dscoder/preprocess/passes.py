@@ -11,6 +11,7 @@ and paths) that :mod:`.markers` also stores as the task's completion marker::
     pass 2a  plan_bucket(b)      a bucket over ``region_bytes``: its pieces copied into one file
                                  and cut into regions (:func:`.spill.plan_regions`)
     pass 2   run_region(region)  Algorithm 1 samples of one region -> a shard
+             (with dedup, each pass-1 and pass-2 task also writes one band file)
     dedup    :mod:`.dedup_tasks`
     finish   finalize(shards)    64 shards without near-duplicates -> ``shards/shard-N.bin/.idx``
 """
@@ -27,8 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from megatron_dscoder.preprocess.dedup import Signed, band_file, write_band_file
 from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF, InputRef, expand
-from megatron_dscoder.preprocess.shards import FinalizeTask, ShardTask, finalize_shard, run_shard
+from megatron_dscoder.preprocess.shards import (
+    FinalizeTask,
+    ShardResult,
+    ShardTask,
+    finalize_shard,
+    run_shard,
+)
 from megatron_dscoder.preprocess.spill import Region, SpillWriter, plan_regions
 from megatron_dscoder.preprocess.stages import StageConfig
 from megatron_dscoder.preprocess.stats import PartitionStats
@@ -60,6 +68,20 @@ def spill_dir(config: StageConfig) -> str:
     return os.path.join(config.work_dir, "spill")
 
 
+def write_bands(name: str, signed: list[Signed], config: StageConfig) -> None:
+    """The task's band file (one for all its shards), when dedup is on."""
+    if config.options.dedup is not None:
+        bands = config.options.dedup.band_layout()[0]
+        write_band_file(band_file(config.work_dir, name), signed, bands)
+
+
+def _records(result: ShardResult, config: StageConfig) -> int:
+    """Band records of a shard (samples with a signature x bands)."""
+    if result.signed is None or config.options.dedup is None:
+        return 0
+    return int(result.signed[0].size) * config.options.dedup.band_layout()[0]
+
+
 @dataclass(frozen=True)
 class RefTask:
     index: int
@@ -70,7 +92,7 @@ def run_ref(task: RefTask, config: StageConfig) -> dict[str, Any]:
     """Pass 1 over one input reference; returns its shards, spill offsets and counters."""
     options = config.options
     stats = PartitionStats()
-    chunks = []
+    chunks, signed = [], []
     scratch = tempfile.mkdtemp(prefix=f"r{task.index:07d}.tmp-", dir=spill_dir(config))
     writer = SpillWriter(scratch)
     works = expand(task.ref, options.task_bytes, options.max_record_bytes, stats.bad, stats.skipped)
@@ -82,8 +104,10 @@ def run_ref(task: RefTask, config: StageConfig) -> dict[str, Any]:
         for bucket in sorted(result.spill):
             writer.add(bucket, result.spill[bucket])
         stats.merge(result.stats)
-        chunks.append([shard, result.documents, result.band_records, work.input_bytes])
+        chunks.append([shard, result.documents, _records(result, config), work.input_bytes])
+        signed += [result.signed] if result.signed is not None else []
     writer.flush()
+    write_bands(f"p1-{task.index:07d}", signed, config)
     final = os.path.join(spill_dir(config), f"r{task.index:07d}")
     spill = []
     with open(f"{final}.{os.getpid()}.partial", "wb") as out:
@@ -140,7 +164,10 @@ class RegionTask:
 def run_region(task: RegionTask, config: StageConfig) -> dict[str, Any]:
     """Pass 2 over one region; returns its shard and counters."""
     result = run_shard(ShardTask(task.index, task.region), config)
-    chunk = [task.index, result.documents, result.band_records, task.region.size]
+    write_bands(
+        f"p2-{task.index:010d}", [result.signed] if result.signed is not None else [], config
+    )
+    chunk = [task.index, result.documents, _records(result, config), task.region.size]
     return {"chunks": [chunk], "stats": stats_to_json(result.stats)}
 
 

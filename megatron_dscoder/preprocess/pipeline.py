@@ -10,8 +10,8 @@ is read and written by tasks (:mod:`.passes`), each of which leaves a completion
                -> the task's spill file, hash-partitioned into buckets (offsets returned)
     pass 2a  plan_bucket(b) for each bucket over region_bytes: its pieces joined and re-split
     pass 2   run_region(region) x regions: Algorithm 1 samples -> ... tokens: one shard each
-    dedup    group(key range) x P: candidate pairs, verified -> pairs files;
-             components (one task): unique pairs -> connected components -> dropped ids file
+    dedup    merge_band(band) x bands: every task's band file -> star pairs (:mod:`.dedup`);
+             verify_range(ids) x V: pairs once each, verified; components x 1: dropped ids
     finish   finalize(64 shards) x shards / 64: shards without near-duplicates
              merge_group(parts) x 1 (PREFIX.bin/.idx) or x N (--output-shard-mb: parts and
              PREFIX.parts/manifest.json)
@@ -27,9 +27,9 @@ Memory does not grow with the corpus, except for the driver's per-task bookkeepi
 hundred bytes per shard and per (reference, bucket) of spill). A worker holds one chunk of
 ``task_bytes`` (4 MiB) in pass 1, a region of about ``region_bytes`` (8 MiB; at most
 ``max_region_bytes``) in pass 2 (see :func:`.spill.plan_regions`), a few times over as
-records, samples, word hashes and token arrays; or one dedup key range of about
+records, samples, word hashes and token arrays; or one key range of one band of about
 ``group_bytes`` (64 MiB) of band records (about 3x while sorting); the components task holds
-the verified pairs (see :mod:`.dedup_tasks`). Measured on 2 cores with 2 workers, see
+the verified pairs (see :mod:`.dedup`). Measured on 2 cores with 2 workers, see
 ``benchmarks/bench_preprocess.py``.
 
 Run it with ``dscoder-preprocess`` (``tools/preprocess_data.py``; :mod:`.cli`) or with
@@ -48,11 +48,19 @@ from typing import Any
 
 from megatron_dscoder.data.indexed import EmptyOutputError, token_dtype
 from megatron_dscoder.data.prefix import check_output_prefix
-from megatron_dscoder.preprocess.dedup import GroupTask, num_parts
-from megatron_dscoder.preprocess.dedup_tasks import ComponentsTask, components, group
+from megatron_dscoder.preprocess.dedup_tasks import (
+    SUBDIRS,
+    BandTask,
+    ComponentsTask,
+    Producers,
+    components,
+    merge_band,
+    verify_range,
+    verify_tasks,
+)
 from megatron_dscoder.preprocess.encode import get_tokenizer
 from megatron_dscoder.preprocess.engine import Engine, make_engine
-from megatron_dscoder.preprocess.markers import Step, run_steps
+from megatron_dscoder.preprocess.markers import Step, TaskCounts, run_steps
 from megatron_dscoder.preprocess.options import PreprocessConfig
 from megatron_dscoder.preprocess.output import write_output
 from megatron_dscoder.preprocess.passes import (
@@ -68,12 +76,8 @@ from megatron_dscoder.preprocess.passes import (
     spill_dir,
     stats_from_json,
 )
-from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF, MAX_REFS, plan_refs
-from megatron_dscoder.preprocess.sources import (
-    check_inputs,
-    estimated_text_bytes,
-    total_input_bytes,
-)
+from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF, MAX_REFS, input_sizes, plan_refs
+from megatron_dscoder.preprocess.sources import check_inputs
 from megatron_dscoder.preprocess.spill import Region, num_buckets
 from megatron_dscoder.preprocess.stages import StageConfig
 from megatron_dscoder.preprocess.stats import PartitionStats, Progress, stats_document, write_stats
@@ -95,9 +99,8 @@ def _init_worker(config: StageConfig) -> None:
 def build_stage_config(
     options: PreprocessConfig, estimated_bytes: int, work_dir: str = ""
 ) -> StageConfig:
-    """Check the inputs, output prefix and tokenizer (before any work) and resolve what the
+    """Check the output prefix and tokenizer (before any work) and resolve what the
     workers need besides the options: token ids, dtype, spill buckets."""
-    check_inputs(list(options.inputs), options.fields.text)
     check_output_prefix(options.output_prefix)
     tok = load_tokenizer(options.tokenizer_model)
     needs_fim = options.fim_rate > 0
@@ -132,7 +135,7 @@ class _Run:
     shards: list[tuple[int, int, int]] = field(default_factory=list)
     spill: dict[int, list[tuple[str, int, int]]] = field(default_factory=dict)
     dedup: dict[str, int] = field(default_factory=dict)
-    tasks: Counter[str] = field(default_factory=Counter)
+    tasks: TaskCounts = field(default_factory=TaskCounts)
     out: dict[str, int] = field(default_factory=lambda: {"documents": 0, "tokens": 0, "files": 0})
     parts: int = 0
 
@@ -163,7 +166,7 @@ def _open_work_dir(config: PreprocessConfig, stage: StageConfig, work_root: str)
         work = WorkDir.keep(config.work_dir, fingerprint(config, stage))
     else:
         work = WorkDir.create(work_root, os.path.basename(config.output_prefix))
-    for sub in ("shards", "spill", "done", "dedup"):
+    for sub in ("shards", "spill", "done", *(os.path.join("dedup", d) for d in SUBDIRS)):
         os.makedirs(os.path.join(work.path, sub), exist_ok=True)
     return work
 
@@ -171,8 +174,9 @@ def _open_work_dir(config: PreprocessConfig, stage: StageConfig, work_root: str)
 def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing; returns the stats document (also written if asked)."""
     started = time.perf_counter()
-    stage = build_stage_config(config, estimated_text_bytes(list(config.inputs)))
-    input_bytes = total_input_bytes(list(config.inputs))
+    check_inputs(list(config.inputs), config.fields.text)
+    estimated_bytes, input_bytes = input_sizes(config.inputs)
+    stage = build_stage_config(config, estimated_bytes)
     out_dir = os.path.dirname(os.path.abspath(config.output_prefix))
     work_root = config.tmp_dir or out_dir
     os.makedirs(work_root, exist_ok=True)
@@ -217,8 +221,7 @@ def _first_pass(
     config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, input_bytes: int
 ) -> int:
     """Pass 1 over input references; returns the number of the first pass-2 shard."""
-    refs = list(plan_refs(config.inputs, config.partition_bytes, config.repos_per_ref,
-                          run.totals.bad))  # fmt: skip
+    refs = plan_refs(config.inputs, config.partition_bytes, config.repos_per_ref, run.totals.bad)
     if len(refs) > MAX_REFS:
         raise ValueError(f"{len(refs)} input tasks (at most {MAX_REFS}): raise --partition-mb")
     steps = [Step(f"pass1-{i:07d}", run_ref, RefTask(i, ref)) for i, ref in enumerate(refs)]
@@ -279,26 +282,38 @@ def _second_pass(
 def _deduplicate(
     config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, first_repo: int
 ) -> None:
-    """The corpus-wide group-by over band keys and the connected components, as tasks."""
+    """Merge each band, verify each id range, then the connected components, as tasks."""
     if config.dedup is None:
         return
-    with_records = tuple(index for index, _, records in run.shards if records)
+    bands = config.dedup.band_layout()[0]
+    regions = sum(1 for index, _, _ in run.shards if index >= first_repo)
+    producers = Producers(first_repo // CHUNKS_PER_REF, first_repo, regions)
     records = sum(records for _, _, records in run.shards)
-    parts = num_parts(records, config.group_bytes, engine.workers) if with_records else 0
-    steps = [
-        Step(f"group-{p:05d}-of-{parts:05d}", group,
-             GroupTask(p, parts, with_records, stage.work_dir, config.dedup))
-        for p in range(parts)
+    key_ranges = max(1, -(-records * 16 // (bands * config.group_bytes)))
+    merges = [
+        Step(f"band-{band:03d}-of-{key_ranges:05d}", merge_band,
+             BandTask(band, key_ranges, producers))
+        for band in range(bands)
     ]  # fmt: skip
-    counts: dict[int, tuple[int, int]] = {}
-    for step, result in run_steps(engine, steps, stage.work_dir, run.tasks):
-        counts[step.item.part] = (result["records"], result["candidates"])
-        for name, seconds in result["seconds"].items():
-            run.totals.seconds[name] += seconds
-    task = ComponentsTask(parts, first_repo, tuple(counts[p] for p in range(parts)))
-    step = Step(f"components-{parts:05d}", components, task)
+    counts = Counter({"band_records": 0, "candidate_pairs": 0, "unique_candidate_pairs": 0})
+    for _, result in run_steps(engine, merges, stage.work_dir, run.tasks):
+        counts["band_records"] += result["records"]
+        counts["candidate_pairs"] += result["candidates"]
+        run.totals.seconds.update(result["seconds"])
+    with_records = [index for index, _, records in run.shards if records]
+    wanted = -(-counts["candidate_pairs"] * 16 // config.group_bytes)
+    tasks = verify_tasks(with_records, wanted, bands, key_ranges) if with_records else []
+    verifies = [
+        Step(f"verify-{task.index:05d}-of-{len(tasks):05d}", verify_range, task) for task in tasks
+    ]
+    for _, result in run_steps(engine, verifies, stage.work_dir, run.tasks):
+        counts["unique_candidate_pairs"] += result["unique"]
+        run.totals.seconds.update(result["seconds"])
+    task = ComponentsTask(len(verifies), first_repo)
+    step = Step(f"components-{len(verifies):05d}", components, task)
     for _, result in run_steps(engine, [step], stage.work_dir, run.tasks):
-        run.dedup = result
+        layout = {"band_tasks": bands, "key_ranges": key_ranges, "verify_tasks": len(verifies)}
+        run.dedup = {**layout, **counts, **result}
 
 
 def _finalize(stage: StageConfig, engine: Engine, run: _Run) -> list[tuple[int, int]]:
@@ -345,7 +360,8 @@ def _report(
         "bos_id": stage.bos,
         "buckets": stage.buckets,
         "shards": len(run.shards),
-        "tasks": dict(sorted(run.tasks.items())),
+        "tasks": dict(sorted(run.tasks.counts.items())),
+        "task_seconds": {k: round(v, 3) for k, v in sorted(run.tasks.seconds.items())},
         "output_parts": run.parts,
         "input_bytes": input_bytes,
         "bin_bytes": 0 if empty or run.parts else os.path.getsize(f"{config.output_prefix}.bin"),

@@ -17,6 +17,13 @@ A worker expands its reference (:func:`expand`) into the same small tasks as bef
 which becomes one shard, numbered ``ref * CHUNKS_PER_REF + chunk``: numbers increase in
 input order, which keeps the output order, the sample ids of the dedup and therefore the
 output bytes independent of how the input was cut.
+
+Inputs are planned by a pool of threads (a shared file system answers many small requests
+at once far faster than in turn): file sizes, Parquet footers and directory listings. A
+checkout directory is listed once (its repository names); its text size, which only sizes
+the repository shuffle and the progress bar, is estimated from :data:`SIZE_SAMPLE` evenly
+spaced repositories walked in parallel (all of them when there are fewer), never by walking
+the whole tree on the driver: the workers walk the repositories.
 """
 
 from __future__ import annotations
@@ -24,10 +31,14 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import BinaryIO
 
+from megatron_dscoder.preprocess.records import language_of
 from megatron_dscoder.preprocess.sources import (
+    COMPRESSION_RATIO,
     JsonlBlob,
     ParquetRowGroup,
     Task,
@@ -66,26 +77,104 @@ class RepoDirs:
 InputRef = JsonlRange | JsonlFile | ParquetRowGroup | RepoDirs
 
 
+#: Repositories walked to estimate the text size of a checkout directory.
+SIZE_SAMPLE = 64
+#: Threads listing, sizing and reading footers on the driver.
+PLAN_THREADS = 16
+
+
+def _pool(items: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max(1, min(PLAN_THREADS, items)), thread_name_prefix="plan")
+
+
+@lru_cache(maxsize=16)
+def repositories(root: str) -> tuple[str, ...]:
+    """:func:`.sources.list_repositories`, listed once per run and directory."""
+    return tuple(list_repositories(root))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _repo_text_bytes(root: str, repo: str) -> int:
+    """Bytes of the files of a known language in one repository (``""``: the loose files)."""
+    if not repo:
+        with os.scandir(root) as entries:
+            files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        return sum(_size(os.path.join(root, f)) for f in files if language_of("", f))
+    total = 0
+    for top, dirs, files in os.walk(os.path.join(root, repo)):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        total += sum(_size(os.path.join(top, f)) for f in files if language_of("", f))
+    return total
+
+
+def _dir_text_bytes(root: str) -> int:
+    repos = repositories(root)
+    picks = repos
+    if len(repos) > SIZE_SAMPLE:
+        picks = tuple(repos[i * len(repos) // SIZE_SAMPLE] for i in range(SIZE_SAMPLE))
+    with _pool(len(picks)) as pool:
+        sizes = list(pool.map(_repo_text_bytes, [root] * len(picks), picks))
+    return sum(sizes) * len(repos) // len(picks)
+
+
+def input_sizes(inputs: tuple[str, ...]) -> tuple[int, int]:
+    """(estimated text bytes, bytes the progress bar counts) of all inputs: on-disk sizes of
+    files (compressed ones scaled by their usual ratio for the first), text of directories."""
+
+    def sizes(path: str) -> tuple[int, int]:
+        if os.path.isdir(path):
+            text = _dir_text_bytes(path)
+            return text, text
+        ratio = next((r for s, r in COMPRESSION_RATIO.items() if path.lower().endswith(s)), 1.0)
+        return int(_size(path) * ratio), _size(path)
+
+    with _pool(len(inputs)) as pool:
+        both = list(pool.map(sizes, inputs))
+    return sum(t for t, _ in both), sum(d for _, d in both)
+
+
+def _refs_of(path: str, partition_bytes: int, repos_per_task: int) -> tuple[list, Counter[str]]:
+    bad: Counter[str] = Counter()
+    kind = input_kind(path)
+    if kind == "dir":
+        repos = repositories(path)
+        refs: list[InputRef] = [
+            RepoDirs(path, repos[i : i + repos_per_task])
+            for i in range(0, len(repos), repos_per_task)
+        ]
+    elif kind == "parquet":
+        refs = list(parquet_tasks(path, bad))  # reads the footer only
+    elif path.lower().endswith((".gz", ".zst", ".zstd")):
+        refs = [JsonlFile(path)]
+    else:
+        size = os.path.getsize(path)
+        if size == 0:
+            bad["empty_file"] += 1
+        refs = [
+            JsonlRange(path, start, min(size, start + partition_bytes))
+            for start in range(0, size, partition_bytes)
+        ]
+    return refs, bad
+
+
 def plan_refs(
     inputs: tuple[str, ...], partition_bytes: int, repos_per_task: int, bad: Counter[str]
-) -> Iterator[InputRef]:
-    """The references of all inputs, in input order (sizes and names only)."""
-    for path in inputs:
-        kind = input_kind(path)
-        if kind == "dir":
-            repos = list_repositories(path)
-            for i in range(0, len(repos), repos_per_task):
-                yield RepoDirs(path, tuple(repos[i : i + repos_per_task]))
-        elif kind == "parquet":
-            yield from parquet_tasks(path, bad)  # reads the footer only
-        elif path.lower().endswith((".gz", ".zst", ".zstd")):
-            yield JsonlFile(path)
-        else:
-            size = os.path.getsize(path)
-            if size == 0:
-                bad["empty_file"] += 1
-            for start in range(0, size, partition_bytes):
-                yield JsonlRange(path, start, min(size, start + partition_bytes))
+) -> list[InputRef]:
+    """The references of all inputs, in input order (sizes, names and footers only)."""
+    with _pool(len(inputs)) as pool:
+        planned = list(pool.map(_refs_of, inputs, [partition_bytes] * len(inputs),
+                                [repos_per_task] * len(inputs)))  # fmt: skip
+    refs: list[InputRef] = []
+    for found, counts in planned:
+        refs += found
+        bad.update(counts)
+    return refs
 
 
 def expand(

@@ -6,8 +6,8 @@ work directory (shared storage on a cluster):
 
 - ``s{shard}.tok.npy`` / ``.len.npy`` / ``.nf.npy``: its documents' tokens, lengths and
   number of source files;
-- ``s{shard}.sig.npy`` / ``.key.npy`` / ``.id.npy``: MinHash signatures and sorted band
-  records for the dedup group-by (:mod:`.dedup`), when dedup is on.
+- ``s{shard}.sig.npy``: its MinHash signatures, when dedup is on; its band keys go back to
+  the task, which writes one band file for all its shards (:mod:`.dedup`).
 
 After deduplication, :func:`finalize_shard` (again a worker task) drops the shard's
 near-duplicates and writes ``shards/shard-{shard}.bin/.idx``, a complete Megatron indexed
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from megatron_dscoder.data.indexed import IndexedDatasetWriter, read_documents
-from megatron_dscoder.preprocess.dedup import save_array, shard_file, write_band_records
+from megatron_dscoder.preprocess.dedup import Signed, band_records, save_array, shard_file
 from megatron_dscoder.preprocess.sources import Task
 from megatron_dscoder.preprocess.spill import Region
 from megatron_dscoder.preprocess.stages import StageConfig, map_task, reduce_region
@@ -46,7 +46,7 @@ class ShardResult:
 
     index: int
     documents: int
-    band_records: int
+    signed: Signed | None
     spill: dict[int, bytes]
     stats: PartitionStats
 
@@ -61,17 +61,16 @@ def run_shard(task: ShardTask, config: StageConfig) -> ShardResult:
         result, spill = mapped, mapped.spill
     stats = result.stats
     documents = int(result.encoded.lengths.size)
-    records = 0
+    signed = None
     with stats.timed("write_shard"):
         if documents:
             save_array(shard_file(config.work_dir, task.index, "tok"), result.encoded.tokens)
             save_array(shard_file(config.work_dir, task.index, "len"), result.encoded.lengths)
             save_array(shard_file(config.work_dir, task.index, "nf"), result.files)
         if documents and result.signatures is not None and config.options.dedup is not None:
-            records = write_band_records(
-                config.work_dir, task.index, result.signatures, config.options.dedup
-            )
-    return ShardResult(task.index, documents, records, spill, stats)
+            save_array(shard_file(config.work_dir, task.index, "sig"), result.signatures)
+            signed = band_records(task.index, result.signatures, config.options.dedup)
+    return ShardResult(task.index, documents, signed, spill, stats)
 
 
 def shard_prefix(work_dir: str, index: int) -> str:

@@ -110,7 +110,14 @@ def test_planted_duplicates_and_benchmark_are_removed(
     assert (dedup["clusters"], dedup["dropped"]) == (2, 5)
     assert (dedup["dropped_repo_level"], dedup["dropped_file_level"]) == (4, 1)
     assert stats["documents_before_dedup"] == 11 and stats["files_out"] == 9
-    for stage in ("word_hashes", "decontaminate", "minhash", "dedup_group", "dedup_verify"):
+    for stage in (
+        "word_hashes",
+        "decontaminate",
+        "minhash",
+        "dedup_merge",
+        "dedup_unique",
+        "dedup_verify",
+    ):
         assert stage in stats["stage_seconds_summed"], stage
     assert "dedup_groupby_components" in stats["seconds"]
 
@@ -137,7 +144,7 @@ def test_ray_engine_output_is_byte_identical_to_local(
     small = {
         "task_bytes": 20_000,
         "region_bytes": 30_000,
-        "dedup_group_mb": 4096 / (1 << 20),
+        "dedup_group_mb": 64 / (1 << 20),
         "seed": 5,
     }
     outputs, stats = [], []
@@ -149,7 +156,7 @@ def test_ray_engine_output_is_byte_identical_to_local(
     assert outputs[0] == outputs[1] == outputs[2]
     ray_stats = stats[2]
     assert ray_stats["engine"] == "ray" and ray_stats["shards"] > 3
-    assert ray_stats["dedup"]["group_partitions"] > 1
+    assert ray_stats["dedup"]["key_ranges"] > 1 and ray_stats["dedup"]["verify_tasks"] > 1
     assert ray_stats["dedup"] == stats[0]["dedup"] and ray_stats["dedup"]["dropped"] >= 5
     shards = sorted((tmp_path / "ray2" / "data.shards").glob("shard-*.idx"))
     assert len(shards) > 1
