@@ -85,7 +85,7 @@ def main() -> int:
             common = ["--input", str(corpus), "--tokenizer-model", str(tokenizer), "--no-progress"]
             stats = out / "ray.json"
             io, rss = run_tool([*common, "--engine", "ray", "--ray-address", cluster.address,
-                                "--partition-mb", "1", "--output-prefix", str(out / "ray"),
+                                "--partition-mb", "1", "--output-shard-mb", "0", "--output-prefix", str(out / "ray"),
                                 "--stats-json", str(stats)])  # fmt: skip
             run_tool([*common, "--workers", "2", "--output-prefix", str(out / "local")])
             same = all(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,10 @@ from megatron_dscoder.preprocess.dedup import (
     unique_pairs,
     verify_pairs,
 )
+from megatron_dscoder.preprocess.engine import Engine
+from megatron_dscoder.preprocess.markers import Step, TaskCounts, run_steps
+from megatron_dscoder.preprocess.minhash import MinHashConfig
+from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF
 from megatron_dscoder.preprocess.stages import StageConfig
 
 _LOCAL = np.uint64(0xFFFFFFFF)
@@ -143,6 +148,53 @@ def components(task: ComponentsTask, config: StageConfig) -> dict[str, Any]:
     dropped, counts = dropped_samples(pairs, task.first_repo_shard)
     save_array(dedup_dir(work_dir, "dropped.npy"), dropped)
     return {"verified_pairs": int(pairs.shape[0]), **counts}
+
+
+def deduplicate(
+    minhash: MinHashConfig,
+    group_bytes: int,
+    engine: Engine,
+    work_dir: str,
+    shards: list[tuple[int, int, int]],
+    first_repo: int,
+    tasks: TaskCounts,
+    seconds: Counter[str],
+) -> dict[str, int]:
+    """Merge each band, verify each id range, then the connected components, as tasks; returns
+    the counters (the dropped ids stay in ``dedup/dropped.npy``).
+
+    ``shards`` are (index, documents, band records) of every shard, pass-2 shards from
+    ``first_repo`` on; ``seconds`` gets the tasks' seconds per step."""
+    bands = minhash.band_layout()[0]
+    regions = sum(1 for index, _, _ in shards if index >= first_repo)
+    producers = Producers(first_repo // CHUNKS_PER_REF, first_repo, regions)
+    records = sum(records for _, _, records in shards)
+    key_ranges = max(1, -(-records * 16 // (bands * group_bytes)))
+    merges = [
+        Step(f"band-{band:03d}-of-{key_ranges:05d}", merge_band,
+             BandTask(band, key_ranges, producers))
+        for band in range(bands)
+    ]  # fmt: skip
+    counts = Counter({"band_records": 0, "candidate_pairs": 0, "unique_candidate_pairs": 0})
+    for _, result in run_steps(engine, merges, work_dir, tasks):
+        counts["band_records"] += result["records"]
+        counts["candidate_pairs"] += result["candidates"]
+        seconds.update(result["seconds"])
+    with_records = [index for index, _, records in shards if records]
+    wanted = -(-counts["candidate_pairs"] * 16 // group_bytes)
+    ranges = verify_tasks(with_records, wanted, bands, key_ranges) if with_records else []
+    verifies = [
+        Step(f"verify-{task.index:05d}-of-{len(ranges):05d}", verify_range, task) for task in ranges
+    ]
+    for _, result in run_steps(engine, verifies, work_dir, tasks):
+        counts["unique_candidate_pairs"] += result["unique"]
+        seconds.update(result["seconds"])
+    step = Step(f"components-{len(verifies):05d}", components,
+                ComponentsTask(len(verifies), first_repo))  # fmt: skip
+    layout = {"band_tasks": bands, "key_ranges": key_ranges, "verify_tasks": len(verifies)}
+    for _, result in run_steps(engine, [step], work_dir, tasks):
+        layout.update(counts, **result)
+    return layout
 
 
 def dropped_in_shard(work_dir: str, shard: int) -> np.ndarray:

@@ -112,9 +112,10 @@ class PreprocessConfig:
         None, "input per first-pass task: a byte range of a JSONL file (default: 256 with "
         "--engine ray, 4 locally)",
     )  # fmt: skip
-    output_shard_mb: float = opt(
-        0.0, "write PREFIX.parts/part-N.bin/.idx of about this size and PREFIX.parts/"
-        "manifest.json (a --data-path blend) instead of one PREFIX.bin/.idx; 0: one pair",
+    output_shard_mb: float | None = opt(
+        None, "write PREFIX.parts/part-N.bin/.idx of about this size and PREFIX.parts/"
+        "manifest.json (a --data-path blend) instead of one PREFIX.bin/.idx; 0: one pair "
+        "(default: 1024 with --engine ray, else 0)",
     )  # fmt: skip
     apply_filters: bool = opt(True, "disable the paper's file filters", flag="--no-filters")
     quality: QualityConfig | None = section(
@@ -179,6 +180,13 @@ class PreprocessConfig:
     def partition_bytes(self) -> int:
         default = 256.0 if self.engine == "ray" else self.task_bytes / MIB
         return max(1, int((self.partition_mb or default) * MIB))
+
+    @property
+    def part_bytes(self) -> int:
+        """Size of the output parts; 0 for one PREFIX.bin/.idx."""
+        default = 1024.0 if self.engine == "ray" else 0.0
+        mb = self.output_shard_mb if self.output_shard_mb is not None else default
+        return int(mb * MIB)
 
     @property
     def repos_per_ref(self) -> int:

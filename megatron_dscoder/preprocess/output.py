@@ -35,11 +35,11 @@ def write_output(
     ``(shard, tokens)`` in order; (None, or the error of an empty output; parts written)."""
     if not kept:
         return EmptyOutputError(f"no documents to write to {config.output_prefix}.bin"), 0
-    if config.output_shard_mb <= 0:
+    if config.part_bytes <= 0:
         groups = [[index for index, _ in kept]]
     else:
         itemsize = np.dtype(stage.dtype).itemsize
-        limit, groups, size = config.output_shard_mb * (1 << 20), [[]], 0
+        limit, groups, size = config.part_bytes, [[]], 0
         for index, tokens in kept:
             if size >= limit:
                 groups.append([])
@@ -48,7 +48,7 @@ def write_output(
             size += tokens * itemsize
     tokens_of = dict(kept)
     parts_dir = f"{config.output_prefix}.parts"
-    if len(groups) > 1 or config.output_shard_mb > 0:
+    if config.part_bytes > 0:
         os.makedirs(parts_dir, exist_ok=True)
         tasks = [
             MergeTask(tuple(g), os.path.join(parts_dir, f"part-{j:05d}"))
@@ -58,7 +58,7 @@ def write_output(
         tasks = [MergeTask(tuple(groups[0]), config.output_prefix)]
     for _ in engine.map_unordered(merge_group, tasks):
         pass
-    if config.output_shard_mb > 0:
+    if config.part_bytes > 0:
         write_manifest(
             os.path.join(parts_dir, "manifest.json"),
             stage.dtype,
@@ -70,7 +70,7 @@ def write_output(
         )  # fmt: skip
     if config.keep_shards:
         _keep_shards(stage.work_dir, f"{config.output_prefix}.shards", work_kept)
-    return None, len(tasks) if config.output_shard_mb > 0 else 0
+    return None, len(tasks) if config.part_bytes > 0 else 0
 
 
 def _keep_shards(work_dir: str, target: str, work_kept: bool) -> None:

@@ -23,8 +23,9 @@ output is byte-identical for any engine, any ``workers`` and any way the input w
 references. ``--work-dir DIR`` keeps the work directory; rerunning the same command after a
 kill skips the tasks whose markers exist (``tasks`` in the stats JSON counts ran/skipped).
 
-Memory does not grow with the corpus, except for the driver's per-task bookkeeping (a few
-hundred bytes per shard and per (reference, bucket) of spill). A worker holds one chunk of
+Memory does not grow with the corpus, except for the driver's bookkeeping: about 100 bytes
+per shard and 8 bytes per (reference, bucket) of spill (an offsets matrix; 49 MB for 6,000
+references x 1,024 buckets). A worker holds one chunk of
 ``task_bytes`` (4 MiB) in pass 1, a region of about ``region_bytes`` (8 MiB; at most
 ``max_region_bytes``) in pass 2 (see :func:`.spill.plan_regions`), a few times over as
 records, samples, word hashes and token arrays; or one key range of one band of about
@@ -46,18 +47,11 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from megatron_dscoder.data.indexed import EmptyOutputError, token_dtype
 from megatron_dscoder.data.prefix import check_output_prefix
-from megatron_dscoder.preprocess.dedup_tasks import (
-    SUBDIRS,
-    BandTask,
-    ComponentsTask,
-    Producers,
-    components,
-    merge_band,
-    verify_range,
-    verify_tasks,
-)
+from megatron_dscoder.preprocess.dedup_tasks import SUBDIRS, deduplicate
 from megatron_dscoder.preprocess.encode import get_tokenizer
 from megatron_dscoder.preprocess.engine import Engine, make_engine
 from megatron_dscoder.preprocess.markers import Step, TaskCounts, run_steps
@@ -128,12 +122,13 @@ def build_stage_config(
 @dataclass
 class _Run:
     """The driver's state: counters, the shards made so far (index, documents, records), the
-    spill pieces of each bucket, and the tasks run and skipped per stage."""
+    spill offsets (``spill[ref, b]``: where bucket ``b`` starts in the spill file of input
+    reference ``ref``, ``spill[ref, b + 1]`` where it ends), the tasks run and skipped."""
 
     totals: PartitionStats = field(default_factory=PartitionStats)
     seconds: dict[str, float] = field(default_factory=dict)
     shards: list[tuple[int, int, int]] = field(default_factory=list)
-    spill: dict[int, list[tuple[str, int, int]]] = field(default_factory=dict)
+    spill: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
     dedup: dict[str, int] = field(default_factory=dict)
     tasks: TaskCounts = field(default_factory=TaskCounts)
     out: dict[str, int] = field(default_factory=lambda: {"documents": 0, "tokens": 0, "files": 0})
@@ -195,7 +190,11 @@ def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
             mark = run.timed("pass1_read_filter_spill", mark)
             _second_pass(config, stage, engine, run, first_repo_shard)
             mark = run.timed("pass2_order_fim_tokenize", mark)
-            _deduplicate(config, stage, engine, run, first_repo_shard)
+            if config.dedup is not None:
+                run.dedup = deduplicate(
+                    config.dedup, config.group_bytes, engine, stage.work_dir, run.shards,
+                    first_repo_shard, run.tasks, run.totals.seconds,
+                )  # fmt: skip
             mark = run.timed("dedup_groupby_components", mark)
             kept = _finalize(stage, engine, run)
             mark = run.timed("finalize_shards", mark)
@@ -226,20 +225,22 @@ def _first_pass(
         raise ValueError(f"{len(refs)} input tasks (at most {MAX_REFS}): raise --partition-mb")
     steps = [Step(f"pass1-{i:07d}", run_ref, RefTask(i, ref)) for i, ref in enumerate(refs)]
     progress = Progress("pass 1/2 read+filter", input_bytes, config.progress)
-    done: dict[int, dict[str, Any]] = {}
+    chunks: dict[int, list[tuple[int, int, int]]] = {}
+    run.spill = np.zeros((len(refs), stage.buckets + 1), dtype=np.int64)
     try:
         for step, result in run_steps(engine, steps, stage.work_dir, run.tasks):
             stats = _apply(run, result)
             read = sum(chunk[3] for chunk in result["chunks"])
             progress.update(read, stats.records, stats.text_bytes)
-            done[step.item.index] = {"chunks": result["chunks"], "spill": result["spill"]}
+            chunks[step.item.index] = [(shard, docs, records)
+                                       for shard, docs, records, _ in result["chunks"]]  # fmt: skip
+            ends = run.spill[step.item.index]
+            for bucket, _, end in result["spill"]:  # a task's buckets follow each other in order
+                ends[bucket + 1] = end
+            np.maximum.accumulate(ends, out=ends)
     finally:
         progress.close()
-    for index in sorted(done):
-        run.shards += [(shard, docs, records) for shard, docs, records, _ in done[index]["chunks"]]
-        path = os.path.join(spill_dir(stage), f"r{index:07d}")
-        for bucket, start, end in done[index]["spill"]:
-            run.spill.setdefault(bucket, []).append((path, start, end))
+    run.shards += [shard for index in sorted(chunks) for shard in chunks[index]]
     return len(refs) * CHUNKS_PER_REF
 
 
@@ -248,12 +249,18 @@ def _second_pass(
 ) -> None:
     regions: dict[int, list[Region]] = {}
     large = []
-    for bucket in sorted(run.spill):
-        parts = tuple(run.spill[bucket])
-        size = sum(end - start for _, start, end in parts)
-        if 0 < size <= config.region_bytes:
+    starts, ends = run.spill[:, :-1], run.spill[:, 1:]
+    sizes = (ends - starts).sum(axis=0)
+    for bucket in np.flatnonzero(sizes).tolist():
+        parts = tuple(
+            (os.path.join(spill_dir(stage), f"r{ref:07d}"), int(starts[ref, bucket]),
+             int(ends[ref, bucket]))
+            for ref in np.flatnonzero(ends[:, bucket] > starts[:, bucket]).tolist()
+        )  # fmt: skip
+        size = int(sizes[bucket])
+        if size <= config.region_bytes:
             regions[bucket] = [Region(parts[0][0], 0, 0, parts=parts)]
-        elif size:
+        else:
             large.append(Step(f"plan-{bucket:05d}", plan_bucket, BucketTask(bucket, parts)))
     planned: Counter[str] = Counter()
     for step, result in run_steps(engine, large, stage.work_dir, run.tasks):
@@ -277,43 +284,6 @@ def _second_pass(
         progress.close()
     run.shards += [done[shard] for shard in sorted(done)]
     run.totals.repo.update(planned)
-
-
-def _deduplicate(
-    config: PreprocessConfig, stage: StageConfig, engine: Engine, run: _Run, first_repo: int
-) -> None:
-    """Merge each band, verify each id range, then the connected components, as tasks."""
-    if config.dedup is None:
-        return
-    bands = config.dedup.band_layout()[0]
-    regions = sum(1 for index, _, _ in run.shards if index >= first_repo)
-    producers = Producers(first_repo // CHUNKS_PER_REF, first_repo, regions)
-    records = sum(records for _, _, records in run.shards)
-    key_ranges = max(1, -(-records * 16 // (bands * config.group_bytes)))
-    merges = [
-        Step(f"band-{band:03d}-of-{key_ranges:05d}", merge_band,
-             BandTask(band, key_ranges, producers))
-        for band in range(bands)
-    ]  # fmt: skip
-    counts = Counter({"band_records": 0, "candidate_pairs": 0, "unique_candidate_pairs": 0})
-    for _, result in run_steps(engine, merges, stage.work_dir, run.tasks):
-        counts["band_records"] += result["records"]
-        counts["candidate_pairs"] += result["candidates"]
-        run.totals.seconds.update(result["seconds"])
-    with_records = [index for index, _, records in run.shards if records]
-    wanted = -(-counts["candidate_pairs"] * 16 // config.group_bytes)
-    tasks = verify_tasks(with_records, wanted, bands, key_ranges) if with_records else []
-    verifies = [
-        Step(f"verify-{task.index:05d}-of-{len(tasks):05d}", verify_range, task) for task in tasks
-    ]
-    for _, result in run_steps(engine, verifies, stage.work_dir, run.tasks):
-        counts["unique_candidate_pairs"] += result["unique"]
-        run.totals.seconds.update(result["seconds"])
-    task = ComponentsTask(len(verifies), first_repo)
-    step = Step(f"components-{len(verifies):05d}", components, task)
-    for _, result in run_steps(engine, [step], stage.work_dir, run.tasks):
-        layout = {"band_tasks": bands, "key_ranges": key_ranges, "verify_tasks": len(verifies)}
-        run.dedup = {**layout, **counts, **result}
 
 
 def _finalize(stage: StageConfig, engine: Engine, run: _Run) -> list[tuple[int, int]]:

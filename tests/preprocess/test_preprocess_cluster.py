@@ -6,7 +6,9 @@
 - A SIGKILLed tool (local, or a Ray driver joined to the session's cluster) rerun with the same
   ``--work-dir`` skips the tasks it had finished and writes byte-identical output.
 - A Ray worker killed in each pass: its task is retried, the output byte-identical.
-- ``--output-shard-mb``: parts and a manifest that training reads as a blend weighted by tokens.
+- ``--output-shard-mb`` (by default 1 GiB parts on Ray): parts and a manifest that training
+  reads as a blend weighted by tokens; their documents are those of the one pair a local run
+  writes (compared document by document where a test compares Ray with local runs).
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ def io_bytes() -> int:
 
 
 def pair(prefix: Path) -> bytes:
-    return prefix.with_suffix(".bin").read_bytes() + prefix.with_suffix(".idx").read_bytes()
+    """The documents written at ``prefix`` (one pair, or the parts of its manifest, in order)
+    as bytes: tokens, then lengths."""
+    manifest = Path(f"{prefix}.parts") / "manifest.json"
+    prefixes = parse_blend([str(manifest)])[0] if manifest.exists() else [str(prefix)]
+    tokens, lengths = zip(*(read_documents(p) for p in prefixes), strict=True)
+    return np.concatenate(tokens).tobytes() + np.concatenate(lengths).tobytes()
 
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/PID/io")
@@ -79,6 +86,7 @@ def test_ray_driver_moves_no_corpus_bytes(
     print(f"driver I/O {grown}: {driver / added:.4f} byte per added input byte")
     assert driver / added < 0.1
     assert grown["large"][0] < 0.1 * grown["large"][1]
+    assert (tmp_path / "large" / "data.parts" / "manifest.json").exists(), "Ray's default: parts"
     run(tmp_path, [tmp_path / "large.jsonl"], tiny_tokenizer_dir, workers=2,
         prefix=tmp_path / "local" / "data", **SMALL)  # fmt: skip
     assert pair(tmp_path / "large" / "data") == pair(tmp_path / "local" / "data")
