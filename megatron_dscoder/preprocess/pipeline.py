@@ -204,6 +204,8 @@ def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
             engine.close(cancel=True)
             raise
         engine.close()
+        if work.kept:
+            run.tasks.counts["swept_temporaries"] = work.sweep_temporaries()
     finally:
         work.remove()
     run.seconds["total"] = time.perf_counter() - started

@@ -86,6 +86,22 @@ class WorkDir:
         os.rename(staged, os.path.join(path, OWNER))  # appears already locked
         return cls(path, fd)
 
+    def sweep_temporaries(self) -> int:
+        """Remove what killed task attempts left in a kept directory (``*.tmp-*`` scratch
+        directories, ``*.partial`` files); call only when no task of the run is in flight.
+        Returns how many were removed."""
+        removed = 0
+        for top, dirs, files in os.walk(self.path):
+            for name in [d for d in dirs if ".tmp-" in d]:
+                shutil.rmtree(os.path.join(top, name), ignore_errors=True)
+                dirs.remove(name)
+                removed += 1
+            for name in files:
+                if name.endswith(".partial"):
+                    os.unlink(os.path.join(top, name))
+                    removed += 1
+        return removed
+
     def remove(self) -> None:
         """Delete the directory (unless kept), then drop the lock."""
         if not self.kept:

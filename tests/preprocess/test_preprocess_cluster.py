@@ -151,6 +151,8 @@ def kill_and_rerun(tmp_path: Path, tokenizer: Path, engine: list[str]) -> None:
     assert skipped >= finished  # Ray tasks in flight at the kill may have finished since
     assert seconds["skipped"] > seconds["ran"], "the rerun redoes less than half of the work"
     assert pair(resumed) == pair(clean)
+    leftovers = [p for p in work.rglob("*") if ".tmp-" in p.name or p.name.endswith(".partial")]
+    assert not leftovers, "what the killed attempts left is swept after a complete run"
     subprocess.run(command, cwd=REPO, check=True)  # everything done: all skipped, same output
     tasks = json.loads((tmp_path / "stats.json").read_text())["tasks"]
     assert not any(k.endswith(":ran") for k in tasks) and pair(resumed) == pair(clean)
