@@ -1,8 +1,9 @@
 """The pipeline as a cluster runs it: the driver moves references only, runs resume after a kill.
 
-- On Ray (the session's local instance): the driver process's own I/O (``rchar + wchar`` of
-  ``/proc/self/io``) grows by < 0.1 byte per added input byte from a corpus to one 4x larger,
-  and the output is byte-identical to ``--engine local``.
+- On the session's two-node Ray cluster, the tool as a driver process of its own: its I/O
+  (``rchar + wchar`` of ``/proc/PID/io``) grows by < 0.1 byte per added input byte from a
+  corpus to one 4x larger, its peak RSS by < 10 %, and its documents are those of
+  ``--engine local``.
 - A SIGKILLed tool (local, or a Ray driver joined to the session's cluster) rerun with the same
   ``--work-dir`` skips the tasks it had finished and writes byte-identical output.
 - A Ray worker killed in each pass: its task is retried, the output byte-identical.
@@ -31,6 +32,7 @@ from megatron_dscoder.data.indexed import read_documents
 from megatron_dscoder.training.data import parse_blend
 from tests.tools.test_tool_preprocess_data import REPO, TOOL
 
+PROBE = Path(__file__).resolve().parent / "driver_probe.py"
 SMALL = {"partition_mb": 0.25, "task_bytes": 64 << 10, "region_bytes": 64 << 10}
 
 
@@ -55,11 +57,6 @@ def real_code(path: Path, megabytes: float) -> Path:
     return path
 
 
-def io_bytes() -> int:
-    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
-    return int(fields["rchar"]) + int(fields["wchar"])
-
-
 def pair(prefix: Path) -> bytes:
     """The documents written at ``prefix`` (one pair, or the parts of its manifest, in order)
     as bytes: tokens, then lengths."""
@@ -69,26 +66,43 @@ def pair(prefix: Path) -> bytes:
     return np.concatenate(tokens).tobytes() + np.concatenate(lengths).tobytes()
 
 
+def drive(tmp_path: Path, corpus: Path, tokenizer: Path, name: str) -> tuple[int, int, dict]:
+    """The tool as a Ray driver process of its own joined to the session's cluster: (its own
+    I/O bytes, its peak RSS in KiB, the stats)."""
+    import ray
+
+    stats = tmp_path / f"{name}.json"
+    done = subprocess.run(
+        [sys.executable, str(PROBE), "--input", str(corpus), "--tokenizer-model", str(tokenizer),
+         "--engine", "ray", "--ray-address", ray.get_runtime_context().gcs_address,
+         "--partition-mb", "0.25", "--output-prefix", str(tmp_path / name / "data"),
+         "--stats-json", str(stats), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    line = next((x for x in done.stderr.splitlines() if x.startswith("DRIVER")), "")
+    assert done.returncode == 0 and line, done.stderr[-3000:]
+    _, io, rss = line.split()
+    return int(io), int(rss), json.loads(stats.read_text())
+
+
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/PID/io")
 def test_ray_driver_moves_no_corpus_bytes(
     tmp_path: Path, tiny_tokenizer_dir: Path, ray_local: object
 ) -> None:
-    grown = {}  # the first run imports modules (reads their files): a warm-up, not measured
-    for name, megabytes in (("warm-up", 1.0), ("small", 1.0), ("large", 4.0)):
+    measured = {}
+    for name, megabytes in (("small", 1.0), ("large", 4.0)):
         corpus = real_code(tmp_path / f"{name}.jsonl", megabytes)
-        before = io_bytes()
-        stats = run(tmp_path, [corpus], tiny_tokenizer_dir, engine="ray",
-                    prefix=tmp_path / name / "data", **SMALL)  # fmt: skip
-        grown[name] = (io_bytes() - before, corpus.stat().st_size)
+        io, rss, stats = drive(tmp_path, corpus, tiny_tokenizer_dir, name)
+        measured[name] = (io, rss, corpus.stat().st_size)
         assert stats["tasks"]["pass1:ran"] > 1 and stats["tasks"]["pass2:ran"] > 1
-    driver = grown["large"][0] - grown["small"][0]
-    added = grown["large"][1] - grown["small"][1]
-    print(f"driver I/O {grown}: {driver / added:.4f} byte per added input byte")
-    assert driver / added < 0.1
-    assert grown["large"][0] < 0.1 * grown["large"][1]
+    (io_s, rss_s, size_s), (io_l, rss_l, size_l) = measured["small"], measured["large"]
+    print(f"driver (I/O bytes, peak RSS KiB, input bytes): {measured}; "
+          f"{(io_l - io_s) / (size_l - size_s):.6f} byte per added input byte")  # fmt: skip
+    assert (io_l - io_s) / (size_l - size_s) < 0.1
+    assert rss_l < 1.1 * rss_s, "the driver's peak RSS does not grow with the input"
     assert (tmp_path / "large" / "data.parts" / "manifest.json").exists(), "Ray's default: parts"
     run(tmp_path, [tmp_path / "large.jsonl"], tiny_tokenizer_dir, workers=2,
-        prefix=tmp_path / "local" / "data", **SMALL)  # fmt: skip
+        prefix=tmp_path / "local" / "data", partition_mb=0.25)  # fmt: skip
     assert pair(tmp_path / "large" / "data") == pair(tmp_path / "local" / "data")
 
 
