@@ -21,8 +21,8 @@ One concern per module, in pipeline order:
 - :mod:`.fim`         sample stage: document-level FIM (PSM/SPM) from (seed, sample identity)
 - :mod:`.encode`      sample stage: batched tokenisation into flat numpy arrays, EOS appended
   (output: :mod:`megatron_dscoder.data.indexed`, MMIDIDX v1 ``.bin``/``.idx``, crash-safe)
-- :mod:`.dedup`       corpus-wide near-dedup: band-key group-by, verification, components
-- :mod:`.dedup_tasks` the dedup as tasks: pairs files, one components task, dropped ids file
+- :mod:`.dedup`       corpus-wide near-dedup on disk: band files, band merges, verification
+- :mod:`.dedup_tasks` the dedup as tasks: one per band, one per id range, components
 - :mod:`.shards`      one output shard per partition, finalised without near-duplicates, merged
 - :mod:`.passes`      the tasks of a run as workers run them (pass 1, bucket plans, pass 2,
                       finalise), each reading its own input and writing its own files
