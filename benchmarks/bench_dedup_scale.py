@@ -23,7 +23,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -37,19 +36,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 import numpy as np
 
-from megatron_dscoder.preprocess.dedup import (
-    band_file,
-    band_records,
-    save_array,
-    shard_file,
-    write_band_file,
-)
-from megatron_dscoder.preprocess.dedup_tasks import SUBDIRS, dedup_dir, deduplicate
-from megatron_dscoder.preprocess.engine import make_engine
-from megatron_dscoder.preprocess.markers import TaskCounts
+from megatron_dscoder.preprocess.dedup_tasks import deduplicate_shards
 from megatron_dscoder.preprocess.minhash import MinHashConfig
-from megatron_dscoder.preprocess.options import MIB, PreprocessConfig
-from megatron_dscoder.preprocess.stages import StageConfig
+from megatron_dscoder.preprocess.options import MIB
 
 
 def synthetic_signatures(
@@ -67,10 +56,6 @@ def synthetic_signatures(
         where = rng.random(num_perm) < edit
         sig[row, where] = rng.integers(0, 2**32 - 1, size=int(where.sum()), dtype=np.uint32)
     return sig
-
-
-def noop(_: object) -> None:
-    """The workers need nothing loaded (no tokenizer here)."""
 
 
 def main() -> int:
@@ -92,38 +77,22 @@ def main() -> int:
 
     minhash = MinHashConfig()
     bands = minhash.band_layout()[0]
+    sig = synthetic_signatures(args.samples, args.dup_fraction, args.edit, minhash.num_perm,
+                               args.seed)  # fmt: skip
+    cuts = np.linspace(0, args.samples, args.tasks + 1).astype(np.int64)
+    seconds: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
-        for sub in SUBDIRS:
-            os.makedirs(dedup_dir(work, sub))
-        os.makedirs(os.path.join(work, "done"))  # the tasks' completion markers
-        options = PreprocessConfig(inputs=("-",), tokenizer_model="-", output_prefix="-",
-                                   dedup=minhash, dedup_group_mb=args.group_mb)  # fmt: skip
-        stage = StageConfig(options, eos=0, dtype="uint16", buckets=16, work_dir=work)
-        sig = synthetic_signatures(args.samples, args.dup_fraction, args.edit,
-                                   minhash.num_perm, args.seed)  # fmt: skip
         started = time.perf_counter()
-        shards = []
-        cuts = np.linspace(0, args.samples, args.tasks + 1).astype(np.int64)
-        for task in range(args.tasks):
-            rows = sig[cuts[task] : cuts[task + 1]]
-            save_array(shard_file(work, task, "sig"), rows)
-            signed = [band_records(task, rows, minhash)]
-            records = write_band_file(band_file(work, f"p2-{task:010d}"), signed, bands)
-            shards.append((task, rows.shape[0], records))
-        written = time.perf_counter() - started
-        engine = make_engine("local", args.workers, stage, noop)
-        tasks, seconds = TaskCounts(), Counter()
-        started = time.perf_counter()
-        try:
-            counts = deduplicate(minhash, options.group_bytes, engine, work, shards, 0,
-                                 tasks, seconds)  # fmt: skip
-        finally:
-            engine.close()
-        wall = time.perf_counter() - started
-        opened = {
-            "band merges (band files)": bands * args.tasks,
-            "verification (pair files)": counts["verify_tasks"] * bands * counts["key_ranges"],
-        }
+        _, counts = deduplicate_shards(
+            work, [sig[cuts[t] : cuts[t + 1]] for t in range(args.tasks)], minhash,
+            int(args.group_mb * MIB), args.workers, seconds,
+        )  # fmt: skip
+        wall = time.perf_counter() - started - seconds["dedup_band_files"]
+    written = seconds["dedup_band_files"]
+    opened = {
+        "band merges (band files)": bands * args.tasks,
+        "verification (pair files)": counts["verify_tasks"] * bands * counts["key_ranges"],
+    }
     records, unique = counts["band_records"], counts["unique_candidate_pairs"]
     print(
         f"{args.samples:,} samples in {args.tasks} band files ({records * 16 / MIB:.0f} MiB of "

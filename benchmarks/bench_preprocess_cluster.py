@@ -37,7 +37,7 @@ finally:
 
 
 def build(workdir: Path, megabytes: float) -> Path:
-    from benchmarks.bench_preprocess import build_corpus  # real code, repositories scattered
+    from bench_preprocess import build_corpus  # (its directory is on sys.path) real code
 
     path = workdir / f"corpus-{megabytes:g}mb.jsonl"
     if not path.exists():

@@ -25,13 +25,16 @@ import numpy as np
 from megatron_dscoder.preprocess.dedup import (
     band_file,
     band_ranges,
+    band_records,
     candidate_pairs,
     dropped_samples,
     save_array,
+    shard_file,
     unique_pairs,
     verify_pairs,
+    write_band_file,
 )
-from megatron_dscoder.preprocess.engine import Engine
+from megatron_dscoder.preprocess.engine import Engine, make_engine
 from megatron_dscoder.preprocess.markers import Step, TaskCounts, run_steps
 from megatron_dscoder.preprocess.minhash import MinHashConfig
 from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF
@@ -195,6 +198,48 @@ def deduplicate(
     for _, result in run_steps(engine, [step], work_dir, tasks):
         layout.update(counts, **result)
     return layout
+
+
+def _no_setup(_: object) -> None:
+    """Dedup workers load nothing."""
+
+
+def deduplicate_shards(
+    work_dir: str,
+    shards: list[np.ndarray],
+    minhash: MinHashConfig,
+    group_bytes: int,
+    workers: int = 1,
+    seconds: Counter[str] | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The whole dedup over signature rows given per shard (each shard a task of its own, as
+    pass 2 writes them), in ``work_dir``, on a local engine: (sorted dropped ids, counters).
+    For benchmarks and tests of the production path without a corpus; ``seconds`` gets the
+    seconds of each step (``dedup_band_files`` for writing the band files)."""
+    seconds = Counter() if seconds is None else seconds
+    started = time.perf_counter()
+    from megatron_dscoder.preprocess.options import PreprocessConfig
+
+    for sub in (*(os.path.join("dedup", d) for d in SUBDIRS), "done"):
+        os.makedirs(os.path.join(work_dir, sub), exist_ok=True)
+    bands = minhash.band_layout()[0]
+    made = []
+    for shard, sig in enumerate(shards):
+        save_array(shard_file(work_dir, shard, "sig"), sig)
+        signed = [band_records(shard, sig, minhash)]
+        records = write_band_file(band_file(work_dir, f"p2-{shard:010d}"), signed, bands)
+        made.append((shard, sig.shape[0], records))
+    seconds["dedup_band_files"] += time.perf_counter() - started
+    options = PreprocessConfig(inputs=("-",), tokenizer_model="-", output_prefix="-",
+                               dedup=minhash)  # fmt: skip
+    stage = StageConfig(options, eos=0, dtype="uint16", buckets=1, work_dir=work_dir)
+    engine = make_engine("local", workers, stage, _no_setup)
+    try:
+        counts = deduplicate(minhash, group_bytes, engine, work_dir, made, 0, TaskCounts(),
+                             seconds)  # fmt: skip
+    finally:
+        engine.close()
+    return np.load(dedup_dir(work_dir, "dropped.npy")), counts
 
 
 def dropped_in_shard(work_dir: str, shard: int) -> np.ndarray:

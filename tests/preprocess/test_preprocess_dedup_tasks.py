@@ -1,39 +1,23 @@
-"""The dedup tasks against an in-memory reference: bands merged per key range, pairs verified
-once, components over unique pairs — the same samples dropped however the work is cut."""
+"""The dedup tasks (on the local engine) against an in-memory reference: bands merged per key
+range, pairs verified once, components over unique pairs — the same samples dropped however
+the work is cut."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from megatron_dscoder.preprocess.dedup import (
-    band_file,
     band_ranges,
     band_records,
     candidate_pairs,
     dropped_samples,
-    save_array,
-    shard_file,
     unique_pairs,
-    write_band_file,
 )
-from megatron_dscoder.preprocess.dedup_tasks import (
-    SUBDIRS,
-    BandTask,
-    ComponentsTask,
-    Producers,
-    components,
-    dedup_dir,
-    merge_band,
-    verify_range,
-    verify_tasks,
-)
+from megatron_dscoder.preprocess.dedup_tasks import deduplicate_shards
 from megatron_dscoder.preprocess.minhash import MinHashConfig, estimated_jaccard, signatures
-from megatron_dscoder.preprocess.options import PreprocessConfig
-from megatron_dscoder.preprocess.stages import StageConfig
 from tests.conftest import stdlib_texts
 
 CONFIG = MinHashConfig(threshold=0.6)
@@ -71,44 +55,20 @@ def reference(shards: list[list[str]]) -> tuple[np.ndarray, int]:
     return dropped_samples(verified, first_repo_shard=len(shards))[0], len(pairs)
 
 
-def run_tasks(work: Path, shards: list[list[str]], key_ranges: int, verifiers: int) -> dict:
-    options = PreprocessConfig(inputs=("-",), tokenizer_model="-", output_prefix="-", dedup=CONFIG)
-    stage = StageConfig(options, eos=0, dtype="uint16", buckets=16, work_dir=str(work))
-    for sub in SUBDIRS:
-        os.makedirs(dedup_dir(str(work), sub), exist_ok=True)
-    bands = CONFIG.band_layout()[0]
-    for shard, texts in enumerate(shards):
-        sig = signatures(texts, CONFIG)
-        save_array(shard_file(str(work), shard, "sig"), sig)
-        write_band_file(band_file(str(work), f"p2-{shard:010d}"), [band_records(shard, sig, CONFIG)],
-                        bands)  # fmt: skip
-    producers = Producers(0, 0, len(shards))
-    merged = [merge_band(BandTask(b, key_ranges, producers), stage) for b in range(bands)]
-    tasks = verify_tasks(list(range(len(shards))), verifiers, bands, key_ranges)
-    verified = [verify_range(task, stage) for task in tasks]
-    counts = components(ComponentsTask(len(tasks), len(shards)), stage)
-    return {
-        "dropped_ids": np.load(dedup_dir(str(work), "dropped.npy")),
-        "records": sum(m["records"] for m in merged),
-        "candidates": sum(m["candidates"] for m in merged),
-        "unique": sum(v["unique"] for v in verified),
-        **counts,
-    }
-
-
-@pytest.mark.parametrize(("key_ranges", "verifiers"), [(1, 1), (4, 3)])
-def test_tasks_drop_what_the_reference_drops(
-    tmp_path: Path, key_ranges: int, verifiers: int
-) -> None:
+@pytest.mark.parametrize("group_bytes", [1 << 30, 1 << 9])
+def test_tasks_drop_what_the_reference_drops(tmp_path: Path, group_bytes: int) -> None:
     shards = corpus()
     expected, unique = reference(shards)
-    got = run_tasks(tmp_path, shards, key_ranges, verifiers)
-    assert expected.size >= 20 and np.array_equal(got["dropped_ids"], expected)
+    sigs = [signatures(texts, CONFIG) for texts in shards]
+    dropped, counts = deduplicate_shards(str(tmp_path), sigs, CONFIG, group_bytes, workers=2)
+    cut = group_bytes < 1 << 20
+    assert (counts["key_ranges"] > 1, counts["verify_tasks"] > 1) == (cut, cut), counts
+    assert expected.size >= 20 and np.array_equal(dropped, expected)
     samples = sum(len(s) for s in shards) - 1  # the text without words has no signature
-    assert got["records"] == samples * CONFIG.band_layout()[0]
+    assert counts["band_records"] == samples * CONFIG.band_layout()[0]
     # A pair shared by several bands is verified once: the verifiers see each pair once.
-    assert got["unique"] == unique < got["candidates"]
-    assert got["verified_pairs"] <= unique
+    assert counts["unique_candidate_pairs"] == unique < counts["candidate_pairs"]
+    assert counts["verified_pairs"] <= unique and counts["dropped"] == expected.size
     assert not list(tmp_path.glob("dedup/*.tmp-*")), "scratch files are removed"
 
 
