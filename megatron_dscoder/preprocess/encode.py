@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -166,7 +167,8 @@ def encode_documents(
                 yield text[start:end]
                 start = end
 
-    encoded = _encoded_chunks(chunks(), tok, np.dtype(dtype), batch_chars)
+    by_line = chunk_chars is not None
+    encoded = _encoded_chunks(chunks(), tok, np.dtype(dtype), batch_chars, by_line)
     piece_cuts = iter(cuts)
     parts: list[np.ndarray] = []
     lengths = np.zeros(len(documents), dtype=np.int32)
@@ -193,24 +195,54 @@ def encode_documents(
 
 
 def _encoded_chunks(
-    chunks: Iterator[str], tok: Tokenizer, dtype: np.dtype, batch_chars: int
+    chunks: Iterator[str], tok: Tokenizer, dtype: np.dtype, batch_chars: int, by_line: bool
 ) -> Iterator[np.ndarray]:
-    """The ids of each chunk, in order, encoding ``batch_chars`` characters at a time."""
+    """The ids of each chunk, in order, encoding ``batch_chars`` characters at a time (each
+    distinct line of a batch once, with ``by_line``)."""
+    encode = _encode_lines if by_line else _encode
     batch: list[str] = []
     size = 0
     for chunk in chunks:
         batch.append(chunk)
         size += len(chunk)
         if size >= batch_chars:
-            yield from _encode(batch, tok, dtype)
+            yield from encode(batch, tok, dtype)
             batch, size = [], 0
     if batch:
-        yield from _encode(batch, tok, dtype)
+        yield from encode(batch, tok, dtype)
 
 
 def _encode(batch: list[str], tok: Tokenizer, dtype: np.dtype) -> Iterator[np.ndarray]:
     for encoding in tok.encode_batch_fast(batch, add_special_tokens=False):
         yield np.array(encoding.ids, dtype=dtype)
+
+
+def _encode_lines(batch: list[str], tok: Tokenizer, dtype: np.dtype) -> list[np.ndarray]:
+    """The ids of each chunk of a :func:`newline_safe` tokenizer, encoding each distinct line
+    of the batch once (code repeats lines: blank ones, closing brackets, licence headers).
+
+    A line is cut right after its newline, so its tokens are those it has inside the chunk;
+    the chunks' tokens are gathered from the distinct lines' tokens with numpy.
+    """
+    slots: dict[str, int] = {}
+    order: list[int] = []  # the distinct line of every line, in order
+    ends: list[int] = []  # lines up to the end of each chunk
+    for chunk in batch:
+        lines = chunk.split("\n")
+        last = lines.pop()
+        order += [slots.setdefault(line + "\n", len(slots)) for line in lines]
+        if last:
+            order.append(slots.setdefault(last, len(slots)))
+        ends.append(len(order))
+    ids = [e.ids for e in tok.encode_batch_fast(list(slots), add_special_tokens=False)]
+    sizes = np.fromiter(map(len, ids), np.int64, len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype, int(sizes.sum()))
+    line = np.asarray(order, dtype=np.int64)
+    line_sizes = sizes[line]
+    line_ends = np.cumsum(line_sizes)
+    shift = (np.cumsum(sizes) - sizes)[line] - (line_ends - line_sizes)
+    tokens = flat[np.repeat(shift, line_sizes) + np.arange(line_ends[-1])]
+    return np.split(tokens, line_ends[np.asarray(ends[:-1], dtype=np.int64) - 1])
 
 
 _TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}
