@@ -28,6 +28,22 @@ def test_chunked_encoding_equals_whole_text_encoding(tiny_tokenizer_dir: Path) -
     assert "".join(split_at_newlines(text, 100)) == text
 
 
+def test_repeated_lines_are_encoded_once_with_the_same_tokens(tiny_tokenizer_dir: Path) -> None:
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    texts = [
+        "import os\n\n\ndef f():\n    return 1\n",
+        "import os\r\n\r\ndef g():\n    return 1\n    return 1",  # no final newline
+        "\n\n    return 1\n",
+        stdlib_text("textwrap.py"),
+    ]
+    spy = RecordingTokenizer(tok)
+    encoded = encode_documents([[t] for t in texts], spy, eos=7, dtype=np.uint16)
+    whole = [tok.encode(t, add_special_tokens=False).ids for t in texts]
+    assert encoded.tokens.tolist() == [i for ids in whole for i in (*ids, 7)]
+    assert encoded.lengths.tolist() == [len(ids) + 1 for ids in whole]
+    assert sum(spy.batches) < sum(map(len, texts))  # repeated lines were encoded once
+
+
 def test_documents_pieces_and_lengths(tiny_tokenizer_dir: Path) -> None:
     tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
     docs = [["x = 1\n"], [5, "ab", 6, "", 7, "cd"], []]
