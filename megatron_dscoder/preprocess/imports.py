@@ -136,6 +136,9 @@ class RepoIndex:
                 self.namespace[ns].append(i)
 
     def _closest(self, importer: int, candidates: list[int], limit: int = 1) -> list[int]:
+        others = [c for c in candidates if c != importer]
+        if len(others) < 2:  # nothing to rank (most references: a module or none)
+            return others[:limit]
         here = self.paths[importer].split("/")
 
         def distance(i: int) -> tuple[int, str]:
@@ -147,7 +150,7 @@ class RepoIndex:
                 common += 1
             return (len(here) + len(there) - 2 * common, self.paths[i])
 
-        return sorted((c for c in candidates if c != importer), key=distance)[:limit]
+        return sorted(others, key=distance)[:limit]
 
     def _by_suffix(self, importer: int, suffix: str, limit: int = 1) -> list[int]:
         name = posixpath.basename(suffix)
