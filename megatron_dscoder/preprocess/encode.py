@@ -170,8 +170,8 @@ def encode_documents(
                 yield text[start:end]
                 start = end
 
-    by_line = chunk_chars is not None
-    encoded = _encoded_chunks(chunks(), tok, np.dtype(dtype), batch_chars, by_line)
+    lines = line_cut(tok, chunk_chars)
+    encoded = _encoded_chunks(chunks(), tok, np.dtype(dtype), batch_chars, lines)
     piece_cuts = iter(cuts)
     parts: list[np.ndarray] = []
     lengths = np.zeros(len(documents), dtype=np.int32)
@@ -198,54 +198,102 @@ def encode_documents(
 
 
 def _encoded_chunks(
-    chunks: Iterator[str], tok: Tokenizer, dtype: np.dtype, batch_chars: int, by_line: bool
+    chunks: Iterator[str], tok: Tokenizer, dtype: np.dtype, batch_chars: int, lines: LineCut | None
 ) -> Iterator[np.ndarray]:
     """The ids of each chunk, in order, encoding ``batch_chars`` characters at a time (each
-    distinct line of a batch once, with ``by_line``)."""
-    encode = _encode_lines if by_line else _encode
+    distinct line of a batch once, with ``lines``)."""
     batch: list[str] = []
     size = 0
     for chunk in chunks:
         batch.append(chunk)
         size += len(chunk)
         if size >= batch_chars:
-            yield from encode(batch, tok, dtype)
+            yield from _encode(batch, tok, dtype, lines)
             batch, size = [], 0
     if batch:
-        yield from encode(batch, tok, dtype)
+        yield from _encode(batch, tok, dtype, lines)
 
 
-def _encode(batch: list[str], tok: Tokenizer, dtype: np.dtype) -> Iterator[np.ndarray]:
-    for encoding in tok.encode_batch_fast(batch, add_special_tokens=False):
-        yield np.array(encoding.ids, dtype=dtype)
+@dataclass(frozen=True)
+class LineCut:
+    """How to encode distinct lines: the newline's one token, texts of about ``chars``."""
+
+    newline: int
+    chars: int
 
 
-def _encode_lines(batch: list[str], tok: Tokenizer, dtype: np.dtype) -> list[np.ndarray]:
-    """The ids of each chunk of a :func:`newline_safe` tokenizer, encoding each distinct line
-    of the batch once (code repeats lines: blank ones, closing brackets, licence headers).
+def line_cut(tok: Tokenizer, chunk_chars: int | None) -> LineCut | None:
+    """A :class:`LineCut` for a :func:`newline_safe` tokenizer (``chunk_chars`` set) that
+    encodes a newline as one token; else None."""
+    if chunk_chars is None:
+        return None
+    ids = tok.encode_batch_fast(["\n"], add_special_tokens=False)[0].ids
+    return LineCut(ids[0], chunk_chars) if len(ids) == 1 else None
 
-    A line is cut right after its newline, so its tokens are those it has inside the chunk;
-    the chunks' tokens are gathered from the distinct lines' tokens with numpy.
+
+def _encode(
+    batch: list[str], tok: Tokenizer, dtype: np.dtype, lines: LineCut | None = None
+) -> list[np.ndarray]:
+    if lines is not None:
+        encoded = _encode_lines(batch, tok, dtype, lines)
+        if encoded is not None:
+            return encoded
+    return [
+        np.array(e.ids, dtype=dtype) for e in tok.encode_batch_fast(batch, add_special_tokens=False)
+    ]
+
+
+def _flat(ids: list[list[int]], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(the ids concatenated, the size of each list)."""
+    sizes = np.fromiter(map(len, ids), np.int64, len(ids))
+    return np.fromiter(chain.from_iterable(ids), dtype, int(sizes.sum())), sizes
+
+
+def _encode_lines(
+    batch: list[str], tok: Tokenizer, dtype: np.dtype, cut: LineCut
+) -> list[np.ndarray] | None:
+    """The ids of each chunk, encoding each distinct line of the batch once (code repeats
+    lines: blank ones, closing brackets, licence headers); None if the newline tokens do not
+    delimit the lines (then nothing is assumed).
+
+    The distinct lines are joined into texts of about ``cut.chars`` characters (a few calls'
+    worth for the tokenizer's threads, not one per line); cutting right after a newline does not
+    change tokens, and each line's tokens end at its newline token, the only one it has. The
+    chunks' tokens are then gathered from the lines' tokens with numpy.
     """
-    slots: dict[str, int] = {}
-    order: list[int] = []  # the distinct line of every line, in order
+    slots: dict[str, int] = {}  # distinct lines ending with a newline (key: without it)
+    tails: dict[str, int] = {}  # distinct chunk ends without a newline
+    order: list[int] = []  # every line: its slot, or -1 - its tail
     ends: list[int] = []  # lines up to the end of each chunk
     for chunk in batch:
         lines = chunk.split("\n")
         last = lines.pop()
-        order += [slots.setdefault(line + "\n", len(slots)) for line in lines]
+        order += [slots.setdefault(line, len(slots)) for line in lines]
         if last:
-            order.append(slots.setdefault(last, len(slots)))
+            order.append(-1 - tails.setdefault(last, len(tails)))
         ends.append(len(order))
-    ids = [e.ids for e in tok.encode_batch_fast(list(slots), add_special_tokens=False)]
-    sizes = np.fromiter(map(len, ids), np.int64, len(ids))
-    flat = np.fromiter(chain.from_iterable(ids), dtype, int(sizes.sum()))
+    keys = list(slots)
+    texts = []
+    if keys:
+        stops = np.cumsum(np.fromiter(map(len, keys), np.int64, len(keys)) + 1)
+        full = np.searchsorted(stops, np.arange(cut.chars, stops[-1], cut.chars)) + 1
+        bounds = sorted({0, *full.tolist(), len(keys)})
+        texts = ["\n".join(keys[a:b]) + "\n" for a, b in zip(bounds, bounds[1:], strict=False)]
+    ids = [e.ids for e in tok.encode_batch_fast(texts + list(tails), add_special_tokens=False)]
+    body, _ = _flat(ids[: len(texts)], dtype)
+    line_ends = np.flatnonzero(body == cut.newline) + 1
+    if line_ends.size != len(keys):
+        return None
+    tail, tail_sizes = _flat(ids[len(texts) :], dtype)
+    flat = np.concatenate([body, tail])
+    sizes = np.concatenate([np.diff(line_ends, prepend=0), tail_sizes])
     line = np.asarray(order, dtype=np.int64)
+    line[line < 0] = len(keys) - 1 - line[line < 0]
     line_sizes = sizes[line]
-    line_ends = np.cumsum(line_sizes)
-    shift = (np.cumsum(sizes) - sizes)[line] - (line_ends - line_sizes)
-    tokens = flat[np.repeat(shift, line_sizes) + np.arange(line_ends[-1])]
-    return np.split(tokens, line_ends[np.asarray(ends[:-1], dtype=np.int64) - 1])
+    line_stops = np.cumsum(line_sizes)
+    shift = (np.cumsum(sizes) - sizes)[line] - (line_stops - line_sizes)
+    tokens = flat[np.repeat(shift, line_sizes) + np.arange(line_stops[-1])]
+    return np.split(tokens, line_stops[np.asarray(ends[:-1], dtype=np.int64) - 1])
 
 
 _TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}

@@ -9,7 +9,11 @@ from preprocess_helpers import stdlib_text
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from megatron_dscoder.preprocess.encode import (
+    LineCut,
+    _encode,
+    _encode_lines,
     encode_documents,
+    line_cut,
     newline_safe,
     split_at_newlines,
     text_tokenizer,
@@ -42,6 +46,18 @@ def test_repeated_lines_are_encoded_once_with_the_same_tokens(tiny_tokenizer_dir
     assert encoded.tokens.tolist() == [i for ids in whole for i in (*ids, 7)]
     assert encoded.lengths.tolist() == [len(ids) + 1 for ids in whole]
     assert sum(spy.batches) < sum(map(len, texts))  # repeated lines were encoded once
+
+
+def test_line_encoding_checks_its_newline_token(tiny_tokenizer_dir: Path) -> None:
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    cut = line_cut(tok, 64)
+    assert cut is not None and line_cut(tok, None) is None
+    batch = ["a = 1\n\nb = 2\n", "a = 1\nend"]
+    whole = [tok.encode(t, add_special_tokens=False).ids for t in batch]
+    assert [a.tolist() for a in _encode(batch, tok, np.dtype(np.uint16), cut)] == whole
+    wrong = LineCut(tok.encode("a", add_special_tokens=False).ids[0], 64)
+    assert _encode_lines(batch, tok, np.dtype(np.uint16), wrong) is None  # not the newline
+    assert [a.tolist() for a in _encode(batch, tok, np.dtype(np.uint16), wrong)] == whole
 
 
 def test_documents_pieces_and_lengths(tiny_tokenizer_dir: Path) -> None:
