@@ -9,15 +9,13 @@ from preprocess_helpers import stdlib_text
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from megatron_dscoder.preprocess.encode import (
-    LineCut,
     _encode,
-    _encode_lines,
     encode_documents,
-    line_cut,
     newline_safe,
     split_at_newlines,
     text_tokenizer,
 )
+from megatron_dscoder.preprocess.line_encode import LineCut, encode_lines, line_cut
 from megatron_dscoder.tokenizer import EOT, PAD, load_tokenizer, special_token_ids
 
 
@@ -56,7 +54,7 @@ def test_line_encoding_checks_its_newline_token(tiny_tokenizer_dir: Path) -> Non
     whole = [tok.encode(t, add_special_tokens=False).ids for t in batch]
     assert [a.tolist() for a in _encode(batch, tok, np.dtype(np.uint16), cut)] == whole
     wrong = LineCut(tok.encode("a", add_special_tokens=False).ids[0], 64)
-    assert _encode_lines(batch, tok, np.dtype(np.uint16), wrong) is None  # not the newline
+    assert encode_lines(batch, tok, np.dtype(np.uint16), wrong) is None  # not the newline
     assert [a.tolist() for a in _encode(batch, tok, np.dtype(np.uint16), wrong)] == whole
 
 
