@@ -23,6 +23,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAX_TARGETS = 64
@@ -60,11 +61,10 @@ def extract(lang: str, text: str) -> tuple[list[Ref], list[str]]:
     """(references, declared C# namespaces) of one file."""
     refs: list[Ref] = []
     if lang == "python":
-        if "import" not in text:
-            return refs, []
-        for match in _PY_IMPORT.finditer(text):
+        starts = _import_lines(text)
+        for match in _matches(_PY_IMPORT, text, starts):
             refs += [Ref("py", name) for name in _names(match.group(1))]
-        for match in _PY_FROM.finditer(text):
+        for match in _matches(_PY_FROM, text, starts):
             dots, module, clause = match.groups()
             refs.append(Ref("py", module, len(dots), _names(clause)))
     elif lang == "java":
@@ -77,6 +77,30 @@ def extract(lang: str, text: str) -> tuple[list[Ref], list[str]]:
         refs = [Ref("using", m.group(1)) for m in _CS_USING.finditer(text)]
         return refs, _CS_NAMESPACE.findall(text)
     return refs, []
+
+
+def _import_lines(text: str) -> list[int]:
+    """Start offsets of the lines that contain ``import``, in order: a Python import statement
+    starts on such a line (its keywords and module name are on its first line)."""
+    starts = []
+    at = text.find("import")
+    while at >= 0:
+        starts.append(text.rfind("\n", 0, at) + 1)
+        end = text.find("\n", at)
+        if end < 0:
+            break
+        at = text.find("import", end)
+    return starts
+
+
+def _matches(pattern: re.Pattern[str], text: str, starts: list[int]) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` for a pattern that can only match from one of ``starts``
+    (a line start, ``^`` under ``re.M``), trying those alone."""
+    end = 0
+    for start in starts:
+        if start >= end and (match := pattern.match(text, start)):
+            end = match.end()
+            yield match
 
 
 def _py_modules(path: str) -> list[str]:
@@ -112,6 +136,9 @@ class RepoIndex:
                 self.namespace[ns].append(i)
 
     def _closest(self, importer: int, candidates: list[int], limit: int = 1) -> list[int]:
+        others = [c for c in candidates if c != importer]
+        if len(others) < 2:  # nothing to rank (most references: a module or none)
+            return others[:limit]
         here = self.paths[importer].split("/")
 
         def distance(i: int) -> tuple[int, str]:
@@ -123,7 +150,7 @@ class RepoIndex:
                 common += 1
             return (len(here) + len(there) - 2 * common, self.paths[i])
 
-        return sorted((c for c in candidates if c != importer), key=distance)[:limit]
+        return sorted(others, key=distance)[:limit]
 
     def _by_suffix(self, importer: int, suffix: str, limit: int = 1) -> list[int]:
         name = posixpath.basename(suffix)

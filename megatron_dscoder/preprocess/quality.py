@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING
 
 from megatron_dscoder.config.flags import ConfigError, opt
 from megatron_dscoder.preprocess.records import Record
-from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION, parse_result, supported
+from megatron_dscoder.preprocess.syntax import (
+    DEFAULT_MAX_ERROR_FRACTION,
+    line_bound,
+    parse_result,
+    supported,
+)
 
 if TYPE_CHECKING:
     from megatron_dscoder.preprocess.stages import StageConfig
@@ -114,12 +119,14 @@ def drop_reason(record: Record, config: QualityConfig, parsed: Counter[str]) -> 
     if not (config.syntax or config.long_function_lines) or not supported(record.lang):
         parsed["unchecked"] += 1
         return None
-    result = parse_result(record.text, record.lang, config.max_error_fraction)
+    limit = config.long_function_lines  # no function is longer than its file
+    functions = bool(limit) and line_bound(record.text) > limit
+    result = parse_result(record.text, record.lang, config.max_error_fraction, functions)
     parsed[record.lang] += 1
     if config.syntax and not result.ok:
         parsed[f"{record.lang}:dropped"] += 1
         return "syntax_error"
-    if config.long_function_lines and result.longest_function > config.long_function_lines:
+    if functions and result.longest_function > limit:
         return "long_function"
     return None
 

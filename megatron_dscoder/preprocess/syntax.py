@@ -32,6 +32,7 @@ import importlib
 import warnings
 from dataclasses import dataclass
 from functools import cache
+from operator import itemgetter
 from types import CodeType
 from typing import Any
 
@@ -66,6 +67,7 @@ FUNCTION_NODES = frozenset({
 })  # fmt: skip
 
 _CO_OPTIMIZED = 0x1  # set on function code objects, not on module or class bodies
+_LINE = itemgetter(2)  # the line of a ``co_lines()`` entry (None for lines without code)
 
 
 @dataclass(frozen=True)
@@ -141,15 +143,26 @@ def longest_python_function(code: CodeType) -> int:
             if not isinstance(const, CodeType):
                 continue
             if const.co_flags & _CO_OPTIMIZED:
-                last = max((line for *_, line in const.co_lines() if line), default=0)
+                last = max(filter(None, map(_LINE, const.co_lines())), default=0)
                 longest = max(longest, last - const.co_firstlineno + 1)
             else:  # a class body: its methods are functions
                 stack.append(const)
     return longest
 
 
-def parse_result(text: str, lang: str, max_error_fraction: float) -> ParseResult:
-    """Parse ``text`` as ``lang``; see the module docstring for the verdict."""
+def line_bound(text: str) -> int:
+    """At least the number of lines of ``text`` for any parser (every CR and LF counted)."""
+    return text.count("\n") + text.count("\r") + 1
+
+
+def parse_result(
+    text: str, lang: str, max_error_fraction: float, functions: bool = True
+) -> ParseResult:
+    """Parse ``text`` as ``lang``; see the module docstring for the verdict.
+
+    ``functions=False`` skips measuring the longest function (``longest_function`` is 0), e.g.
+    when :func:`line_bound` shows that no function of the file can be long enough to matter.
+    """
     if lang == "python":
         try:
             with warnings.catch_warnings():
@@ -157,7 +170,7 @@ def parse_result(text: str, lang: str, max_error_fraction: float) -> ParseResult
                 code = compile(text, "<file>", "exec", dont_inherit=True)
         except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
             return ParseResult(True, False, 0)
-        return ParseResult(True, True, longest_python_function(code))
+        return ParseResult(True, True, longest_python_function(code) if functions else 0)
     parsers = _parsers(lang)
     if not parsers:
         return ParseResult(False, True, 0)
@@ -168,5 +181,5 @@ def parse_result(text: str, lang: str, max_error_fraction: float) -> ParseResult
     for parser in parsers:
         root = parser.parse(data).root_node
         if error_bytes(root) <= limit:
-            return ParseResult(True, True, longest_tree_function(root))
+            return ParseResult(True, True, longest_tree_function(root) if functions else 0)
     return ParseResult(True, False, 0)

@@ -9,11 +9,13 @@ from preprocess_helpers import stdlib_text
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from megatron_dscoder.preprocess.encode import (
+    _encode,
     encode_documents,
     newline_safe,
     split_at_newlines,
     text_tokenizer,
 )
+from megatron_dscoder.preprocess.line_encode import LineCut, encode_lines, line_cut
 from megatron_dscoder.tokenizer import EOT, PAD, load_tokenizer, special_token_ids
 
 
@@ -26,6 +28,34 @@ def test_chunked_encoding_equals_whole_text_encoding(tiny_tokenizer_dir: Path) -
         encoded = encode_documents([[text]], tok, eos=7, dtype=np.uint16, chunk_chars=chunk)
         assert encoded.tokens.tolist() == [*whole, 7]
     assert "".join(split_at_newlines(text, 100)) == text
+
+
+def test_repeated_lines_are_encoded_once_with_the_same_tokens(tiny_tokenizer_dir: Path) -> None:
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    texts = [
+        "import os\n\n\ndef f():\n    return 1\n",
+        "import os\r\n\r\ndef g():\n    return 1\n    return 1",  # no final newline
+        "\n\n    return 1\n",
+        stdlib_text("textwrap.py"),
+    ]
+    spy = RecordingTokenizer(tok)
+    encoded = encode_documents([[t] for t in texts], spy, eos=7, dtype=np.uint16)
+    whole = [tok.encode(t, add_special_tokens=False).ids for t in texts]
+    assert encoded.tokens.tolist() == [i for ids in whole for i in (*ids, 7)]
+    assert encoded.lengths.tolist() == [len(ids) + 1 for ids in whole]
+    assert sum(spy.batches) < sum(map(len, texts))  # repeated lines were encoded once
+
+
+def test_line_encoding_checks_its_newline_token(tiny_tokenizer_dir: Path) -> None:
+    tok = text_tokenizer(load_tokenizer(tiny_tokenizer_dir))
+    cut = line_cut(tok, 64)
+    assert cut is not None and line_cut(tok, None) is None
+    batch = ["a = 1\n\nb = 2\n", "a = 1\nend"]
+    whole = [tok.encode(t, add_special_tokens=False).ids for t in batch]
+    assert [a.tolist() for a in _encode(batch, tok, np.dtype(np.uint16), cut)] == whole
+    wrong = LineCut(tok.encode("a", add_special_tokens=False).ids[0], 64)
+    assert encode_lines(batch, tok, np.dtype(np.uint16), wrong) is None  # not the newline
+    assert [a.tolist() for a in _encode(batch, tok, np.dtype(np.uint16), wrong)] == whole
 
 
 def test_documents_pieces_and_lengths(tiny_tokenizer_dir: Path) -> None:

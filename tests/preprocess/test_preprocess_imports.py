@@ -22,6 +22,24 @@ def test_python_extraction() -> None:
     assert Ref("py", "", 1, ("q",)) in refs
 
 
+def test_python_extraction_matches_a_full_scan() -> None:
+    """Only lines containing ``import`` are tried; the result is that of scanning every line."""
+    text = (
+        '"""import nothing here"""\nfrom a import (b,\n    import_c,\nimport d)\nimport e, f\r'
+        "import g\n  from .h import i  # import\nx = 1\nfrom j import k\nimport"
+    )
+    refs, _ = extract("python", text)
+    assert refs == [  # `import d)` inside the parentheses is an import line of its own
+        Ref("py", "d"),
+        Ref("py", "e"),
+        Ref("py", "f"),
+        Ref("py", "a", 0, ("b", "import_c", "import")),
+        Ref("py", "h", 1, ("i",)),
+        Ref("py", "j", 0, ("k",)),
+    ]
+    assert extract("python", "x = 1\n") == ([], [])
+
+
 def test_python_resolution() -> None:
     paths = ["src/pkg/__init__.py", "src/pkg/core.py", "src/pkg/sub/helpers.py", "src/pkg/sub/x.py",
              "tests/test_core.py", "other/core.py"]  # fmt: skip

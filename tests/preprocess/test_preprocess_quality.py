@@ -94,6 +94,27 @@ def test_rules_are_counted_and_switchable() -> None:
         QualityConfig(max_error_fraction=2.0)
 
 
+def test_long_function_rule_at_its_limit() -> None:
+    """Files too short to hold a long function skip the measurement; the verdict is the same."""
+    for newline in ("\n", "\r\n", "\r"):
+        lines = ["def f():", *(["    x = 1"] * 18), "    return x"]  # a 20-line function
+        text = newline.join(lines) + newline
+        assert parse_result(text, "python", 0.01).longest_function == 20
+        assert parse_result(text, "python", 0.01, functions=False).longest_function == 0
+        for limit, dropped in ((19, 1), (20, 0), (21, 0)):
+            counts: Counter[str] = Counter()
+            screen_records([Record(text, lang="python")], QualityConfig(
+                long_function_lines=limit), counts, Counter())  # fmt: skip
+            assert counts["long_function"] == dropped, (repr(newline), limit)
+    go = "package a\n\nfunc f() int {\n" + "\tx := 1\n" * 18 + "\treturn x\n}\n"
+    assert parse_result(go, "go", 0.01).longest_function == 21
+    counts = Counter()
+    screen_records(
+        [Record(go, lang="go")], QualityConfig(long_function_lines=20), counts, Counter()
+    )
+    assert counts == {"long_function": 1}
+
+
 def test_pipeline_counts_per_language(tmp_path: Path, tiny_tokenizer_dir: Path) -> None:
     records = [{"text": VALID[lang], "path": f"ok/{lang}.x", "lang": lang} for lang in VALID]
     records += [{"text": broken(lang), "path": f"bad/{lang}.x", "lang": lang} for lang in VALID]
