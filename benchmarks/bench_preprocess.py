@@ -365,7 +365,11 @@ def main() -> int:
         local = args.workdir / "out" / "code"
         ray_prefix = args.workdir / "out-ray" / "code"
         ray_run = run_pipeline(
-            corpus, tok_path, ray_prefix, args.workers, [*args.extra, "--engine", "ray"]
+            corpus,
+            tok_path,
+            ray_prefix,
+            args.workers,
+            [*args.extra, "--engine", "ray", "--output-shard-mb", "0"],
         )
         same = all(
             Path(f"{local}.{ext}").read_bytes() == Path(f"{ray_prefix}.{ext}").read_bytes()
