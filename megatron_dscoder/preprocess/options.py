@@ -141,8 +141,9 @@ class PreprocessConfig:
         MinHashConfig, "no near-deduplication", off="--no-dedup", prefix="dedup"
     )
     dedup_group_mb: float = opt(
-        64.0, "band records per dedup group-by task, on average (default: %(default)s)"
-    )
+        64.0, "near-dedup work unit: MB of band records per key range of a band's merge, and "
+        "of candidate pairs per verification task (default: %(default)s)",
+    )  # fmt: skip
     decontam: DecontamConfig | None = section(
         DecontamConfig, "no benchmark decontamination", off="--no-decontaminate"
     )
