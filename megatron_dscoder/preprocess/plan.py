@@ -42,6 +42,7 @@ from megatron_dscoder.preprocess.sources import (
     JsonlBlob,
     ParquetRowGroup,
     Task,
+    file_size,
     input_kind,
     iter_line_blobs,
     jsonl_tasks,
@@ -93,23 +94,16 @@ def repositories(root: str) -> tuple[str, ...]:
     return tuple(list_repositories(root))
 
 
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
 def _repo_text_bytes(root: str, repo: str) -> int:
     """Bytes of the files of a known language in one repository (``""``: the loose files)."""
     if not repo:
         with os.scandir(root) as entries:
             files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-        return sum(_size(os.path.join(root, f)) for f in files if language_of("", f))
+        return sum(file_size(os.path.join(root, f)) for f in files if language_of("", f))
     total = 0
     for top, dirs, files in os.walk(os.path.join(root, repo)):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        total += sum(_size(os.path.join(top, f)) for f in files if language_of("", f))
+        total += sum(file_size(os.path.join(top, f)) for f in files if language_of("", f))
     return total
 
 
@@ -132,7 +126,7 @@ def input_sizes(inputs: tuple[str, ...]) -> tuple[int, int]:
             text = _dir_text_bytes(path)
             return text, text
         ratio = next((r for s, r in COMPRESSION_RATIO.items() if path.lower().endswith(s)), 1.0)
-        return int(_size(path) * ratio), _size(path)
+        return int(file_size(path) * ratio), file_size(path)
 
     with _pool(len(inputs)) as pool:
         both = list(pool.map(sizes, inputs))

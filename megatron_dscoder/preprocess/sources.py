@@ -77,28 +77,8 @@ def input_kind(path: str) -> str:
     return "jsonl"
 
 
-def estimated_text_bytes(paths: list[str]) -> int:
-    """Rough uncompressed size of all inputs (sizes the repository partitions; never exact)."""
-    total = 0
-    for path in paths:
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                total += sum(_size(os.path.join(root, f)) for f in files if language_of("", f))
-            continue
-        ratio = next((r for s, r in COMPRESSION_RATIO.items() if path.lower().endswith(s)), 1.0)
-        total += int(_size(path) * ratio)
-    return total
-
-
-def total_input_bytes(paths: list[str]) -> int:
-    """On-disk bytes of all inputs (the unit of the progress bar)."""
-    return estimated_text_bytes([p for p in paths if os.path.isdir(p)]) + sum(
-        _size(p) for p in paths if not os.path.isdir(p)
-    )
-
-
-def _size(path: str) -> int:
+def file_size(path: str) -> int:
+    """The size of ``path``, 0 if it can not be read (counted where it is opened)."""
     try:
         return os.path.getsize(path)
     except OSError:
@@ -230,15 +210,15 @@ def repo_tasks(
     batch: list[str] = []
     size = 0
     for rel in files:
-        file_size = _size(str(repo_root / rel))
+        nbytes = file_size(str(repo_root / rel))
         if not language_of("", rel):
             skipped["unknown_language"] += 1
             continue
-        if file_size > max_record_bytes:
+        if nbytes > max_record_bytes:
             bad["record_too_large"] += 1
             continue
         batch.append(rel)
-        size += file_size
+        size += nbytes
         if size >= batch_bytes:
             yield RepoFiles(root, name, str(repo_root), tuple(batch), size)
             batch, size = [], 0
