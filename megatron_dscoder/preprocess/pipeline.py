@@ -140,6 +140,11 @@ class _Run:
         return now
 
 
+#: The version of what tasks write in a work directory (2: one band file per task, the dedup
+#: by band); a kept directory of another version is refused, not half reused.
+WORK_LAYOUT = 2
+
+
 def fingerprint(config: PreprocessConfig, stage: StageConfig) -> dict[str, Any]:
     """The options that decide a work directory's contents (``run.json`` of ``--work-dir``)."""
     options = {
@@ -148,6 +153,7 @@ def fingerprint(config: PreprocessConfig, stage: StageConfig) -> dict[str, Any]:
         if f.name not in _FREE_OPTIONS
     }
     return {
+        "layout": WORK_LAYOUT,
         "options": options,
         "buckets": stage.buckets,
         "dtype": stage.dtype,

@@ -63,7 +63,8 @@ class WorkDir:
                 if f.read() != wanted:
                     os.close(fd)
                     raise WorkDirError(
-                        f"--work-dir {path} holds a run with other options; use a new directory"
+                        f"--work-dir {path} holds a run with other options (or of another version); "
+                        "use a new directory"
                     )
         else:
             with open(f"{stamp}.partial", "w") as f:
