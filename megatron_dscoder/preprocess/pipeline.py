@@ -21,7 +21,8 @@ Every task function is a module-level function over one item, run by an engine
 the results by task number, and every random choice comes from (seed, sample identity), so the
 output is byte-identical for any engine, any ``workers`` and any way the input was cut into
 references. ``--work-dir DIR`` keeps the work directory; rerunning the same command after a
-kill skips the tasks whose markers exist (``tasks`` in the stats JSON counts ran/skipped).
+kill skips the tasks whose markers exist (``tasks`` in the stats JSON counts ran/skipped,
+``task_seconds`` weighs them).
 
 Memory does not grow with the corpus, except for the driver's bookkeeping: about 100 bytes
 per shard and 8 bytes per (reference, bucket) of spill (an offsets matrix; 49 MB for 6,000
@@ -93,9 +94,8 @@ def _init_worker(config: StageConfig) -> None:
 def build_stage_config(
     options: PreprocessConfig, estimated_bytes: int, work_dir: str = ""
 ) -> StageConfig:
-    """Check the output prefix and tokenizer (before any work) and resolve what the
-    workers need besides the options: token ids, dtype, spill buckets."""
-    check_output_prefix(options.output_prefix)
+    """Check the tokenizer (before any work) and resolve what the workers need besides the
+    options: token ids, dtype, spill buckets."""
     tok = load_tokenizer(options.tokenizer_model)
     needs_fim = options.fim_rate > 0
     require = ("eos", *(("bos",) if options.bos else ()))
@@ -176,6 +176,7 @@ def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing; returns the stats document (also written if asked)."""
     started = time.perf_counter()
     check_inputs(list(config.inputs), config.fields.text)
+    check_output_prefix(config.output_prefix)
     estimated_bytes, input_bytes = input_sizes(config.inputs)
     stage = build_stage_config(config, estimated_bytes)
     out_dir = os.path.dirname(os.path.abspath(config.output_prefix))
