@@ -50,7 +50,8 @@ from megatron_dscoder.preprocess.minhash import MinHashConfig, band_keys, estima
 VERIFY_BLOCK = 1 << 15
 #: Signature files a verification task keeps memory-mapped (each holds a file descriptor).
 OPEN_SIGNATURES = 256
-_LOCAL = np.uint64(0xFFFFFFFF)
+#: A sample id is ``shard << 32 | position``; this masks the position.
+LOCAL_MASK = np.uint64(0xFFFFFFFF)
 Signed = tuple[np.ndarray, np.ndarray]
 
 
@@ -178,7 +179,7 @@ class SignatureReader:
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         shards = (ids >> np.uint64(32)).astype(np.int64)
-        local = (ids & _LOCAL).astype(np.int64)
+        local = (ids & LOCAL_MASK).astype(np.int64)
         out: np.ndarray | None = None
         for shard in np.unique(shards).tolist():
             sig = self._map(shard)

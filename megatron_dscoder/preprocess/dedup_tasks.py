@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from megatron_dscoder.preprocess.dedup import (
+    LOCAL_MASK,
     band_file,
     band_ranges,
     band_records,
@@ -37,10 +38,10 @@ from megatron_dscoder.preprocess.dedup import (
 from megatron_dscoder.preprocess.engine import Engine, make_engine
 from megatron_dscoder.preprocess.markers import Step, TaskCounts, run_steps
 from megatron_dscoder.preprocess.minhash import MinHashConfig
+from megatron_dscoder.preprocess.options import PreprocessConfig
 from megatron_dscoder.preprocess.plan import CHUNKS_PER_REF
 from megatron_dscoder.preprocess.stages import StageConfig
 
-_LOCAL = np.uint64(0xFFFFFFFF)
 SUBDIRS = ("bands", "pairs", "verified")
 
 
@@ -218,8 +219,6 @@ def deduplicate_shards(
     seconds of each step (``dedup_band_files`` for writing the band files)."""
     seconds = Counter() if seconds is None else seconds
     started = time.perf_counter()
-    from megatron_dscoder.preprocess.options import PreprocessConfig
-
     for sub in (*(os.path.join("dedup", d) for d in SUBDIRS), "done"):
         os.makedirs(os.path.join(work_dir, sub), exist_ok=True)
     bands = minhash.band_layout()[0]
@@ -248,4 +247,4 @@ def dropped_in_shard(work_dir: str, shard: int) -> np.ndarray:
     lo = np.uint64(shard) << np.uint64(32)
     hi = np.uint64(shard + 1) << np.uint64(32)
     start, end = np.searchsorted(dropped, [lo, hi])
-    return (np.asarray(dropped[start:end]) & _LOCAL).astype(np.int64)
+    return (np.asarray(dropped[start:end]) & LOCAL_MASK).astype(np.int64)

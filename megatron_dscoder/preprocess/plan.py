@@ -126,7 +126,8 @@ def input_sizes(inputs: tuple[str, ...]) -> tuple[int, int]:
             text = _dir_text_bytes(path)
             return text, text
         ratio = next((r for s, r in COMPRESSION_RATIO.items() if path.lower().endswith(s)), 1.0)
-        return int(file_size(path) * ratio), file_size(path)
+        size = file_size(path)
+        return int(size * ratio), size
 
     with _pool(len(inputs)) as pool:
         both = list(pool.map(sizes, inputs))

@@ -42,10 +42,11 @@ def corpus() -> list[list[str]]:
 def reference(shards: list[list[str]]) -> tuple[np.ndarray, int]:
     """Dropped ids computed in one place: every band's star pairs, verified, components."""
     bands, _ = CONFIG.band_layout()
-    signed = [band_records(s, signatures(texts, CONFIG), CONFIG) for s, texts in enumerate(shards)]
+    sigs = [signatures(texts, CONFIG) for texts in shards]
+    signed = [band_records(s, sig, CONFIG) for s, sig in enumerate(sigs)]
     ids = np.concatenate([i for i, _ in signed])
     keys = np.concatenate([k for _, k in signed])
-    sig = np.concatenate([signatures(texts, CONFIG) for texts in shards])
+    sig = np.concatenate(sigs)
     row = {int(i): n for n, i in enumerate((s << 32) | p for s, t in enumerate(shards)
                                           for p in range(len(t)))}  # fmt: skip
     pairs = unique_pairs(np.concatenate([candidate_pairs(keys[:, b], ids) for b in range(bands)]))
