@@ -5,8 +5,14 @@
 #   NNODES NODE_RANK MASTER_ADDR MASTER_PORT GPUS_PER_NODE   cluster shape
 #   DATA_PATH TOKENIZER_MODEL DATA_CACHE_PATH                 data (see preprocess_corpus.sh)
 #   CHECKPOINT_DIR TENSORBOARD_DIR WANDB_PROJECT              outputs
-#   SHUTDOWN_TIMEOUT                                          seconds torchrun waits after a
-#                                                             SIGTERM (an iteration + a save)
+#   SHUTDOWN_TIMEOUT    seconds torchrun waits after a SIGTERM before it kills the workers (an
+#                       iteration + a save). Passed as TORCH_ELASTIC_SHUTDOWN_TIMEOUT, which
+#                       torch >= 2.12 reads; older torchrun has a fixed 30 s (docs/gpu.md).
+#   DRY_LAUNCH=1        print the command (shell-quoted, one line) instead of running it
+# Only torchrun options that the oldest supported torch (2.10, the Docker image's) knows are
+# passed; tests/launchers checks them against that version's parser.
+# Under a launcher that already started one process per GPU (torchrun --no-python, Kubeflow
+# PyTorchJob, TorchX: LOCAL_RANK and WORLD_SIZE are set), the entry point runs directly.
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
@@ -20,6 +26,16 @@ TENSORBOARD_DIR=${TENSORBOARD_DIR:-runs/${RUN_NAME}}
 WANDB_PROJECT=${WANDB_PROJECT:-megatron_dscoder}
 SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-170}
 
+# run_or_print CMD...: exec the command, or with DRY_LAUNCH=1 print it and return.
+run_or_print() {
+    if [ "${DRY_LAUNCH:-0}" = 1 ]; then
+        printf '%q ' "$@"
+        printf '\n'
+        return 0
+    fi
+    exec "$@"
+}
+
 # launch TP ARG... : torchrun megatron_dscoder.pretrain on this node with the common groups.
 launch() {
     local tp=$1
@@ -28,11 +44,6 @@ launch() {
         # Hopper/Ampere: TP (and CP) communication must be issued in order with compute.
         export CUDA_DEVICE_MAX_CONNECTIONS=1
     fi
-    local distributed_args=(
-        --nproc-per-node "${GPUS_PER_NODE}" --nnodes "${NNODES}" --node-rank "${NODE_RANK}"
-        --master-addr "${MASTER_ADDR}" --master-port "${MASTER_PORT}"
-        --shutdown-timeout "${SHUTDOWN_TIMEOUT}"
-    )
     # DATA_PATH may be a weighted blend ("87 code 10 english 3 chinese"): split on spaces.
     local data_args
     read -r -a data_args <<< "${DATA_PATH}"
@@ -46,6 +57,16 @@ launch() {
         --wandb-project "${WANDB_PROJECT}" --wandb-exp-name "${RUN_NAME}"
         --wandb-save-dir "${CHECKPOINT_DIR}"
     )
-    exec torchrun "${distributed_args[@]}" -m megatron_dscoder.pretrain \
+    if [ -n "${LOCAL_RANK:-}" ] && [ -n "${WORLD_SIZE:-}" ]; then
+        # One process per GPU already exists: this is one worker, not the node's launcher.
+        run_or_print python -m megatron_dscoder.pretrain "${common_args[@]}" "$@"
+        return
+    fi
+    export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT}
+    local distributed_args=(
+        --nproc-per-node "${GPUS_PER_NODE}" --nnodes "${NNODES}" --node-rank "${NODE_RANK}"
+        --master-addr "${MASTER_ADDR}" --master-port "${MASTER_PORT}"
+    )
+    run_or_print torchrun "${distributed_args[@]}" -m megatron_dscoder.pretrain \
         "${common_args[@]}" "$@"
 }

@@ -71,3 +71,49 @@ def test_pretrain_33b_launcher_runs_with_overrides(tmp_path, token_corpus):  # n
     assert (tmp_path / "ckpt" / "iter_0000003" / "run_config.json").is_file()
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert list((tmp_path / "ckpt").glob("wandb/offline-run-*"))
+
+
+def test_launcher_under_torchrun_runs_the_trainer_directly(tmp_path, token_corpus):  # noqa: F811
+    """``torchrun --no-python examples/pretrain_1.3b.sh`` (what Kubeflow PyTorchJob and TorchX
+    amount to): the launcher sees LOCAL_RANK and WORLD_SIZE and runs pretrain in the worker
+    itself. A ``torchrun`` first on PATH that fails proves no second one is started."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "torchrun").write_text("#!/usr/bin/env bash\necho nested torchrun >&2\nexit 97\n")
+    (fake / "torchrun").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZER_MODEL": str(token_corpus["tokenizer"]),
+        "DATA_PATH": str(token_corpus["code"]),
+        "DATA_CACHE_PATH": str(tmp_path / "cache"),
+        "CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+        "TENSORBOARD_DIR": str(tmp_path / "tb"),
+    }
+    env.pop("LOCAL_RANK", None)
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--no-python",
+            "--nproc-per-node",
+            "1",
+            "--master-port",
+            str(free_port()),
+            "examples/pretrain_1.3b.sh",
+            "--dry-run",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "nested torchrun" not in out
+    # The planner's report for the launcher's 1.3B layout (24 layers) on torchrun's world of 1.
+    assert "stage 0: 24 layers" in proc.stdout and "FITS: peak" in proc.stdout, out[-3000:]
