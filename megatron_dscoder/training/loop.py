@@ -18,7 +18,7 @@ import torch
 from megatron.core import parallel_state
 
 from megatron_dscoder.config.run import RunConfig
-from megatron_dscoder.model.flops import device_peak_tflops, flops_per_iteration
+from megatron_dscoder.model.flops import MFU_CONVENTION, device_peak_tflops, flops_per_iteration
 from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training.data import MicroBatchSampler, loader
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
@@ -118,6 +118,11 @@ class Trainer:
         self._flops_per_iter = flops_per_iteration(run.arch, t.global_batch_size, t.seq_length)
         self._world = world
         self._peak = run.logging.peak_tflops or device_peak_tflops()
+        logger.info(
+            "tflops_per_gpu and mfu count model FLOPs in %s; peak %s TFLOP/s per GPU",
+            MFU_CONVENTION,
+            f"{self._peak:g}" if self._peak else "unknown (no mfu; set --peak-tflops)",
+        )
         self._started = time.monotonic() if started is None else started
 
     def _iterator(self, dataset, consumed: int, total: int) -> TimedIterator:

@@ -7,8 +7,9 @@ at the end of each iteration the ranks all-reduce (MAX) their flags and their "t
 (``--exit-duration-in-mins``), so all stop after the same iteration, checkpoint it and exit 0.
 One small all-reduce per iteration, only when one of the two flags is given.
 
-torchrun forwards SIGTERM to its workers and kills them ``--shutdown-timeout`` seconds later
-(default 30): the launchers raise it so that one iteration plus a save fit.
+torchrun forwards SIGTERM to its workers and kills them a grace period later: 30 s on torch
+< 2.12; from 2.12 ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``, which the launchers raise so that one
+iteration plus a save fit (docs/gpu.md).
 """
 
 from __future__ import annotations
