@@ -1,8 +1,9 @@
 """Metric sinks: stdout, ``--metrics-jsonl``, TensorBoard and Weights & Biases, as a list.
 
 One rank (the last, which holds the loss) writes; the others get no sinks. W&B runs offline
-unless credentials are present (``WANDB_API_KEY``) or ``WANDB_MODE`` says otherwise, so a job
-never waits on the network; ``wandb sync`` uploads an offline run later.
+unless credentials are present (``WANDB_API_KEY``, or the netrc entry ``wandb login`` writes) or
+``WANDB_MODE`` says otherwise, so a job without a key never waits on the network; ``wandb sync``
+uploads an offline run later. The choice is made at run time, never baked into an image.
 
 Adding a sink is two edits: a field for its flag in :class:`~megatron_dscoder.config.run.LoggingConfig`
 (the flag is generated from it) and a class here plus its line in :data:`SINKS`.
@@ -13,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import netrc
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from megatron_dscoder.config.run import LoggingConfig
 
@@ -77,15 +80,39 @@ class TensorBoardSink:
         self._writer.close()
 
 
+def _netrc_has_key(env: Mapping[str, str]) -> bool:
+    """Whether the netrc file W&B reads (``NETRC`` or ``~/.netrc``) holds its host's key."""
+    path = Path(env.get("NETRC") or Path(env.get("HOME") or Path.home()) / ".netrc")
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or ""
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except FileNotFoundError:
+        return False
+    except (OSError, netrc.NetrcParseError) as err:
+        logger.warning("W&B: %s unreadable (%s); treated as no key", path, err)
+        return False
+    return bool(entry and entry[2])
+
+
+def wandb_mode(env: Mapping[str, str]) -> tuple[str, str]:
+    """(mode, why): ``WANDB_MODE`` when the user set it; else online with a key, offline without."""
+    if env.get("WANDB_MODE"):
+        return env["WANDB_MODE"], "WANDB_MODE is set"
+    if env.get("WANDB_API_KEY"):
+        return "online", "WANDB_API_KEY is set"
+    if _netrc_has_key(env):
+        return "online", "netrc holds a W&B key"
+    return "offline", "no W&B key; `wandb sync` uploads the run later"
+
+
 class WandbSink:
     """A W&B run (offline without credentials) whose config is the run's description."""
 
     def __init__(self, log: LoggingConfig, run_config: dict[str, Any]) -> None:
         import wandb
 
-        mode = os.environ.get("WANDB_MODE") or (
-            "online" if os.environ.get("WANDB_API_KEY") else "offline"
-        )
+        mode, why = wandb_mode(os.environ)
+        logger.info("W&B %s: %s", mode, why)
         if log.wandb_save_dir:
             Path(log.wandb_save_dir).mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(

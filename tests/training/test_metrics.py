@@ -53,3 +53,42 @@ def test_a_new_sink_is_one_entry_in_the_list(tmp_path: Path, monkeypatch) -> Non
         "grad_norm": None,
         "skipped": False,
     }
+
+
+def test_wandb_mode_follows_the_key_at_run_time(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    base = {"HOME": str(home)}
+    assert metrics.wandb_mode(base)[0] == "offline"
+    assert metrics.wandb_mode({**base, "WANDB_API_KEY": "k" * 40})[0] == "online"
+    # The user's WANDB_MODE wins both ways.
+    assert metrics.wandb_mode({**base, "WANDB_API_KEY": "k", "WANDB_MODE": "offline"})[0] == (
+        "offline"
+    )
+    assert metrics.wandb_mode({**base, "WANDB_MODE": "disabled"})[0] == "disabled"
+    # `wandb login` stores the key in ~/.netrc under W&B's host (or WANDB_BASE_URL's).
+    (home / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password k3y\n")
+    (home / ".netrc").chmod(0o600)
+    assert metrics.wandb_mode(base) == ("online", "netrc holds a W&B key")
+    assert metrics.wandb_mode({**base, "WANDB_BASE_URL": "https://wandb.example.org"})[0] == (
+        "offline"
+    )
+    other = tmp_path / "other-netrc"
+    other.write_text("machine github.com login u password p\n")
+    other.chmod(0o600)
+    assert metrics.wandb_mode({**base, "NETRC": str(other)})[0] == "offline"
+    other.write_text("machine wandb.example.org login u password p\n")
+    assert (
+        metrics.wandb_mode(
+            {**base, "NETRC": str(other), "WANDB_BASE_URL": "https://wandb.example.org"}
+        )[0]
+        == "online"
+    )
+    # An unreadable netrc is no key, not a crash.
+    other.write_text("machine wandb.example.org login\n")
+    assert (
+        metrics.wandb_mode(
+            {**base, "NETRC": str(other), "WANDB_BASE_URL": "https://wandb.example.org"}
+        )[0]
+        == "offline"
+    )
