@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import runpy
 
 import torch
 
 from tests.launch import REPO
 
+SCRIPT = str(REPO / "tools" / "stack_versions.py")
 
-def test_lists_the_stack_sorted_one_per_line():
-    out = subprocess.run(
-        [sys.executable, "tools/stack_versions.py"], cwd=REPO, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+
+def test_lists_the_stack_sorted_one_per_line(capsys):
+    runpy.run_path(SCRIPT, run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
     assert lines == sorted(lines)
     versions = dict(line.rsplit(" ", 1) for line in lines)
     assert versions["torch"] == torch.__version__
