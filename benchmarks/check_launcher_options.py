@@ -85,21 +85,31 @@ def installed_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SET_BY_LAUNCHERS = ("LOCAL_RANK", "WORLD_SIZE", "CUDA_DEVICE_MAX_CONNECTIONS")
+
+
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _SET_BY_LAUNCHERS and not k.startswith("TORCH_ELASTIC_")
+    }
     return {**env, "DRY_LAUNCH": "1", **extra}
 
 
-def _dry_run(argv: list[str], env: dict[str, str]) -> list[str]:
-    proc = subprocess.run(argv, cwd=REPO, env=_clean_env(env), capture_output=True, text=True)
+def dry_launch(argv: list[str], extra_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(command, variables the launcher set for it) of ``argv`` run with ``DRY_LAUNCH=1``."""
+    proc = subprocess.run(argv, cwd=REPO, env=_clean_env(extra_env), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return shlex.split(proc.stdout)
+    env_lines = [line for line in proc.stderr.splitlines() if line.startswith("# env: ")]
+    variables = dict(item.split("=", 1) for item in env_lines[-1].split()[2:]) if env_lines else {}
+    return shlex.split(proc.stdout), variables
 
 
 def launcher_command(script: str, extra_env: dict[str, str] | None = None) -> list[str]:
     """The command a launcher would run, as its argument vector."""
-    return _dry_run(["bash", script], extra_env or {})
+    return dry_launch(["bash", script], extra_env or {})[0]
 
 
 def slurm_command(script: str) -> list[str]:
@@ -115,7 +125,7 @@ def slurm_command(script: str) -> list[str]:
             "SLURM_JOB_NODELIST": "node-[a-b]",
             "SLURM_NNODES": "2",
         }
-        return _dry_run(["bash", "examples/slurm_pretrain.sbatch", script], env)
+        return dry_launch(["bash", "examples/slurm_pretrain.sbatch", script], env)[0]
 
 
 def all_commands() -> dict[str, list[str]]:

@@ -8,7 +8,8 @@
 #   SHUTDOWN_TIMEOUT    seconds torchrun waits after a SIGTERM before it kills the workers (an
 #                       iteration + a save). Passed as TORCH_ELASTIC_SHUTDOWN_TIMEOUT, which
 #                       torch >= 2.12 reads; older torchrun has a fixed 30 s (docs/gpu.md).
-#   DRY_LAUNCH=1        print the command (shell-quoted, one line) instead of running it
+#   DRY_LAUNCH=1        print the command (shell-quoted, one line; the variables it would get
+#                       on stderr) instead of running it
 # Only torchrun options that the oldest supported torch (2.10, the Docker image's) knows are
 # passed; tests/launchers checks them against that version's parser.
 # Under a launcher that already started one process per GPU (torchrun --no-python, Kubeflow
@@ -26,11 +27,14 @@ TENSORBOARD_DIR=${TENSORBOARD_DIR:-runs/${RUN_NAME}}
 WANDB_PROJECT=${WANDB_PROJECT:-megatron_dscoder}
 SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-170}
 
-# run_or_print CMD...: exec the command, or with DRY_LAUNCH=1 print it and return.
+# run_or_print CMD...: exec the command, or with DRY_LAUNCH=1 print it (stdout) and the
+# variables the launcher set for it (stderr), and return.
 run_or_print() {
     if [ "${DRY_LAUNCH:-0}" = 1 ]; then
         printf '%q ' "$@"
         printf '\n'
+        printf '# env: CUDA_DEVICE_MAX_CONNECTIONS=%s TORCH_ELASTIC_SHUTDOWN_TIMEOUT=%s\n' \
+            "${CUDA_DEVICE_MAX_CONNECTIONS:-}" "${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-}" >&2
         return 0
     fi
     exec "$@"
@@ -40,8 +44,16 @@ run_or_print() {
 launch() {
     local tp=$1
     shift
-    if [ "${tp}" -gt 1 ]; then
-        # Hopper/Ampere: TP (and CP) communication must be issued in order with compute.
+    local ordered=0 previous="" arg
+    [ "${tp}" -gt 1 ] && ordered=1
+    for arg in "$@"; do
+        if [ "${previous}" = --context-parallel-size ] && [ "${arg}" != 1 ]; then
+            ordered=1
+        fi
+        previous=${arg}
+    done
+    if [ "${ordered}" = 1 ]; then
+        # Hopper/Ampere: TP and CP communication must be issued in order with compute.
         export CUDA_DEVICE_MAX_CONNECTIONS=1
     fi
     # DATA_PATH may be a weighted blend ("87 code 10 english 3 chinese"): split on spaces.

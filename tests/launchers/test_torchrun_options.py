@@ -86,6 +86,38 @@ def test_an_option_newer_than_the_minimum_is_caught(commands):
         launch_check.check(abbreviated, launch_check.parser_from_table(TABLE))
 
 
-def test_the_grace_period_travels_by_environment():
-    text = (launch_check.REPO / "examples" / "_launch.sh").read_text()
-    assert "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=" in text
+def test_the_launchers_environment_grace_period_and_ordered_connections():
+    def launch_env(script: str, *args: str, **env: str) -> dict[str, str]:
+        return launch_check.dry_launch(["bash", script, *args], env)[1]
+
+    # torch >= 2.12 reads the grace period from the environment; older torch ignores it.
+    assert launch_env("examples/pretrain_1.3b.sh")["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "170"
+    assert (
+        launch_env("examples/pretrain_1.3b.sh", SHUTDOWN_TIMEOUT="300")[
+            "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+        ]
+        == "300"
+    )
+    # In-order CUDA connections with TP > 1 or CP > 1 only (1.3B 16K is TP=1, CP=2).
+    assert launch_env("examples/pretrain_1.3b.sh")["CUDA_DEVICE_MAX_CONNECTIONS"] == ""
+    assert launch_env("examples/pretrain_33b.sh")["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
+    assert (
+        launch_env("examples/extend_context_16k.sh", MODEL="1.3b")["CUDA_DEVICE_MAX_CONNECTIONS"]
+        == "1"
+    )
+    assert (
+        launch_env("examples/pretrain_1.3b.sh", "--context-parallel-size", "2")[
+            "CUDA_DEVICE_MAX_CONNECTIONS"
+        ]
+        == "1"
+    )
+
+
+def test_under_torchrun_the_launcher_runs_the_entry_point_itself():
+    command, env = launch_check.dry_launch(
+        ["bash", "examples/pretrain_33b.sh", "--train-iters", "5"],
+        {"LOCAL_RANK": "3", "WORLD_SIZE": "64"},
+    )
+    assert command[:3] == ["python", "-m", "megatron_dscoder.pretrain"]
+    assert command[-2:] == ["--train-iters", "5"] and "torchrun" not in command
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == ""  # no torchrun of ours to configure
