@@ -26,5 +26,8 @@ case "${MODEL}" in
 esac
 stage_args=(--model "${MODEL}" --stage extend-context --use-distributed-optimizer
             --micro-batch-size 1)
+# Megatron-LM's H100 Llama-3 example switches (the fusions are on by default where TE/apex are):
+perf_args=(--overlap-grad-reduce --overlap-param-gather --cross-entropy-loss-fusion --manual-gc)
 # The pretrained weights come from PRETRAINED; --load below overrides the common one.
-launch "${tp}" "${stage_args[@]}" "${parallel_args[@]}" "$@" --load "${PRETRAINED}"
+launch "${tp}" "${stage_args[@]}" "${parallel_args[@]}" "${perf_args[@]}" "$@" \
+    --load "${PRETRAINED}"

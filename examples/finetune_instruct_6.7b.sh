@@ -22,5 +22,7 @@ DATA_PATH=${DATA_PATH:-data/sft}
 source "$(dirname "$0")/_launch.sh"
 stage_args=(--model 6.7b --stage sft --micro-batch-size 1)
 parallel_args=(--tensor-model-parallel-size 2 --sequence-parallel --use-distributed-optimizer)
+# Megatron-LM's H100 Llama-3 example switches (the fusions are on by default where TE/apex are):
+perf_args=(--overlap-grad-reduce --overlap-param-gather --cross-entropy-loss-fusion --manual-gc)
 # The base weights come from BASE; --load below overrides the common one.
-launch 2 "${stage_args[@]}" "${parallel_args[@]}" "$@" --load "${BASE}"
+launch 2 "${stage_args[@]}" "${parallel_args[@]}" "${perf_args[@]}" "$@" --load "${BASE}"

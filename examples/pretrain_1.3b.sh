@@ -13,4 +13,6 @@ model_args=(--model 1.3b)
 parallel_args=(--tensor-model-parallel-size 1 --pipeline-model-parallel-size 1
                --use-distributed-optimizer)
 train_args=(--micro-batch-size 4)
-launch 1 "${model_args[@]}" "${parallel_args[@]}" "${train_args[@]}" "$@"
+# Megatron-LM's H100 Llama-3 example switches (the fusions are on by default where TE/apex are):
+perf_args=(--overlap-grad-reduce --overlap-param-gather --cross-entropy-loss-fusion --manual-gc)
+launch 1 "${model_args[@]}" "${parallel_args[@]}" "${train_args[@]}" "${perf_args[@]}" "$@"

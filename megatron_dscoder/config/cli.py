@@ -26,6 +26,7 @@ from megatron_dscoder.config.run import (
     DataConfig,
     LoggingConfig,
     ParallelConfig,
+    PerformanceConfig,
     RunConfig,
     TrainConfig,
 )
@@ -37,6 +38,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "checkpoint": CheckpointConfig,
     "logging": LoggingConfig,
+    "performance": PerformanceConfig,
 }
 FIELD_SECTION: dict[str, str] = {
     f.name: section for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)

@@ -22,6 +22,7 @@ from megatron_dscoder.config.flags import (  # ConfigError, opt, flag: also impo
     opt,
     require_positive,
 )
+from megatron_dscoder.config.performance import PerformanceConfig
 from megatron_dscoder.model.registry import ModelArch
 
 RECIPE: Any = MISSING
@@ -308,6 +309,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(mock_data=True))
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    """Fusions, overlaps, recompute by module, manual GC (``config/performance.py``)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -362,6 +365,12 @@ class RunConfig:
                 f"seq-length={train.seq_length} is not divisible by "
                 f"tensor-model-parallel-size={tp} (needed by --sequence-parallel)"
             )
+        self.performance.check_layout(
+            tensor_model_parallel_size=tp,
+            sequence_parallel=par.sequence_parallel,
+            use_distributed_optimizer=par.use_distributed_optimizer,
+            recompute_granularity=train.recompute_granularity,
+        )
 
     @property
     def num_microbatches(self) -> int:

@@ -60,6 +60,16 @@ class RMSNorm(torch.nn.RMSNorm):
         )
 
 
+PLAIN_PATH: dict[str, object] = {
+    "apply_rope_fusion": False,
+    "bias_activation_fusion": False,
+    "gradient_accumulation_fusion": False,
+    "cross_entropy_loss_fusion": False,
+    "tp_comm_overlap": False,
+}
+"""megatron-core switches that need CUDA kernels (TE, apex, torch.compile), all off."""
+
+
 def transformer_config(
     arch: ModelArch,
     *,
@@ -72,7 +82,12 @@ def transformer_config(
     params_dtype: torch.dtype = torch.float32,
     **overrides: object,
 ) -> TransformerConfig:
-    """The megatron-core ``TransformerConfig`` of a registry size and parallel layout."""
+    """The megatron-core ``TransformerConfig`` of a registry size and parallel layout.
+
+    Fusions and TP overlap are off (:data:`PLAIN_PATH`, which runs anywhere: conversion,
+    evaluation, CPU) unless ``overrides`` sets them; training passes the switches
+    ``training/features.py`` decided for this machine.
+    """
     bf16 = params_dtype == torch.bfloat16
     return TransformerConfig(
         num_layers=arch.num_layers,
@@ -89,10 +104,9 @@ def transformer_config(
         add_bias_linear=False,
         hidden_dropout=0.0,
         attention_dropout=0.0,
+        # No bias and dropout 0: nothing for these to fuse (masked softmax: `unfused` only).
         bias_dropout_fusion=False,
-        apply_rope_fusion=False,
         masked_softmax_fusion=False,
-        gradient_accumulation_fusion=False,
         persist_layer_norm=False,
         tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
@@ -107,7 +121,7 @@ def transformer_config(
         perform_initialization=False,
         use_cpu_initialization=not torch.cuda.is_available(),
         calculate_per_token_loss=True,
-        **overrides,
+        **{**PLAIN_PATH, **overrides},
     )
 
 

@@ -7,6 +7,7 @@ checkpoint) — is restored on resume, so an interrupted run continues bit-for-b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -20,7 +21,9 @@ from megatron.core import parallel_state
 from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.model.flops import MFU_CONVENTION, device_peak_tflops, flops_per_iteration
 from megatron_dscoder.training import checkpoint as checkpointing
+from megatron_dscoder.training.build import params_synced
 from megatron_dscoder.training.data import MicroBatchSampler, loader
+from megatron_dscoder.training.manual_gc import ManualGC
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
 from megatron_dscoder.training.schedule import LRSchedule
 from megatron_dscoder.training.step import evaluate, train_step
@@ -81,6 +84,7 @@ def run_metadata(run: RunConfig) -> dict:
         "train": dataclasses.asdict(run.train),
         "parallel": dataclasses.asdict(run.parallel),
         "data": dataclasses.asdict(run.data),
+        "performance": dataclasses.asdict(run.performance),
     }
 
 
@@ -124,6 +128,8 @@ class Trainer:
             f"{self._peak:g}" if self._peak else "unknown (no mfu; set --peak-tflops)",
         )
         self._started = time.monotonic() if started is None else started
+        perf = run.performance
+        self._gc = ManualGC(perf.manual_gc, perf.manual_gc_interval)
 
     def _iterator(self, dataset, consumed: int, total: int) -> TimedIterator:
         sampler = MicroBatchSampler(
@@ -137,6 +143,19 @@ class Trainer:
 
     def save(self) -> None:
         """Collective: checkpoint the current state under ``--save``."""
+        with self._between_iterations():
+            self._save()
+
+    @contextlib.contextmanager
+    def _between_iterations(self) -> Iterator[None]:
+        """Parameters gathered (``--overlap-param-gather`` defers that to the next forward) and,
+        with ``--manual-gc``, a collection before and after."""
+        self._gc.collect()
+        with params_synced(self.model):
+            yield
+        self._gc.collect()
+
+    def _save(self) -> None:
         ckpt = self.run.checkpoint
         path = checkpointing.save_checkpoint(
             ckpt.save,
@@ -162,7 +181,8 @@ class Trainer:
             started=self._started,
         )
         try:
-            return self._train(stop)
+            with self._gc:
+                return self._train(stop)
         finally:
             stop.close()
 
@@ -209,6 +229,7 @@ class Trainer:
                     (data.wait_s - wait_at_window) / max(elapsed, 1e-9),
                 )
                 window_start, window_iters, wait_at_window = time.perf_counter(), 0, data.wait_s
+            self._gc.step(iteration)
             if log_cfg.eval_interval and iteration % log_cfg.eval_interval == 0:
                 self._evaluate(iteration)
                 window_start = time.perf_counter()
@@ -275,7 +296,8 @@ class Trainer:
         t, log_cfg = self.run.train, self.run.logging
         total = log_cfg.eval_iters * t.global_batch_size
         data = self._iterator(self.valid_ds, 0, total)
-        loss = evaluate(self.model, data, eval_iters=log_cfg.eval_iters, **self._shape)
+        with self._between_iterations():
+            loss = evaluate(self.model, data, eval_iters=log_cfg.eval_iters, **self._shape)
         if loss is not None:
             ppl = math.exp(min(loss, 50.0))
             self.metrics.log(
