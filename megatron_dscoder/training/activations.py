@@ -142,22 +142,28 @@ def stage_bytes(
     return math.ceil(num_layers / n) * kept + n * layer
 
 
-def layer_impl(config, backend: str, cuda: bool) -> LayerImpl:  # noqa: ANN001
-    """The :class:`LayerImpl` of a megatron-core ``TransformerConfig`` run with ``backend`` on
-    a GPU (``cuda``) or a CPU. On a GPU torch's ``rms_norm`` is one fused kernel (torch >= 2.8
-    has ``_fused_rms_norm``), and the flash / memory-efficient SDPA kernels and flash-attn return
-    ``[b, s, heads, d]``; on a CPU ``rms_norm`` decomposes and SDPA's output keeps q's layout."""
+def _torch_version() -> tuple[int, int]:
     import torch
 
-    from megatron_dscoder.model.fused import rope_compiled
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
 
+
+def layer_impl(config, backend: str, cuda: bool) -> LayerImpl:  # noqa: ANN001
+    """The :class:`LayerImpl` of a megatron-core ``TransformerConfig`` run with ``backend`` on
+    a GPU (``cuda``) or a CPU. On a GPU torch's ``rms_norm`` is one fused kernel (the CUDA
+    ``_fused_rms_norm`` of torch >= 2.8; earlier torch decomposes it as on a CPU), and the
+    flash / memory-efficient SDPA kernels and flash-attn return ``[b, s, heads, d]``; on a CPU
+    ``rms_norm`` decomposes and SDPA's output keeps q's layout.
+    The local spec compiles RoPE on a GPU (``model/fused.py``); TE's RoPE is fused only with
+    ``apply_rope_fusion``."""
     te = backend == "transformer_engine"
     return LayerImpl(
         backend=backend,
         bytes_per_element=2 if config.bf16 else 4,
-        norm_fused=te or (cuda and hasattr(torch, "_fused_rms_norm")),
+        norm_fused=te or (cuda and _torch_version() >= (2, 8)),
         swiglu_fused=bool(config.bias_activation_fusion),
-        rope_fused=bool(config.apply_rope_fusion) or (not te and cuda and rope_compiled()),
+        rope_fused=bool(config.apply_rope_fusion) or (not te and cuda),  # fused.py
         attention_output_copy=cuda and backend in ("sdpa", "flash"),
         recompute_granularity=config.recompute_granularity,
         recompute_modules=tuple(config.recompute_modules or ("core_attn",)),
