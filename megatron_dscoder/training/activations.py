@@ -37,7 +37,7 @@ megatron-core 0.16.1, torch and TE sources and checked by the GPU script, not on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from megatron_dscoder.model.registry import ModelArch
 
@@ -64,7 +64,6 @@ class LayerImpl:
     recompute_num_layers: int = 1
     sequence_parallel: bool = False
     tensor_parallel: int = 1
-    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.backend not in ("sdpa", "flash", "unfused", "transformer_engine"):

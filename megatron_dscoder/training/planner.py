@@ -119,11 +119,11 @@ def layer_impl_of(run: RunConfig, mixed_precision: bool = True) -> LayerImpl:
 
 
 def activation_bytes_per_token(
-    run: RunConfig, num_layers: int, first: bool, last: bool, impl: LayerImpl | None = None
+    run: RunConfig, num_layers: int, last: bool, impl: LayerImpl | None = None
 ) -> float:
-    """Stored activations per token on one rank for ``num_layers`` layers (GPU build unless
-    ``impl`` says otherwise); ``first`` is kept for the interface (layer 0's input is a layer's)."""
-    del first
+    """Stored activations per token on one rank for ``num_layers`` layers (the GPU build unless
+    ``impl`` says otherwise). The first stage needs no extra term: the embedding's output is
+    layer 0's input, which that layer's norm (or checkpoint) keeps."""
     a, par, t = run.arch, run.parallel, run.train
     impl = impl or layer_impl_of(run)
     stored = stage_bytes(a, impl, num_layers, t.seq_length, t.micro_batch_size)
@@ -146,7 +146,7 @@ def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
         stored = buffer if par.use_distributed_optimizer else sum(numels)
         weights = stored * (2 if mixed_precision else 4)
         per_param_state = 12 if mixed_precision else 8  # (master +) exp_avg + exp_avg_sq
-        act = activation_bytes_per_token(run, n, stage == 0, stage == pp - 1, impl)
+        act = activation_bytes_per_token(run, n, stage == pp - 1, impl)
         act *= t.seq_length
         out.append(
             StagePlan(

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.launch import REPO
 
 SHAPE = (
@@ -43,3 +45,24 @@ def test_planner_within_ten_percent_of_saved_tensors(tmp_path):
     assert got["unfused", "bf16", "none"] > got["sdpa", "bf16", "none"]
     assert got["unfused", "bf16", "selective"] == got["sdpa", "bf16", "selective"]
     assert {s["backend"] for s in report["skipped"]} == {"flash", "transformer_engine"}
+
+
+@pytest.mark.gpu
+def test_planner_within_ten_percent_on_cuda(tmp_path):
+    """The GPU-only terms (fused ``rms_norm``, SDPA's output layout, compiled RoPE, TE and
+    flash-attn where importable) against the measurement on a GPU, bf16 and fp32."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    out = tmp_path / "activations.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_activations.py", *SHAPE.split(), "--device", "cuda",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cases = json.loads(out.read_text())["cases"]
+    assert {c["backend"] for c in cases} >= {"sdpa", "unfused"}
+    for c in cases:
+        assert abs(c["ratio_planned_to_measured"] - 1) <= 0.10, c
