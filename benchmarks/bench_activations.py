@@ -28,7 +28,11 @@ import torch
 
 from megatron_dscoder.model.attention import BackendUnavailableError, resolve_backend
 from megatron_dscoder.model.registry import ModelArch
-from megatron_dscoder.training.activations import layer_bytes, layer_impl
+from megatron_dscoder.training.activations import (
+    checkpointed_layer_bytes,
+    layer_bytes,
+    layer_impl,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -159,7 +163,9 @@ def measure_case(args, backend: str, dtype: str, mode: str, swiglu: str) -> dict
     measured = (totals[1] - totals[0]) / (seq * mbs)
     impl = layer_impl(config, backend, cuda)
     if impl.recompute_granularity == "full":
-        planned_parts = {"layer input": impl.bytes_per_element * args.hidden_size}
+        planned_parts = {
+            "layer input": checkpointed_layer_bytes(ModelArch(**arch_fields(args, 1)), impl)
+        }
     else:
         planned_parts = layer_bytes(ModelArch(**arch_fields(args, 1)), impl, seq, mbs)
     planned = sum(planned_parts.values())
