@@ -73,14 +73,13 @@ def positive_float(text: str) -> float:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    on_gpu = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="1.3b" if on_gpu else "debug")
-    p.add_argument("--seq-length", type=int, default=4096 if on_gpu else 128)
+    p.add_argument("--model", default=None, help="default: 1.3b on a GPU, debug on a CPU")
+    p.add_argument("--seq-length", type=int, default=None, help="default: 4096 (GPU), 128 (CPU)")
     p.add_argument("--micro-batch-size", type=int, default=None, help="default: planner's")
-    p.add_argument("--num-microbatches", type=int, default=2 if on_gpu else 1)
-    p.add_argument("--train-iters", type=int, default=6 if on_gpu else 3)
-    p.add_argument("--warmup", type=int, default=2 if on_gpu else 1)
+    p.add_argument("--num-microbatches", type=int, default=None, help="default: 2 (GPU), 1")
+    p.add_argument("--train-iters", type=int, default=None, help="default: 6 (GPU), 3 (CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="default: 2 (GPU), 1 (CPU)")
     p.add_argument("--backends", nargs="+", default=[b for b in ATTENTION_BACKENDS if b != "auto"])
     p.add_argument(
         "--recompute",
@@ -114,6 +113,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--jsonl", default=None, help="append one JSON record per run")
     args = p.parse_args(argv)
+    on_gpu = torch.cuda.is_available()
+    # GPU defaults on a GPU, and when planning for one (--gpu-memory-gib) anywhere.
+    gpu_defaults = on_gpu or args.gpu_memory_gib is not None
+    for name, gpu_value, cpu_value in (
+        ("model", "1.3b", "debug"),
+        ("seq_length", 4096, 128),
+        ("num_microbatches", 2, 1),
+        ("train_iters", 6, 3),
+        ("warmup", 2, 1),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, gpu_value if gpu_defaults else cpu_value)
     for name in ("seq_length", "num_microbatches", "train_iters", "micro_batch_size"):
         value = getattr(args, name)
         if value is not None and value <= 0:
