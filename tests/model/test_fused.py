@@ -6,7 +6,8 @@
 * RoPE applied by ``LeanSelfAttention`` (the interception alone, fp32 and bf16) and RoPE compiled
   with ``torch.compile`` together with megatron-core's compiled SwiGLU (``bias_activation_fusion``)
   against megatron-core's unfused RoPE and SwiGLU: logits and all 15 gradients of a two-layer
-  model. torch.compile runs on this CPU (inductor's C++ backend), so the compiled kernels are
+  model (GQA for the interception, MHA for the compiled kernels so RoPE compiles once).
+  torch.compile runs on this CPU (inductor's C++ backend), so the compiled kernels are
   checked here, in fp32 (1e-5 relative);
 * the SDPA kernel torch picks is stated once per dtype in the log.
 """
