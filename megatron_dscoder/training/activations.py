@@ -165,7 +165,10 @@ def layer_impl(config, backend: str, cuda: bool) -> LayerImpl:  # noqa: ANN001
         rope_fused=bool(config.apply_rope_fusion) or (not te and cuda),  # fused.py
         attention_output_copy=cuda and backend in ("sdpa", "flash"),
         recompute_granularity=config.recompute_granularity,
-        recompute_modules=tuple(config.recompute_modules or ("core_attn",)),
+        # megatron-core's MoE / MLA modules do not occur in a dense decoder layer
+        recompute_modules=tuple(
+            m for m in config.recompute_modules or ("core_attn",) if m in RECOMPUTE_MODULES
+        ),
         recompute_method=config.recompute_method,
         recompute_num_layers=config.recompute_num_layers or 1,
         sequence_parallel=config.sequence_parallel,
