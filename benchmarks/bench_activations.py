@@ -3,6 +3,8 @@
     python benchmarks/bench_activations.py                       # CPU: unfused and sdpa
     python benchmarks/bench_activations.py --device cuda --json activations.json
     python benchmarks/bench_activations.py --recompute none selective:mlp,layernorm full
+    torchrun --nproc-per-node 2 benchmarks/bench_activations.py --tensor-model-parallel-size 2 \
+        --sequence-parallel                                      # per rank, TP=2 + SP
 
 Each case builds the project's model (``model/build.py``: megatron-core's ``GPTModel`` with the
 local or TE spec) with one and with two decoder layers, runs the decoder block's forward under
@@ -65,6 +67,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
     p.add_argument(
+        "--tensor-model-parallel-size",
+        type=positive,
+        default=1,
+        help="TP size (run under torchrun with as many processes); figures are rank 0's",
+    )
+    p.add_argument("--sequence-parallel", action="store_true")
+    p.add_argument(
         "--swiglu-fusion",
         nargs="+",
         choices=("off", "on"),
@@ -74,6 +83,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != args.tensor_model_parallel_size:
+        p.error(
+            f"--tensor-model-parallel-size {args.tensor_model_parallel_size} needs as many "
+            f"processes (torchrun --nproc-per-node); running {world}"
+        )
+    if args.sequence_parallel and args.tensor_model_parallel_size == 1:
+        p.error("--sequence-parallel needs --tensor-model-parallel-size > 1")
     for mode in args.recompute:
         if mode.split(":")[0] not in ("none", "selective", "full"):
             p.error(f"--recompute {mode}: none, selective[:MODULES] or full")
@@ -115,7 +132,11 @@ def saved_bytes(model, seq: int, mbs: int, device: str) -> float:  # noqa: ANN00
     decoder = model.decoder
     rope = model.rotary_pos_emb(seq)  # [s, 1, 1, d] fp32, shared by every layer
     h = model.config.hidden_size
-    x = torch.randn(seq, mbs, h, dtype=model.config.params_dtype, device=device).requires_grad_()
+    tokens = (
+        seq // model.config.tensor_model_parallel_size if model.config.sequence_parallel else seq
+    )
+    x = torch.randn(tokens, mbs, h, dtype=model.config.params_dtype, device=device)
+    x.requires_grad_()  # [s (/ TP under SP), b, h]
     skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
     skip.add(rope.untyped_storage().data_ptr())
     kept: dict[int, torch.Tensor] = {}
@@ -152,6 +173,8 @@ def measure_case(args, backend: str, dtype: str, mode: str, swiglu: str) -> dict
         config = transformer_config(
             arch,
             params_dtype=DTYPES[dtype],
+            tensor_model_parallel_size=args.tensor_model_parallel_size,
+            sequence_parallel=args.sequence_parallel,
             bias_activation_fusion=swiglu == "on",
             **recompute_kwargs(mode),
         )
@@ -186,19 +209,31 @@ def measure_case(args, backend: str, dtype: str, mode: str, swiglu: str) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from megatron_dscoder.convert.megatron import one_rank_group
+    from megatron_dscoder.config.run import ParallelConfig
+    from megatron_dscoder.parallel import distributed
 
+    tp = args.tensor_model_parallel_size
+    distributed.initialize(
+        ParallelConfig(
+            tensor_model_parallel_size=tp, sequence_parallel=args.sequence_parallel, world_size=tp
+        ),
+        seed=0,
+    )
+    if torch.distributed.get_rank() != 0:  # every rank measures; rank 0 reports
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        args.json = None
     results, skipped = [], []
     shape = (
         f"h={args.hidden_size} f={args.ffn_hidden_size} heads={args.num_attention_heads}/"
-        f"{args.num_query_groups} s={args.seq_length} b={args.micro_batch_size}"
+        f"{args.num_query_groups} s={args.seq_length} b={args.micro_batch_size} TP={tp}"
+        f"{' + SP' if args.sequence_parallel else ''}"
     )
     sys.stdout.write(f"device {args.device}, {shape}: bytes per token per layer\n")
     sys.stdout.write(
         f"{'backend':>18} {'dtype':>5} {'recompute':>24} {'swiglu':>6} "
         f"{'measured':>9} {'planned':>9} {'x h':>6} {'plan/meas':>9}\n"
     )
-    with one_rank_group():
+    try:
         for backend in args.backends:
             try:
                 resolved = resolve_backend(backend)
@@ -219,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"{r['ratio_planned_to_measured']:>9.3f}\n"
                         )
                         sys.stdout.flush()
+    finally:
+        distributed.destroy()
     worst = max((abs(r["ratio_planned_to_measured"] - 1) for r in results), default=0.0)
     sys.stdout.write(f"largest planner deviation: {100 * worst:.1f} % over {len(results)} cases\n")
     if args.json:
