@@ -133,6 +133,13 @@ def activation_bytes_per_token(
     return stored / par.context_parallel_size
 
 
+def describe_impl(impl: LayerImpl) -> str:
+    """``sdpa (RMSNorm fused, RoPE fused, SwiGLU unfused)``: what the activations assume."""
+    fused = {"RMSNorm": impl.norm_fused, "RoPE": impl.rope_fused, "SwiGLU": impl.swiglu_fused}
+    parts = ", ".join(f"{name} {'fused' if on else 'unfused'}" for name, on in fused.items())
+    return f"{impl.backend} ({parts})"
+
+
 def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
     """Per-stage memory plan; ``mixed_precision`` False models the fp32 CPU path."""
     par, t = run.parallel, run.train
@@ -189,7 +196,8 @@ def describe(
         f"batch: global {t.global_batch_size} x seq {t.seq_length}, micro {t.micro_batch_size}, "
         f"{run.num_microbatches} micro-batches per DP rank, pipeline bubble "
         f"{100 * bubble_fraction(run):.1f}%",
-        f"memory per GPU (GiB, bf16 mixed precision; budget {gpu_memory_gib:g}):",
+        f"memory per GPU (GiB, bf16 mixed precision; budget {gpu_memory_gib:g}), activations "
+        f"as the {describe_impl(layer_impl_of(run))} build keeps them:",
     ]
     budget = gpu_memory_gib * GIB
     worst = 0.0
