@@ -8,7 +8,8 @@ alternatives here are megatron-core core-attention submodules (same constructor 
 selective-recompute wrapper unchanged) over fused kernels:
 
 * ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``, causal, GQA through
-  ``enable_gqa`` (no repeated K/V), on any device torch supports;
+  ``enable_gqa`` (no repeated K/V), on any device torch supports; the kernel torch picks
+  (cuDNN, flash, memory-efficient or math) is logged once per device and dtype;
 * ``flash``: the flash-attn package's ``flash_attn_func`` (CUDA, bf16/fp16);
 * ``transformer_engine``: megatron-core's Transformer Engine spec (TE's fused attention);
 * ``auto``: Transformer Engine when it and CUDA are present, else ``sdpa``.
@@ -32,6 +33,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 
 from megatron_dscoder.config.run import ATTENTION_BACKENDS as BACKENDS
+from megatron_dscoder.model.fused import log_sdpa_kernel
 
 _SDPA_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
 """``enable_gqa`` appeared in torch 2.5; older versions repeat K/V."""
@@ -143,6 +145,7 @@ class SDPAttention(_FusedCoreAttention):
         if gqa and not _SDPA_GQA:
             k, v = (t.repeat_interleave(self.heads // self.groups, dim=1) for t in (k, v))
         kwargs = {"enable_gqa": True} if gqa and _SDPA_GQA else {}
+        log_sdpa_kernel(q, k, v, causal and mask is None)
         # megatron's masks are True where attention is *not* allowed; SDPA's the opposite.
         out = F.scaled_dot_product_attention(
             q,

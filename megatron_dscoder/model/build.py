@@ -6,8 +6,9 @@ Two layer specs, one model:
   spec (RMSNorm fused into the QKV and fc1 GEMMs, TE's fused attention / FlashAttention);
 * otherwise: megatron-core's local spec (its own column/row-parallel linears) with the core
   attention of the backend (``megatron_dscoder.model.attention``: torch SDPA, flash-attn or
-  megatron-core's unfused ``DotProductAttention``) and :class:`RMSNorm`, a norm that marks its
-  weight for sequence parallelism so megatron-core all-reduces its gradient over the TP group.
+  megatron-core's unfused ``DotProductAttention``), RoPE compiled on a GPU
+  (``megatron_dscoder.model.fused``) and :class:`RMSNorm`, a norm that marks its weight for
+  sequence parallelism so megatron-core all-reduces its gradient over the TP group.
 
 Checkpoint keys are the same for every spec (the local spec maps its norm names onto TE's).
 """
@@ -34,6 +35,7 @@ from megatron_dscoder.model.attention import (
     have_transformer_engine,
     resolve_backend,
 )
+from megatron_dscoder.model.fused import LeanSelfAttention
 from megatron_dscoder.model.registry import ModelArch
 
 __all__ = ["RMSNorm", "build_model", "have_transformer_engine", "layer_spec", "transformer_config"]
@@ -54,10 +56,10 @@ class RMSNorm(torch.nn.RMSNorm):
         self.weight.sequence_parallel = config.sequence_parallel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [s, b, h] -> [s, b, h]
-        # fp32 statistics whatever the activation dtype, as HF Llama and TE do.
-        return F.rms_norm(x.float(), self.normalized_shape, self.weight.float(), self.eps).to(
-            x.dtype
-        )
+        # torch's rms_norm in the activation dtype: on a GPU one fused kernel that accumulates
+        # in fp32 and keeps only x and 1/rms for backward; on a CPU it upcasts bf16 internally.
+        # No explicit fp32 copies of x or the weight.
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
 
 PLAIN_PATH: dict[str, object] = {
@@ -133,6 +135,7 @@ def layer_spec(
     if backend == "transformer_engine":
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.self_attention.module = LeanSelfAttention
     spec.submodules.self_attention.submodules.core_attention = core_attention_module(backend)
     spec.submodules.input_layernorm = RMSNorm
     spec.submodules.pre_mlp_layernorm = RMSNorm

@@ -7,13 +7,12 @@ precision (GPU) holds bf16 weights, an fp32 master copy and two fp32 Adam moment
 holds no master copy. ``tests/test_planner.py`` checks these numbers against what the debug model
 allocates on CPU.
 
-Activations per micro-batch (bf16, FlashAttention — no s^2 term — Transformer Engine spec), per
-token and layer, divided by TP when sequence parallelism shards the norms (Korthikanti et al.
-2022, redone for SwiGLU and GQA)::
-
-    norm inputs/outputs  4 x 2h          QKV output  2 (n_heads + 2 n_kv) d
-    attention output     2h              SwiGLU      2 (2f) + 2f
-    full recompute keeps only each layer's input (2h) plus one layer's activations.
+Activations per micro-batch follow ``training/activations.py``: what megatron-core really keeps
+for backward for the run's build (local or TE spec, attention kernel, fused or decomposed
+RMSNorm, fused or unfused RoPE and SwiGLU, recompute granularity, method and modules), which
+``benchmarks/bench_activations.py`` measures. A GPU plan (``mixed_precision``) assumes the GPU's
+kernels (bf16, fused ``rms_norm``, ``[b, s, heads, d]`` SDPA output); a CPU plan, the CPU's.
+The last stage adds its logits (bf16) and their fp32 copy in the loss, ``(e + 4) V / TP``.
 
 With 1F1B the first stage holds ``PP`` micro-batches in flight. Time is the model FLOPs
 (``flops.py``) at an assumed fraction of ``--peak-tflops``, stretched by the pipeline bubble.
@@ -21,12 +20,14 @@ With 1F1B the first stage holds ``PP`` micro-batches in flight. Time is the mode
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
 
 from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.model.flops import PLANNING_PEAK_TFLOPS, flops_per_iteration
+from megatron_dscoder.training.activations import LayerImpl, layer_impl, stage_bytes
 
 GIB = float(1 << 30)
 
@@ -103,22 +104,40 @@ class StagePlan:
         return static + self.in_flight * micro_batch_size * self.activations_per_microbatch
 
 
-def activation_bytes_per_token(run: RunConfig, num_layers: int, first: bool, last: bool) -> float:
-    """Stored activations per token on one rank for ``num_layers`` layers (bf16)."""
+def layer_impl_of(run: RunConfig, mixed_precision: bool = True) -> LayerImpl:
+    """The :class:`LayerImpl` the run builds: on a GPU in bf16 (``mixed_precision``), else on a
+    CPU in the run's precision. ``auto`` plans TE when it is importable here, else sdpa."""
+    from megatron_dscoder.model.attention import have_transformer_engine
+    from megatron_dscoder.training.build import build_transformer_config
+
+    train = dataclasses.replace(run.train, bf16=True) if mixed_precision else run.train
+    config = build_transformer_config(dataclasses.replace(run, train=train))
+    backend = run.train.attention_backend
+    if backend == "auto":
+        backend = "transformer_engine" if have_transformer_engine() else "sdpa"
+    return layer_impl(config, backend, cuda=mixed_precision)
+
+
+def activation_bytes_per_token(
+    run: RunConfig, num_layers: int, last: bool, impl: LayerImpl | None = None
+) -> float:
+    """Stored activations per token on one rank for ``num_layers`` layers (the GPU build unless
+    ``impl`` says otherwise). The first stage needs no extra term: the embedding's output is
+    layer 0's input, which that layer's norm (or checkpoint) keeps."""
     a, par, t = run.arch, run.parallel, run.train
-    tp, h, d, f = par.tensor_model_parallel_size, a.hidden_size, a.kv_channels, a.ffn_hidden_size
-    sharded = 2 * (a.num_attention_heads + 2 * a.num_query_groups) * d + 2 * h + 6 * f
-    norms = 8 * h
-    per_layer = (sharded + norms) / tp if par.sequence_parallel else sharded / tp + norms
-    if t.recompute_granularity == "full":
-        stored = num_layers * 2 * h / (tp if par.sequence_parallel else 1) + per_layer
-    else:
-        stored = num_layers * per_layer
-    if first:
-        stored += 2 * h / (tp if par.sequence_parallel else 1)
+    impl = impl or layer_impl_of(run)
+    stored = stage_bytes(a, impl, num_layers, t.seq_length, t.micro_batch_size)
     if last:
-        stored += 6 * a.padded_vocab_size(tp) / tp  # bf16 logits + fp32 copy for the loss
+        tp = par.tensor_model_parallel_size
+        stored += (impl.bytes_per_element + 4) * a.padded_vocab_size(tp) / tp
     return stored / par.context_parallel_size
+
+
+def describe_impl(impl: LayerImpl) -> str:
+    """``sdpa (RMSNorm fused, RoPE fused, SwiGLU unfused)``: what the activations assume."""
+    fused = {"RMSNorm": impl.norm_fused, "RoPE": impl.rope_fused, "SwiGLU": impl.swiglu_fused}
+    parts = ", ".join(f"{name} {'fused' if on else 'unfused'}" for name, on in fused.items())
+    return f"{impl.backend} ({parts})"
 
 
 def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
@@ -126,6 +145,7 @@ def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
     par, t = run.parallel, run.train
     dp, pp = par.data_parallel_size, par.pipeline_model_parallel_size
     counts = layers_per_stage(run)
+    impl = layer_impl_of(run, mixed_precision)
     out = []
     for stage, n in enumerate(counts):
         numels = stage_param_numels(run, stage)
@@ -133,7 +153,8 @@ def plan(run: RunConfig, mixed_precision: bool = True) -> list[StagePlan]:
         stored = buffer if par.use_distributed_optimizer else sum(numels)
         weights = stored * (2 if mixed_precision else 4)
         per_param_state = 12 if mixed_precision else 8  # (master +) exp_avg + exp_avg_sq
-        act = activation_bytes_per_token(run, n, stage == 0, stage == pp - 1) * t.seq_length
+        act = activation_bytes_per_token(run, n, stage == pp - 1, impl)
+        act *= t.seq_length
         out.append(
             StagePlan(
                 stage=stage,
@@ -175,7 +196,8 @@ def describe(
         f"batch: global {t.global_batch_size} x seq {t.seq_length}, micro {t.micro_batch_size}, "
         f"{run.num_microbatches} micro-batches per DP rank, pipeline bubble "
         f"{100 * bubble_fraction(run):.1f}%",
-        f"memory per GPU (GiB, bf16 mixed precision; budget {gpu_memory_gib:g}):",
+        f"memory per GPU (GiB, bf16 mixed precision; budget {gpu_memory_gib:g}), activations "
+        f"as the {describe_impl(layer_impl_of(run))} build keeps them:",
     ]
     budget = gpu_memory_gib * GIB
     worst = 0.0
