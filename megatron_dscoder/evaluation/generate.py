@@ -29,8 +29,12 @@ from typing import Any
 import torch
 
 from megatron_dscoder.config.flags import OneLineParser
-from megatron_dscoder.preprocess.encode import text_tokenizer
-from megatron_dscoder.tokenizer import SpecialTokenIds, load_tokenizer, special_token_ids
+from megatron_dscoder.tokenizer import (
+    SpecialTokenIds,
+    load_tokenizer,
+    special_token_ids,
+    text_tokenizer,
+)
 
 
 def truncate_at(text: str, stop: Sequence[str]) -> str:
@@ -78,8 +82,8 @@ class Generator:
     def chat_prompt_ids(self, user: str, system: str | None = None) -> list[int]:
         """One user turn (and a system message, else the template's default) rendered with
         DeepSeek-Coder-Instruct's template, ending in the generation prompt ``### Response:``."""
-        from megatron_dscoder.preprocess.chat_template import render
-        from megatron_dscoder.preprocess.sft import encode_pieces
+        from megatron_dscoder.instruct.encode import encode_pieces
+        from megatron_dscoder.instruct.template import render
 
         messages = [{"role": "system", "content": system}] if system is not None else []
         pieces = render([*messages, {"role": "user", "content": user}], add_generation_prompt=True)

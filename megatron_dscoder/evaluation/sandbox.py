@@ -82,9 +82,11 @@ class SandboxResult:
         return self.status == "passed"
 
 
-@dataclass(frozen=True)
 class SandboxError(RuntimeError):
-    """The sandbox itself failed (not the program): scores would be wrong, so stop."""
+    """The sandbox itself failed (not the program): scores would be wrong, so stop.
+
+    A plain exception (``SandboxError("message")``), not a dataclass: a frozen dataclass with no
+    fields would refuse the message and raise ``TypeError`` instead."""
 
 
 @dataclass(frozen=True)

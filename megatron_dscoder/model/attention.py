@@ -31,7 +31,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 
-from megatron_dscoder.config.run import ATTENTION_BACKENDS as BACKENDS
+from megatron_dscoder.model.backends import ATTENTION_BACKENDS as BACKENDS
 
 _SDPA_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
 """``enable_gqa`` appeared in torch 2.5; older versions repeat K/V."""

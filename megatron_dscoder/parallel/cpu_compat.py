@@ -10,7 +10,7 @@ dist_checkpointing run under ``torch.distributed`` with the gloo backend.
 It is a deliberate, contained patch of a third-party library's expectations:
 
 * it is inert when CUDA is available (:func:`activate` returns ``False`` and changes nothing);
-* it is tested against the pinned megatron-core version (``tests/test_cpu_compat.py``);
+* it is tested against the pinned megatron-core version (``tests/parallel/test_cpu_compat.py``);
 * it is activated once, by :func:`activate`, before megatron-core builds anything.
 
 Usage::

@@ -2,7 +2,7 @@
 
 DeepSeek-Coder's pipeline: the paper's file filters; quality screening (files that do not parse,
 auto-generated files, files with a function over 1000 lines; see
-``megatron_dscoder.preprocess.quality``); repository-level samples for Python, Java,
+``megatron_dscoder.preprocess.stages.quality``); repository-level samples for Python, Java,
 C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
 prefixed with a path comment, one sample per connected component); one sample per file for
 other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
@@ -54,9 +54,9 @@ from collections.abc import Sequence
 from megatron_dscoder.config.flags import OneLineParser, add_flags, values_from_args
 from megatron_dscoder.data.indexed import EmptyOutputError, NoSpaceError
 from megatron_dscoder.paths import check_output_path
-from megatron_dscoder.preprocess.options import PreprocessConfig
+from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import run_pipeline
-from megatron_dscoder.preprocess.report import write_report
+from megatron_dscoder.preprocess.report.markdown import write_report
 from megatron_dscoder.tokenizer import MissingSpecialTokensError
 
 #: What the one-line summary on stdout shows of the stats.
@@ -119,7 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
     out = sys.stdout
     out.write(json.dumps(summary, ensure_ascii=False) + "\n")
-    out.write(f"wrote {options.output_prefix}.bin/.idx in {stats['seconds']['total']:.1f}s\n")
+    written = (
+        f"{options.output_prefix}.parts/manifest.json ({stats['output_parts']} parts)"
+        if stats["output_parts"]
+        else f"{options.output_prefix}.bin/.idx"
+    )
+    out.write(f"wrote {written} in {stats['seconds']['total']:.1f}s\n")
     if options.report:
         out.write(f"wrote {write_report(stats, options.report)}\n")
     return 0

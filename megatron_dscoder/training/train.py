@@ -18,10 +18,22 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from megatron_dscoder import lifeline
-from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.config.cli import parse, world_size_from_env
 from megatron_dscoder.training import planner
+
+
+def latest_checkpoint_metadata(load: str) -> dict[str, Any] | None:
+    """What the latest checkpoint under ``load`` records (model, architecture), or None."""
+    from megatron_dscoder.training.checkpoint import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
+
+    found = find_latest_checkpoint(load)
+    return None if found is None else read_checkpoint_metadata(found)
 
 
 def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False) -> int:
@@ -34,7 +46,7 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     started = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
-    args, run = arguments.parse(argv, arguments.world_size_from_env())
+    args, run = parse(argv, world_size_from_env(), latest_checkpoint_metadata)
     if args.dry_run:
         return planner.dry_run(run, args.gpu_memory_gib, args.assumed_efficiency)
 

@@ -12,7 +12,7 @@ import orjson
 import zstandard
 from tokenizers import Tokenizer
 
-from megatron_dscoder.preprocess.options import PreprocessConfig
+from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import run_pipeline
 from megatron_dscoder.tokenizer import load_tokenizer
 

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from preprocess_helpers import run
 
+from megatron_dscoder.data.blend import parse_blend
 from megatron_dscoder.data.indexed import read_documents
-from megatron_dscoder.training.data import parse_blend
 from tests.tools.test_tool_preprocess_data import REPO, TOOL
 
 PROBE = Path(__file__).resolve().parent / "driver_probe.py"

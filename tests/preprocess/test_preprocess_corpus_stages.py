@@ -18,8 +18,12 @@ import pytest
 from preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
 from megatron_dscoder.data import indexed
-from megatron_dscoder.preprocess.decontam import BenchmarkSpec, DecontamConfig, humaneval_path
-from megatron_dscoder.preprocess.minhash import exact_jaccard
+from megatron_dscoder.preprocess.stages.decontam import (
+    BenchmarkSpec,
+    DecontamConfig,
+    humaneval_path,
+)
+from megatron_dscoder.preprocess.stages.minhash import exact_jaccard
 
 
 def stdlib_texts(names: tuple[str, ...]) -> list[str]:

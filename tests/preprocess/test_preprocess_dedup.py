@@ -11,17 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from megatron_dscoder.preprocess.decontam import (
+from megatron_dscoder.preprocess.config import parse_benchmark
+from megatron_dscoder.preprocess.dedup import candidate_pairs, component_roots
+from megatron_dscoder.preprocess.stages.decontam import (
     BenchmarkSpec,
     DecontamConfig,
     benchmark_strings,
     contaminated,
     humaneval_path,
-    parse_benchmark,
 )
-from megatron_dscoder.preprocess.dedup import candidate_pairs, component_roots
-from megatron_dscoder.preprocess.minhash import (
+from megatron_dscoder.preprocess.stages.minhash import (
     MinHashConfig,
+    band_layout,
     candidate_probability,
     estimated_jaccard,
     exact_jaccard,
@@ -88,11 +89,11 @@ def test_identical_texts_have_identical_signatures_wherever_they_are() -> None:
     sig = signatures(["x " * 30, text, "y z"], MinHashConfig())
     alone = signatures([text], MinHashConfig())
     assert np.array_equal(sig[1], alone[0])
-    assert MinHashConfig().band_layout()[0] * MinHashConfig().band_layout()[1] <= 256
+    assert band_layout(MinHashConfig())[0] * band_layout(MinHashConfig())[1] <= 256
 
 
 def test_default_bands_find_pairs_above_the_threshold() -> None:
-    bands, rows = MinHashConfig().band_layout()
+    bands, rows = band_layout(MinHashConfig())
     assert candidate_probability(0.75, bands, rows) > 0.99
     assert candidate_probability(0.3, bands, rows) < 0.01
 

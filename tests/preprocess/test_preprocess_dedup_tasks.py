@@ -16,8 +16,13 @@ from megatron_dscoder.preprocess.dedup import (
     dropped_samples,
     unique_pairs,
 )
-from megatron_dscoder.preprocess.dedup_tasks import deduplicate_shards
-from megatron_dscoder.preprocess.minhash import MinHashConfig, estimated_jaccard, signatures
+from megatron_dscoder.preprocess.stages.minhash import (
+    MinHashConfig,
+    band_layout,
+    estimated_jaccard,
+    signatures,
+)
+from megatron_dscoder.preprocess.tasks.dedup import deduplicate_shards
 from tests.conftest import stdlib_texts
 
 CONFIG = MinHashConfig(threshold=0.6)
@@ -41,7 +46,7 @@ def corpus() -> list[list[str]]:
 
 def reference(shards: list[list[str]]) -> tuple[np.ndarray, int]:
     """Dropped ids computed in one place: every band's star pairs, verified, components."""
-    bands, _ = CONFIG.band_layout()
+    bands, _ = band_layout(CONFIG)
     sigs = [signatures(texts, CONFIG) for texts in shards]
     signed = [band_records(s, sig, CONFIG) for s, sig in enumerate(sigs)]
     ids = np.concatenate([i for i, _ in signed])
@@ -66,7 +71,7 @@ def test_tasks_drop_what_the_reference_drops(tmp_path: Path, group_bytes: int) -
     assert (counts["key_ranges"] > 1, counts["verify_tasks"] > 1) == (cut, cut), counts
     assert expected.size >= 20 and np.array_equal(dropped, expected)
     samples = sum(len(s) for s in shards) - 1  # the text without words has no signature
-    assert counts["band_records"] == samples * CONFIG.band_layout()[0]
+    assert counts["band_records"] == samples * band_layout(CONFIG)[0]
     # A pair shared by several bands is verified once: the verifiers see each pair once.
     assert counts["unique_candidate_pairs"] == unique < counts["candidate_pairs"]
     assert counts["verified_pairs"] <= unique and counts["dropped"] == expected.size

@@ -8,15 +8,16 @@ import numpy as np
 from preprocess_helpers import stdlib_text
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from megatron_dscoder.preprocess.encode import (
-    _encode,
-    encode_documents,
+from megatron_dscoder.preprocess.stages.encode import _encode, encode_documents, split_at_newlines
+from megatron_dscoder.preprocess.stages.line_encode import LineCut, encode_lines, line_cut
+from megatron_dscoder.tokenizer import (
+    EOT,
+    PAD,
+    load_tokenizer,
     newline_safe,
-    split_at_newlines,
+    special_token_ids,
     text_tokenizer,
 )
-from megatron_dscoder.preprocess.line_encode import LineCut, encode_lines, line_cut
-from megatron_dscoder.tokenizer import EOT, PAD, load_tokenizer, special_token_ids
 
 
 def test_chunked_encoding_equals_whole_text_encoding(tiny_tokenizer_dir: Path) -> None:

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from megatron_dscoder.preprocess.filters import alpha_count, drop_reason, filter_records
 from megatron_dscoder.preprocess.records import Record
+from megatron_dscoder.preprocess.stages.filters import alpha_count, drop_reason, filter_records
 
 CODE = "def greet(name):\n    return 'hello ' + name\n" * 5
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from megatron_dscoder.preprocess.fim import FimConfig, apply_fim, draw, fim_pieces
 from megatron_dscoder.preprocess.records import Sample
+from megatron_dscoder.preprocess.stages.fim import FimConfig, apply_fim, draw, fim_pieces
 
 IDS = {"begin": 100, "hole": 101, "end": 102}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from megatron_dscoder.preprocess.imports import Ref, RepoIndex, extract
+from megatron_dscoder.preprocess.repo.imports import Ref, RepoIndex, extract
 
 
 def resolve(paths: list[str], importer: str, lang: str, text: str, repo: str = "") -> set[str]:

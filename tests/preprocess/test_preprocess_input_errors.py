@@ -14,7 +14,7 @@ import pytest
 
 from megatron_dscoder.data.indexed import read_documents
 from megatron_dscoder.data.prefix import OutputPrefixError
-from megatron_dscoder.preprocess.sources import InputError
+from megatron_dscoder.preprocess.inputs.sources import InputError
 from tests.preprocess.preprocess_helpers import decode, run, tokenizer, write_jsonl
 
 FAST = {"dedup": None, "decontam": None, "fim_rate": 0.0}

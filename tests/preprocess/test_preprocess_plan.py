@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from megatron_dscoder.preprocess import plan
-from megatron_dscoder.preprocess.plan import JsonlRange, RepoDirs, input_sizes, plan_refs
+from megatron_dscoder.preprocess.inputs import plan
+from megatron_dscoder.preprocess.inputs.plan import JsonlRange, RepoDirs, input_sizes, plan_refs
 
 
 def checkout(root: Path, repos: int, files: int = 2, size: int = 100) -> Path:

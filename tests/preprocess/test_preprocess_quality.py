@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from preprocess_helpers import run, write_jsonl
 
-from megatron_dscoder.preprocess.quality import (
+from megatron_dscoder.preprocess.records import Record
+from megatron_dscoder.preprocess.stages.quality import (
     QualityConfig,
     is_generated,
     is_minified,
     screen_records,
 )
-from megatron_dscoder.preprocess.records import Record
-from megatron_dscoder.preprocess.syntax import GRAMMARS, parse_result
+from megatron_dscoder.preprocess.stages.syntax import GRAMMARS, parse_result
 
 VALID = {
     "python": "import os\n\n\nclass A:\n    def f(self, x: int) -> int:\n        return x + 1\n",

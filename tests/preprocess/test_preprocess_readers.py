@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from megatron_dscoder.preprocess.readers import FieldNames, read_task
-from megatron_dscoder.preprocess.sources import JsonlBlob, ParquetRowGroup, RepoFiles
+from megatron_dscoder.preprocess.inputs.readers import FieldNames, read_chunk
+from megatron_dscoder.preprocess.inputs.sources import JsonlBlob, ParquetRowGroup, RepoFiles
 
 
 def test_default_and_the_stack_field_names() -> None:
@@ -19,7 +19,7 @@ def test_default_and_the_stack_field_names() -> None:
         b' "lang": "C++"}\n'
         b'{"text": "b\\n", "path": "b.cs"}\n'
     )
-    records = read_task(JsonlBlob("in", blob, len(blob)), FieldNames(), 1 << 20, Counter())
+    records = read_chunk(JsonlBlob("in", blob, len(blob)), FieldNames(), 1 << 20, Counter())
     assert [(r.repo, r.path, r.lang) for r in records] == [
         ("o/r", "a.py", "python"), ("o/s", "x.cpp", "c++"), ("", "b.cs", "c#")
     ]  # fmt: skip
@@ -28,7 +28,7 @@ def test_default_and_the_stack_field_names() -> None:
 def test_preferred_field_names() -> None:
     fields = FieldNames().with_preferred(text="code", repo="project")
     blob = b'{"code": "x\\n", "text": "ignored", "project": "p"}\n'
-    [record] = read_task(JsonlBlob("in", blob, len(blob)), fields, 1 << 20, Counter())
+    [record] = read_chunk(JsonlBlob("in", blob, len(blob)), fields, 1 << 20, Counter())
     assert (record.text, record.repo) == ("x\n", "p")
 
 
@@ -39,7 +39,7 @@ def test_each_bad_record_reason() -> None:
              b'{"text": "fine\\n"}']  # fmt: skip
     blob = b"\n".join(lines) + b"\n\n"
     bad: Counter[str] = Counter()
-    records = read_task(JsonlBlob("in", blob, len(blob)), FieldNames(), 200, bad)
+    records = read_chunk(JsonlBlob("in", blob, len(blob)), FieldNames(), 200, bad)
     assert [r.text for r in records] == ["fine\n"]
     assert bad == Counter(malformed_json=1, not_an_object=2, missing_text=2, invalid_utf8=2,
                           binary=1, empty=1, record_too_large=1)  # fmt: skip
@@ -53,7 +53,7 @@ def test_parquet_string_and_binary_text(tmp_path: Path) -> None:
     })  # fmt: skip
     pq.write_table(table, path)
     bad: Counter[str] = Counter()
-    records = read_task(ParquetRowGroup(str(path), 0, 0), FieldNames(), 1 << 20, bad)
+    records = read_chunk(ParquetRowGroup(str(path), 0, 0), FieldNames(), 1 << 20, bad)
     assert [(r.path, r.lang) for r in records] == [("a.py", "python"), ("d.js", "javascript")]
     assert bad == Counter(invalid_utf8=1, missing_text=1)
 
@@ -66,6 +66,6 @@ def test_checkout_files(tmp_path: Path) -> None:
         str(tmp_path), "repo", str(tmp_path), ("ok.java", "bin.c", "big.py", "gone.py"), 0
     )
     bad: Counter[str] = Counter()
-    [record] = read_task(task, FieldNames(), 100, bad)
+    [record] = read_chunk(task, FieldNames(), 100, bad)
     assert (record.repo, record.path, record.lang) == ("repo", "ok.java", "java")
     assert bad == Counter(binary=1, record_too_large=1, unreadable_file=1)

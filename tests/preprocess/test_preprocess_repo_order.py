@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from megatron_dscoder.preprocess.records import Record
-from megatron_dscoder.preprocess.repo_order import (
+from megatron_dscoder.preprocess.repo.order import (
     algorithm1_order,
     connected_components,
     dependency_edges,

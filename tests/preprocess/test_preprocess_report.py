@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from preprocess_helpers import run, write_jsonl
 
-from megatron_dscoder.preprocess.report import drop_rows, main, write_report
+from megatron_dscoder.preprocess.report.markdown import drop_rows, main, write_report
 from tests.conftest import stdlib_texts
 
 

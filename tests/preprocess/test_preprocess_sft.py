@@ -16,9 +16,9 @@ import pytest
 from megatron_dscoder.convert.hf import copy_tokenizer
 from megatron_dscoder.convert.instruct import add_chat_template
 from megatron_dscoder.data.indexed import read_documents
-from megatron_dscoder.preprocess.chat_template import DEFAULT_SYSTEM, render_text
-from megatron_dscoder.preprocess.sft import SFTStats, mask_prefix, read_records, write_sft
-from megatron_dscoder.preprocess.sft_cli import main as sft_main
+from megatron_dscoder.instruct.cli import main as sft_main
+from megatron_dscoder.instruct.encode import SFTStats, mask_prefix, read_records, write_sft
+from megatron_dscoder.instruct.template import DEFAULT_SYSTEM, render_text
 from megatron_dscoder.tokenizer import BOS, EOT, load_tokenizer
 
 CHAT = {"messages": [

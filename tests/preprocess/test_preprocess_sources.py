@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from preprocess_helpers import write_jsonl
 
-from megatron_dscoder.preprocess.sources import (
+from megatron_dscoder.preprocess.inputs.sources import (
     InputError,
     JsonlBlob,
     ParquetRowGroup,
     RepoFiles,
+    iter_chunks,
     iter_line_blobs,
-    iter_tasks,
 )
 
 
@@ -68,7 +68,7 @@ def test_jsonl_plain_gz_zst_give_the_same_blobs(tmp_path: Path) -> None:
     blobs = {}
     for suffix in (".jsonl", ".gz", ".zst"):
         path = write_jsonl(tmp_path / f"in{suffix}", records)
-        tasks = list(iter_tasks([str(path)], 1 << 20, 1 << 20, Counter()))
+        tasks = list(iter_chunks([str(path)], 1 << 20, 1 << 20, Counter()))
         assert all(isinstance(t, JsonlBlob) for t in tasks)
         blobs[suffix] = b"".join(t.blob for t in tasks)
         assert sum(t.input_bytes for t in tasks) == path.stat().st_size
@@ -80,16 +80,16 @@ def test_truncated_zst_counts_unreadable_but_keeps_earlier_lines(tmp_path: Path)
     path = write_jsonl(tmp_path / "in.zst", records)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     bad: Counter[str] = Counter()
-    list(iter_tasks([str(path)], 1 << 20, 1 << 20, bad))
+    list(iter_chunks([str(path)], 1 << 20, 1 << 20, bad))
     assert bad == Counter(unreadable_file=1)
     with pytest.raises(InputError, match="missing.jsonl: no such file"):  # never a smaller corpus
-        list(iter_tasks([str(tmp_path / "missing.jsonl")], 1 << 20, 1 << 20, bad))
+        list(iter_chunks([str(tmp_path / "missing.jsonl")], 1 << 20, 1 << 20, bad))
 
 
 def test_parquet_one_task_per_row_group(tmp_path: Path) -> None:
     table = pa.table({"content": [f"x = {i}\n" for i in range(10)]})
     pq.write_table(table, tmp_path / "t.parquet", row_group_size=4)
-    tasks = list(iter_tasks([str(tmp_path / "t.parquet")], 1 << 20, 1 << 20, Counter()))
+    tasks = list(iter_chunks([str(tmp_path / "t.parquet")], 1 << 20, 1 << 20, Counter()))
     assert [t.row_group for t in tasks if isinstance(t, ParquetRowGroup)] == [0, 1, 2]
 
 
@@ -99,7 +99,7 @@ def test_checkout_directory_tasks(tmp_path: Path) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("pass\n")
     skipped: Counter[str] = Counter()
-    tasks = list(iter_tasks([str(tmp_path)], 1 << 20, 1 << 20, Counter(), skipped))
+    tasks = list(iter_chunks([str(tmp_path)], 1 << 20, 1 << 20, Counter(), skipped))
     assert all(isinstance(t, RepoFiles) for t in tasks)
     assert [(t.repo, t.paths) for t in tasks] == [
         (tmp_path.name, ("loose.py",)),

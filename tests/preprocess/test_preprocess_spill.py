@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from megatron_dscoder.preprocess.records import Record
-from megatron_dscoder.preprocess.spill import (
+from megatron_dscoder.preprocess.repo.spill import (
     SpillWriter,
     bucket_of,
     decode_records,

@@ -1,4 +1,4 @@
-"""The stage lists of ``preprocess/options.py``: a stage added to a list, with a flag of its own,
+"""The stage lists of ``preprocess/stages/__init__.py``: a stage added to a list, with a flag of its own,
 runs in its place, is timed and counted in the stats, and its flag switches it off."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from megatron_dscoder.config.flags import add_flags, opt, values_from_args
-from megatron_dscoder.preprocess import options
-from megatron_dscoder.preprocess.options import PreprocessConfig, Stage
+from megatron_dscoder.preprocess import stages
+from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import run_pipeline
 from megatron_dscoder.preprocess.records import Record
+from megatron_dscoder.preprocess.stages.base import Stage
 from tests.preprocess.preprocess_helpers import write_jsonl
 
 
@@ -51,10 +52,10 @@ def test_a_stage_added_to_the_list_runs_in_order_and_its_flag_switches_it_off(
 
         return Stage(stage.name, stage.enabled, run)
 
-    record_stages = list(options.RECORD_STAGES)
+    record_stages = list(stages.RECORD_STAGES)
     record_stages.insert(1, Stage("todo", lambda o: o.drop_todo, drop_todo_stage))
-    monkeypatch.setattr(options, "RECORD_STAGES", [spied(s) for s in record_stages])
-    monkeypatch.setattr(options, "SAMPLE_STAGES", [spied(s) for s in options.SAMPLE_STAGES])
+    monkeypatch.setattr(stages, "RECORD_STAGES", [spied(s) for s in record_stages])
+    monkeypatch.setattr(stages, "SAMPLE_STAGES", [spied(s) for s in stages.SAMPLE_STAGES])
     argv = ["--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir), "--workers",
             "1", "--no-progress", "--no-dedup", "--no-decontaminate", "--fim-rate", "0"]  # fmt: skip
 

@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 from preprocess_helpers import LATIN1_ADDED, decode, read_documents, run, write_jsonl
 
-from megatron_dscoder.preprocess.encode import encode_documents, newline_safe, text_tokenizer
 from megatron_dscoder.preprocess.records import with_path_comment
-from megatron_dscoder.tokenizer import SPECIAL_TOKENS, load_tokenizer, special_token_ids
+from megatron_dscoder.preprocess.stages.encode import encode_documents
+from megatron_dscoder.tokenizer import (
+    SPECIAL_TOKENS,
+    load_tokenizer,
+    newline_safe,
+    special_token_ids,
+    text_tokenizer,
+)
 from tests.conftest import stdlib_texts
 
 LITERALS = [*LATIN1_ADDED, *SPECIAL_TOKENS]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tokenizers import AddedToken
 
-from megatron_dscoder.preprocess.train_tokenizer import new_tokenizer, train_tokenizer
+from megatron_dscoder.preprocess.tokenizer.train import new_tokenizer, train_tokenizer
 from megatron_dscoder.tokenizer import (
     BOS,
     EOS,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_dscoder.preprocess.workdir import WorkDir, WorkDirError
+from megatron_dscoder.preprocess.cluster.workdir import WorkDir, WorkDirError
 
 
 def test_kept_directory_is_locked_stamped_and_swept(tmp_path: Path) -> None:
