@@ -5,7 +5,8 @@ the benchmarks, the examples and the tests. Checked:
 
 - ``:mod:`` references (``.name`` relative to the module's package, as Sphinx reads them, and
   ``~`` stripped) name an importable module of the package;
-- dotted names of the package (``megatron_dscoder.data.indexed``) resolve to a module, or an attribute of one;
+- dotted names of the package (``megatron_dscoder.data.indexed``) resolve to a module, or an
+  attribute of one;
 - file paths ``megatron_dscoder/…``, ``tests/…``, ``tools/…``, ``benchmarks/…``,
   ``examples/…`` and ``docs/…`` exist, and so do package paths written from inside the
   package (``preprocess/stages/fim.py``, ``training/loop.py``);

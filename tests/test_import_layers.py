@@ -40,7 +40,8 @@ def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
     registry = tmp_path / "megatron_dscoder" / "model" / "registry.py"
     registry.write_text(
         registry.read_text()
-        + "\n\ndef _upward() -> None:\n    from megatron_dscoder.training import loop  # noqa: F401\n"
+        + "\n\ndef _upward() -> None:\n"
+        + "    from megatron_dscoder.training import loop  # noqa: F401\n"
     )
     stage = tmp_path / "megatron_dscoder" / "preprocess" / "stages" / "fim.py"
     stage.write_text(stage.read_text() + "\nfrom megatron_dscoder.preprocess import pipeline\n")

@@ -27,8 +27,10 @@ def instruct_eos(tok_dir: Path) -> int:
 def add_chat_template(tok_dir: Path) -> None:
     """Set the chat template in ``tokenizer_config.json``, and ``<|EOT|>`` as eos token (and
     BOS) there and in ``special_tokens_map.json`` (which transformers reads last)."""
-    for name, extra in (("tokenizer_config.json", {"chat_template": JINJA}),
-                        ("special_tokens_map.json", {})):  # fmt: skip
+    for name, extra in (
+        ("tokenizer_config.json", {"chat_template": JINJA}),
+        ("special_tokens_map.json", {}),
+    ):
         file = tok_dir / name
         if name == "special_tokens_map.json" and not file.is_file():
             continue

@@ -41,9 +41,15 @@ from megatron_dscoder.data.prefix import prefix_lock
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
 DTYPE_CODES: dict[type, int] = {
-    np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5,
-    np.float64: 6, np.float32: 7, np.uint16: 8,
-}  # fmt: skip
+    np.uint8: 1,
+    np.int8: 2,
+    np.int16: 3,
+    np.int32: 4,
+    np.int64: 5,
+    np.float64: 6,
+    np.float32: 7,
+    np.uint16: 8,
+}
 DTYPES: dict[int, type] = {code: dtype for dtype, code in DTYPE_CODES.items()}
 HEADER_BYTES = len(INDEX_HEADER) + 8 + 1 + 8 + 8  # magic | version | dtype | S | S+1 = 34
 _CHUNK = 1 << 20

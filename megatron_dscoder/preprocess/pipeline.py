@@ -1,41 +1,30 @@
-"""Orchestration: a raw code corpus -> Megatron ``.bin``/``.idx``, on a local pool or on Ray.
+"""The driver: a raw code corpus -> Megatron ``.bin``/``.idx``, on a local pool or on Ray.
 
 The driver plans references and applies counts; every byte of corpus, spill, shard and output
-is read and written by tasks (:mod:`.tasks.passes`), each of which leaves a completion marker
-(:mod:`.cluster.markers`)::
+is read and written by tasks (:mod:`.tasks`), each of which leaves a completion marker
+(:mod:`.cluster.markers`), in this order: plan -> pass 1 (``run_ref`` per input reference) ->
+pass 2a (``plan_bucket`` per large bucket) -> pass 2 (``run_region`` per region) -> dedup
+(``merge_band`` per band, ``verify_range`` per id range, ``components``) -> ``finalize`` per 64
+shards -> ``merge_group`` per output part. What each task reads and writes, and what runs where,
+is ``docs/cluster.md``; the files and task names are :mod:`.cluster.layout`.
 
-    plan     inputs --(driver: file sizes, directory names, Parquet footers)--> references
-    pass 1   run_ref(reference) x R: read, filter; file-level samples -> decontaminate,
-               MinHash, FIM, tokens: one shard per ~4 MB chunk; repository-level records
-               -> the task's spill file, hash-partitioned into buckets (offsets returned)
-    pass 2a  plan_bucket(b) for each bucket over region_bytes: its pieces joined and re-split
-    pass 2   run_region(region) x regions: Algorithm 1 samples -> ... tokens: one shard each
-    dedup    merge_band(band) x bands: every task's band file -> star pairs (:mod:`.dedup`);
-             verify_range(ids) x V: pairs once each, verified; components x 1: dropped ids
-    finish   finalize(64 shards) x shards / 64: shards without near-duplicates
-             merge_group(parts) x 1 (PREFIX.bin/.idx) or x N (--output-shard-mb: parts and
-             PREFIX.parts/manifest.json)
+Tasks run unordered on an engine (:mod:`.cluster.engine`: ``local`` process pool, the default,
+or ``ray``); the driver applies results by task number, and every random choice comes from
+(seed, sample identity), so the output is byte-identical for any engine, any ``workers`` and any
+way the input was cut into references. ``--work-dir DIR`` keeps the work directory; rerunning the
+same command after a kill skips the tasks whose markers exist (``tasks`` in the stats JSON counts
+ran/skipped, ``task_seconds`` weighs them).
 
-Every task function is a module-level function over one item, run by an engine
-(:mod:`.cluster.engine`: ``local`` process pool, the default, or ``ray``) unordered; the driver applies
-the results by task number, and every random choice comes from (seed, sample identity), so the
-output is byte-identical for any engine, any ``workers`` and any way the input was cut into
-references. ``--work-dir DIR`` keeps the work directory; rerunning the same command after a
-kill skips the tasks whose markers exist (``tasks`` in the stats JSON counts ran/skipped,
-``task_seconds`` weighs them).
+Memory does not grow with the corpus, except for the driver's bookkeeping: about 100 bytes per
+shard and 8 bytes per (reference, bucket) of spill (an offsets matrix; 49 MB for 6,000 references
+x 1,024 buckets). A worker holds one chunk of ``task_bytes`` (4 MiB) in pass 1, a region of about
+``region_bytes`` (8 MiB; at most ``max_region_bytes``) in pass 2, a few times over as records,
+samples, word hashes and token arrays; or one key range of one band of about ``group_bytes``
+(64 MiB) of band records (about 3x while sorting); the components task holds the verified pairs
+(see :mod:`.dedup`). Measured on 2 cores with 2 workers: ``benchmarks/bench_preprocess.py``.
 
-Memory does not grow with the corpus, except for the driver's bookkeeping: about 100 bytes
-per shard and 8 bytes per (reference, bucket) of spill (an offsets matrix; 49 MB for 6,000
-references x 1,024 buckets). A worker holds one chunk of
-``task_bytes`` (4 MiB) in pass 1, a region of about ``region_bytes`` (8 MiB; at most
-``max_region_bytes``) in pass 2 (see :func:`.spill.plan_regions`), a few times over as
-records, samples, word hashes and token arrays; or one key range of one band of about
-``group_bytes`` (64 MiB) of band records (about 3x while sorting); the components task holds
-the verified pairs (see :mod:`.dedup`). Measured on 2 cores with 2 workers, see
-``benchmarks/bench_preprocess.py``.
-
-Run it with ``dscoder-preprocess`` (``tools/preprocess_data.py``; :mod:`.cli`) or with
-:func:`run_pipeline` on a :class:`.options.PreprocessConfig`.
+Run it with ``dscoder-preprocess`` (:mod:`.cli`) or with :func:`run_pipeline` on a
+:class:`~megatron_dscoder.preprocess.config.PreprocessConfig`.
 """
 
 from __future__ import annotations
@@ -55,7 +44,7 @@ from megatron_dscoder.data.prefix import check_output_prefix
 from megatron_dscoder.preprocess.cluster import layout
 from megatron_dscoder.preprocess.cluster.engine import Engine, make_engine
 from megatron_dscoder.preprocess.cluster.markers import Step, TaskCounts, run_steps
-from megatron_dscoder.preprocess.cluster.workdir import WorkDir
+from megatron_dscoder.preprocess.cluster.workdir import WorkDir, fingerprint
 from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.inputs.plan import (
     CHUNKS_PER_REF,
@@ -88,9 +77,6 @@ from megatron_dscoder.preprocess.tasks.passes import (
 from megatron_dscoder.tokenizer import get_tokenizer, load_tokenizer, special_token_ids, vocab_size
 
 logger = logging.getLogger(__name__)
-#: Options that do not change the output (a rerun may change them with the same --work-dir).
-_FREE_OPTIONS = ("workers", "engine", "ray_address", "progress", "stats_json", "report",
-                 "work_dir", "keep_shards", "output_shard_mb", "sample_hooks")  # fmt: skip
 
 
 def _init_worker(ctx: WorkerContext) -> None:
@@ -150,23 +136,6 @@ class _Run:
         return now
 
 
-def fingerprint(config: PreprocessConfig, ctx: WorkerContext) -> dict[str, Any]:
-    """The options that decide a work directory's contents (``run.json`` of ``--work-dir``)."""
-    options = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name not in _FREE_OPTIONS
-    }
-    return {
-        "layout": layout.WORK_LAYOUT,
-        "options": options,
-        "buckets": ctx.buckets,
-        "dtype": ctx.dtype,
-        "partition_bytes": config.partition_bytes,
-        "repos_per_ref": config.repos_per_ref,
-    }
-
-
 def _open_work_dir(config: PreprocessConfig, ctx: WorkerContext, work_root: str) -> WorkDir:
     if config.work_dir:
         work = WorkDir.keep(config.work_dir, fingerprint(config, ctx))
@@ -204,9 +173,15 @@ def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
             mark = run.timed("pass2_order_fim_tokenize", mark)
             if config.dedup is not None:
                 run.dedup = deduplicate(
-                    config.dedup, config.group_bytes, engine, ctx.work_dir, run.shards,
-                    first_repo_shard, run.tasks, run.totals.seconds,
-                )  # fmt: skip
+                    config.dedup,
+                    config.group_bytes,
+                    engine,
+                    ctx.work_dir,
+                    run.shards,
+                    first_repo_shard,
+                    run.tasks,
+                    run.totals.seconds,
+                )
             mark = run.timed("dedup_groupby_components", mark)
             kept = _finalize(ctx, engine, run)
             mark = run.timed("finalize_shards", mark)
@@ -246,8 +221,9 @@ def _first_pass(
             stats = _apply(run, result)
             read = sum(chunk[3] for chunk in result["chunks"])
             progress.update(read, stats.records, stats.text_bytes)
-            chunks[step.item.index] = [(shard, docs, records)
-                                       for shard, docs, records, _ in result["chunks"]]  # fmt: skip
+            chunks[step.item.index] = [
+                (shard, docs, records) for shard, docs, records, _ in result["chunks"]
+            ]
             ends = run.spill[step.item.index]
             for bucket, _, end in result["spill"]:  # a task's buckets follow each other in order
                 ends[bucket + 1] = end
@@ -267,10 +243,9 @@ def _second_pass(
     sizes = (ends - starts).sum(axis=0)
     for bucket in np.flatnonzero(sizes).tolist():
         parts = tuple(
-            (layout.spill_file(ctx.work_dir, ref), int(starts[ref, bucket]),
-             int(ends[ref, bucket]))
+            (layout.spill_file(ctx.work_dir, ref), int(starts[ref, bucket]), int(ends[ref, bucket]))
             for ref in np.flatnonzero(ends[:, bucket] > starts[:, bucket]).tolist()
-        )  # fmt: skip
+        )
         size = int(sizes[bucket])
         if size <= config.region_bytes:
             regions[bucket] = [Region(parts[0][0], 0, 0, parts=parts)]
@@ -285,8 +260,9 @@ def _second_pass(
         Step(layout.pass2_task(first + i), run_region, RegionTask(first + i, region))
         for i, region in enumerate(ordered)
     ]
-    progress = Progress("pass 2/2 order+FIM+tokenize", sum(r.size for r in ordered),
-                        config.progress)  # fmt: skip
+    progress = Progress(
+        "pass 2/2 order+FIM+tokenize", sum(r.size for r in ordered), config.progress
+    )
     done: dict[int, tuple[int, int, int]] = {}
     try:
         for _, result in run_steps(engine, steps, ctx.work_dir, run.tasks):
@@ -305,10 +281,13 @@ def _finalize(ctx: WorkerContext, engine: Engine, run: _Run) -> list[tuple[int, 
     dedup = run.dedup.get("dropped", 0) > 0
     shards = [index for index, documents, _ in run.shards if documents]
     steps = [
-        Step(layout.finalize_task(shards[i]), finalize,
-             FinalizeBatch(tuple(shards[i : i + FINALIZE_BATCH]), dedup))
+        Step(
+            layout.finalize_task(shards[i]),
+            finalize,
+            FinalizeBatch(tuple(shards[i : i + FINALIZE_BATCH]), dedup),
+        )
         for i in range(0, len(shards), FINALIZE_BATCH)
-    ]  # fmt: skip
+    ]
     kept = {}
     for _, result in run_steps(engine, steps, ctx.work_dir, run.tasks):
         for index, documents, tokens, files in result["shards"]:
@@ -366,11 +345,21 @@ def _report(
     bands, rows = band_layout(config.dedup) if config.dedup else (0, 0)
     document["dedup"] = {
         "enabled": config.dedup is not None,
-        **({"ngram": config.dedup.ngram, "num_perm": config.dedup.num_perm,
-            "threshold": config.dedup.threshold, "bands": bands, "rows": rows,
-            "verify": config.dedup.verify, "scheme": config.dedup.scheme} if config.dedup else {}),
+        **(
+            {
+                "ngram": config.dedup.ngram,
+                "num_perm": config.dedup.num_perm,
+                "threshold": config.dedup.threshold,
+                "bands": bands,
+                "rows": rows,
+                "verify": config.dedup.verify,
+                "scheme": config.dedup.scheme,
+            }
+            if config.dedup
+            else {}
+        ),
         **run.dedup,
-    }  # fmt: skip
+    }
     if config.stats_json:
         write_stats(config.stats_json, document)
     if empty is not None:

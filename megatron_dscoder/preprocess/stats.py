@@ -51,8 +51,19 @@ class PartitionStats:
         self.files += other.files
         self.tokens += other.tokens
         self.decontaminated += other.decontaminated
-        for name in ("bad", "skipped", "filtered", "quality", "syntax", "languages", "repo", "fim",
-                     "decontam", "dropped", "seconds"):  # fmt: skip
+        for name in (
+            "bad",
+            "skipped",
+            "filtered",
+            "quality",
+            "syntax",
+            "languages",
+            "repo",
+            "fim",
+            "decontam",
+            "dropped",
+            "seconds",
+        ):
             getattr(self, name).update(getattr(other, name))
 
     @contextmanager

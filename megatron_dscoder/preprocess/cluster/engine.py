@@ -1,6 +1,7 @@
 """Execution engines: where the pipeline's partition functions run.
 
-The orchestration in :mod:`megatron_dscoder.preprocess.pipeline` only ever calls ``engine.map_unordered(fn, items)``: run
+The driver (:mod:`megatron_dscoder.preprocess.pipeline`) only ever calls
+``engine.map_unordered(fn, items)``: run
 the module-level function ``fn(item, config)`` (``config`` given once, when the engine is made)
 on every item, and yield ``(item, result)`` as items finish, with a bounded number in flight
 (one slow task never idles the others). The stage code (``fn``) is the same for
@@ -16,8 +17,8 @@ every engine; engines differ only in where it runs:
                      and ``--tmp-dir`` must be on storage every node sees, and
                      ``megatron_dscoder`` must be importable on every node (installed in the
                      same environment, or shipped with a Ray ``runtime_env``). Items and
-                     results are references and counts (:mod:`megatron_dscoder.preprocess.tasks.passes`): the driver moves
-                     no corpus bytes. A task whose worker dies is retried (``max_retries``).
+                     results are references and counts (``preprocess.tasks.passes``): the
+                     driver moves no corpus bytes. A task whose worker dies is retried (``max_retries``).
 
 Because the pipeline applies results by task number and the stage code is deterministic, both
 engines (and any worker count) write byte-identical output.

@@ -1,6 +1,7 @@
 """Completion markers: a finished task leaves ``done/NAME.json`` (its result), so a rerun skips it.
 
-A task's result is small (counts and paths, see :mod:`megatron_dscoder.preprocess.tasks.passes`); :func:`run_step` writes it under
+A task's result is small (counts and paths, see :mod:`megatron_dscoder.preprocess.tasks.passes`);
+:func:`run_step` writes it under
 a temporary name and renames it once the task's own files are in place, so a marker always
 means "this task's outputs are complete". :func:`run_steps` hands the steps without a marker to
 the engine, unordered (one slow task never holds back the others), and yields the stored

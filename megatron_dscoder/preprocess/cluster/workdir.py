@@ -21,6 +21,7 @@ The names can never be mistaken for output: they are directories, the pair is on
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -30,8 +31,11 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from megatron_dscoder.preprocess.cluster.layout import PARTIAL, atomic_write
+from megatron_dscoder.preprocess.cluster.layout import PARTIAL, WORK_LAYOUT, atomic_write
+from megatron_dscoder.preprocess.config import PreprocessConfig
+from megatron_dscoder.preprocess.stages.base import WorkerContext
 
 logger = logging.getLogger(__name__)
 OWNER = ".owner"
@@ -65,8 +69,8 @@ class WorkDir:
                 if f.read() != wanted:
                     os.close(fd)
                     raise WorkDirError(
-                        f"--work-dir {path} holds a run with other options (or of another version); "
-                        "use a new directory"
+                        f"--work-dir {path} holds a run with other options (or of another "
+                        "version); use a new directory"
                     )
         else:
             atomic_write(stamp, lambda f: f.write(wanted), mode="w")
@@ -149,3 +153,35 @@ def _abandoned(path: str) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+#: Options that do not change the output (a rerun may change them with the same --work-dir).
+_FREE_OPTIONS = (
+    "workers",
+    "engine",
+    "ray_address",
+    "progress",
+    "stats_json",
+    "report",
+    "work_dir",
+    "keep_shards",
+    "output_shard_mb",
+    "sample_hooks",
+)
+
+
+def fingerprint(config: PreprocessConfig, ctx: WorkerContext) -> dict[str, Any]:
+    """The options that decide a work directory's contents (``run.json`` of ``--work-dir``)."""
+    options = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in _FREE_OPTIONS
+    }
+    return {
+        "layout": WORK_LAYOUT,
+        "options": options,
+        "buckets": ctx.buckets,
+        "dtype": ctx.dtype,
+        "partition_bytes": config.partition_bytes,
+        "repos_per_ref": config.repos_per_ref,
+    }

@@ -164,8 +164,11 @@ def plan_refs(
 ) -> list[InputRef]:
     """The references of all inputs, in input order (sizes, names and footers only)."""
     with _pool(len(inputs)) as pool:
-        planned = list(pool.map(_refs_of, inputs, [partition_bytes] * len(inputs),
-                                [repos_per_task] * len(inputs)))  # fmt: skip
+        planned = list(
+            pool.map(
+                _refs_of, inputs, [partition_bytes] * len(inputs), [repos_per_task] * len(inputs)
+            )
+        )
     refs: list[InputRef] = []
     for found, counts in planned:
         refs += found

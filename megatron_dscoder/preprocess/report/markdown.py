@@ -12,7 +12,8 @@ directory:
 
 The per-language table counts the samples written before near-deduplication (dedup drops are
 corpus-wide and listed with the stages). Run it with ``tools/preprocess_data.py --report DIR``
-or on an existing stats file with ``python -m megatron_dscoder.preprocess.report.markdown STATS DIR``.
+or on an existing stats file with
+``python -m megatron_dscoder.preprocess.report.markdown STATS DIR``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ def language_rows(stats: dict[str, Any]) -> list[dict[str, Any]]:
     table = stats.get("languages", {})
     total = sum(row["bytes"] for row in table.values()) or 1
     return [
-        {"language": lang, "files": row["files"], "bytes": row["bytes"],
-         "share": 100.0 * row["bytes"] / total, "tokens": row["tokens"]}
+        {
+            "language": lang,
+            "files": row["files"],
+            "bytes": row["bytes"],
+            "share": 100.0 * row["bytes"] / total,
+            "tokens": row["tokens"],
+        }
         for lang, row in table.items()
-    ]  # fmt: skip
+    ]
 
 
 def drop_rows(stats: dict[str, Any]) -> list[tuple[str, str, int]]:
@@ -76,13 +82,25 @@ def _markdown(stats: dict[str, Any]) -> str:
             f"| {row['language']} | {row['files']:,} | {row['bytes']:,} | {row['share']:.2f} "
             f"| {row['tokens']:,} |"
         )
-    lines += ["", "## Drops per stage", "", "![drops per stage](drops.png)", "",
-              "| stage | reason | count |", "|---|---|---:|"]  # fmt: skip
+    lines += [
+        "",
+        "## Drops per stage",
+        "",
+        "![drops per stage](drops.png)",
+        "",
+        "| stage | reason | count |",
+        "|---|---|---:|",
+    ]
     lines += [f"| {stage} | {reason} | {n:,} |" for stage, reason, n in drop_rows(stats)]
     syntax = {k: v for k, v in stats.get("syntax", {}).items() if isinstance(v, dict)}
     if syntax:
-        lines += ["", "## Parses per language", "", "| language | parsed | dropped |",
-                  "|---|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Parses per language",
+            "",
+            "| language | parsed | dropped |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| {lang} | {r['parsed']:,} | {r['dropped']:,} |" for lang, r in syntax.items()]
         lines.append(f"\nNot parsed (no grammar): {stats['syntax'].get('unchecked', 0):,} files.")
     fim = stats.get("fim", {})

@@ -13,9 +13,16 @@ class Progress:
 
     def __init__(self, desc: str, total: int, enabled: bool = True) -> None:
         self.bar = tqdm(
-            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-            file=sys.stderr, disable=not enabled, dynamic_ncols=True, smoothing=0.1,
-        )  # fmt: skip
+            total=total,
+            desc=desc,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
         self.start = time.perf_counter()
         self.documents = 0
         self.text_bytes = 0

@@ -146,9 +146,12 @@ def build_index(
         index.add(spec.name, {n: np.unique(np.concatenate(t)) for n, t in tables.items()})
         index.strings[spec.name] = len(strings)
         logger.info(
-            "benchmark %s: %d strings, %d %d-grams", spec.name, len(strings),
-            index.tables[spec.name][ngram].size, ngram,
-        )  # fmt: skip
+            "benchmark %s: %d strings, %d %d-grams",
+            spec.name,
+            len(strings),
+            index.tables[spec.name][ngram].size,
+            ngram,
+        )
     return index
 
 
@@ -190,7 +193,7 @@ def contaminated(
 
 
 def decontaminate_stage(batch: Batch, ctx: WorkerContext, stats: PartitionStats) -> Batch:
-    """The sample stage (see :mod:`megatron_dscoder.preprocess.stages`): contaminated samples dropped (and their words,
+    """The sample stage: contaminated samples dropped (and their words,
     so MinHash sees only the kept samples); hits per benchmark in ``decontam``."""
     if batch.words is None:
         return batch

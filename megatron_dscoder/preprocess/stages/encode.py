@@ -153,12 +153,17 @@ def _encode(
 
 
 def tokenize_stage(batch: Batch, ctx: WorkerContext, stats: PartitionStats) -> Batch:
-    """The last sample stage (see :mod:`megatron_dscoder.preprocess.stages`): the documents' tokens, EOS after each (BOS
+    """The last sample stage: the documents' tokens, EOS after each (BOS
     before each with ``--bos``)."""
     options = ctx.options
     tok, safe = get_tokenizer(options.tokenizer_model)
     batch.encoded = encode_documents(
-        batch.documents or [], tok, ctx.eos, ctx.dtype, options.encode_batch_chars,
-        options.encode_chunk_chars if safe else None, ctx.bos,
-    )  # fmt: skip
+        batch.documents or [],
+        tok,
+        ctx.eos,
+        ctx.dtype,
+        options.encode_batch_chars,
+        options.encode_chunk_chars if safe else None,
+        ctx.bos,
+    )
     return batch

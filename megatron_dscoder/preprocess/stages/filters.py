@@ -12,7 +12,8 @@ A file is dropped when:
 - ``json_yaml_size``: it is JSON or YAML and has fewer than 50 or more than 5000 characters.
 
 :func:`drop_reason` returns the first rule a text breaks (or None); :func:`filter_records` drops
-and counts per rule, and :func:`filter_stage` is the record stage that runs it. The checks avoid per-character Python loops on the
+and counts per rule, and :func:`filter_stage` is the record stage that runs it. The checks avoid
+per-character Python loops on the
 common ASCII path (``bytes.translate`` counts letters), so filtering costs little next to
 tokenisation.
 """
@@ -133,5 +134,5 @@ def filter_records(records: Iterable[Record], dropped: Counter[str]) -> list[Rec
 
 
 def filter_stage(records: list[Record], ctx: WorkerContext, stats: PartitionStats) -> list[Record]:
-    """The record stage (see :mod:`megatron_dscoder.preprocess.stages`): drops counted per rule in ``filtered``."""
+    """The record stage: drops counted per rule in ``filtered``."""
     return filter_records(records, stats.filtered)

@@ -113,7 +113,7 @@ def apply_fim(
 
 
 def fim_stage(batch: Batch, ctx: WorkerContext, stats: PartitionStats) -> Batch:
-    """The sample stage (see :mod:`megatron_dscoder.preprocess.stages`): every sample becomes a document (pieces); the
+    """The sample stage: every sample becomes a document (pieces); the
     modes are counted in ``fim``."""
     batch.documents = apply_fim(batch.samples, fim_config(ctx), stats.fim)
     return batch

@@ -273,7 +273,7 @@ def exact_jaccard(x: str, y: str, ngram: int = 5) -> float:
 
 
 def word_hashes_stage(batch: Batch, ctx: WorkerContext, stats: PartitionStats) -> Batch:
-    """The sample stage (see :mod:`megatron_dscoder.preprocess.stages`) hashing the words once for decontamination and
+    """The sample stage hashing the words once for decontamination and
     MinHash."""
     if batch.samples:
         batch.words, batch.text_of = word_hashes([s.text for s in batch.samples])

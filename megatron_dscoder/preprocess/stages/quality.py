@@ -105,6 +105,6 @@ def screen_records(
 
 
 def quality_stage(records: list[Record], ctx: WorkerContext, stats: PartitionStats) -> list[Record]:
-    """The record stage (see :mod:`megatron_dscoder.preprocess.stages`): drops per rule in ``quality``, parses in ``syntax``."""
+    """The record stage: drops per rule in ``quality``, parses in ``syntax``."""
     assert ctx.options.quality is not None  # the stage runs only when quality screening is on
     return screen_records(records, ctx.options.quality, stats.quality, stats.syntax)

@@ -46,24 +46,41 @@ GRAMMARS: dict[str, tuple[tuple[str, str], ...]] = {
     "c++": (("tree_sitter_cpp", "language"), ("tree_sitter_c", "language")),
     "cuda": (("tree_sitter_cpp", "language"),),
     "c#": (("tree_sitter_c_sharp", "language"),),
-    "javascript": (("tree_sitter_javascript", "language"),
-                   ("tree_sitter_typescript", "language_tsx")),
-    "typescript": (("tree_sitter_typescript", "language_typescript"),
-                   ("tree_sitter_typescript", "language_tsx")),
+    "javascript": (
+        ("tree_sitter_javascript", "language"),
+        ("tree_sitter_typescript", "language_tsx"),
+    ),
+    "typescript": (
+        ("tree_sitter_typescript", "language_typescript"),
+        ("tree_sitter_typescript", "language_tsx"),
+    ),
     "php": (("tree_sitter_php", "language_php"),),
     "go": (("tree_sitter_go", "language"),),
     "rust": (("tree_sitter_rust", "language"),),
     "ruby": (("tree_sitter_ruby", "language"),),
     "shell": (("tree_sitter_bash", "language"),),
-}  # fmt: skip
+}
 
 #: tree-sitter node types that are one function (their line span is the function's length).
-FUNCTION_NODES = frozenset({
-    "function_definition", "function_declaration", "function_item", "method_declaration",
-    "method_definition", "constructor_declaration", "function_expression", "arrow_function",
-    "generator_function_declaration", "local_function_statement", "func_literal", "method",
-    "singleton_method", "lambda_expression", "anonymous_function",
-})  # fmt: skip
+FUNCTION_NODES = frozenset(
+    {
+        "function_definition",
+        "function_declaration",
+        "function_item",
+        "method_declaration",
+        "method_definition",
+        "constructor_declaration",
+        "function_expression",
+        "arrow_function",
+        "generator_function_declaration",
+        "local_function_statement",
+        "func_literal",
+        "method",
+        "singleton_method",
+        "lambda_expression",
+        "anonymous_function",
+    }
+)
 
 _CO_OPTIMIZED = 0x1  # set on function code objects, not on module or class bodies
 _LINE = itemgetter(2)  # the line of a ``co_lines()`` entry (None for lines without code)

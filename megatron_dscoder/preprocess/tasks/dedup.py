@@ -122,10 +122,15 @@ def verify_tasks(shards: list[int], count: int, bands: int, key_ranges: int) -> 
     count = max(1, min(count, len(shards)))
     cuts = [len(shards) * i // count for i in range(count + 1)]
     return [
-        VerifyTask(i, shards[cuts[i]], shards[cuts[i + 1]] if i + 1 < count else shards[-1] + 1,
-                   bands, key_ranges)
+        VerifyTask(
+            i,
+            shards[cuts[i]],
+            shards[cuts[i + 1]] if i + 1 < count else shards[-1] + 1,
+            bands,
+            key_ranges,
+        )
         for i in range(count)
-    ]  # fmt: skip
+    ]
 
 
 @dataclass(frozen=True)
@@ -167,10 +172,9 @@ def deduplicate(
     records = sum(records for _, _, records in shards)
     key_ranges = max(1, -(-records * 16 // (bands * group_bytes)))
     merges = [
-        Step(layout.band_task(band, key_ranges), merge_band,
-             BandTask(band, key_ranges, producers))
+        Step(layout.band_task(band, key_ranges), merge_band, BandTask(band, key_ranges, producers))
         for band in range(bands)
-    ]  # fmt: skip
+    ]
     counts = Counter({"band_records": 0, "candidate_pairs": 0, "unique_candidate_pairs": 0})
     for _, result in run_steps(engine, merges, work_dir, tasks):
         counts["band_records"] += result["records"]
@@ -185,8 +189,9 @@ def deduplicate(
     for _, result in run_steps(engine, verifies, work_dir, tasks):
         counts["unique_candidate_pairs"] += result["unique"]
         seconds.update(result["seconds"])
-    step = Step(layout.components_task(len(verifies)), components,
-                ComponentsTask(len(verifies), first_repo))  # fmt: skip
+    step = Step(
+        layout.components_task(len(verifies)), components, ComponentsTask(len(verifies), first_repo)
+    )
     summary = {"band_tasks": bands, "key_ranges": key_ranges, "verify_tasks": len(verifies)}
     for _, result in run_steps(engine, [step], work_dir, tasks):
         summary.update(counts, **result)
@@ -220,13 +225,11 @@ def deduplicate_shards(
         records = write_band_file(band_file(work_dir, layout.pass2_bands(shard)), signed, bands)
         made.append((shard, sig.shape[0], records))
     seconds["dedup_band_files"] += time.perf_counter() - started
-    options = PreprocessConfig(inputs=("-",), tokenizer_model="-", output_prefix="-",
-                               dedup=minhash)  # fmt: skip
+    options = PreprocessConfig(inputs=("-",), tokenizer_model="-", output_prefix="-", dedup=minhash)
     stage = WorkerContext(options, eos=0, dtype="uint16", buckets=1, work_dir=work_dir)
     engine = make_engine("local", workers, stage, _no_setup)
     try:
-        counts = deduplicate(minhash, group_bytes, engine, work_dir, made, 0, TaskCounts(),
-                             seconds)  # fmt: skip
+        counts = deduplicate(minhash, group_bytes, engine, work_dir, made, 0, TaskCounts(), seconds)
     finally:
         engine.close()
     return np.load(dropped_file(work_dir)), counts

@@ -64,11 +64,13 @@ def write_output(
             os.path.join(parts_dir, "manifest.json"),
             ctx.dtype,
             [
-                {"prefix": os.path.basename(task.prefix),
-                 "tokens": sum(tokens_of[i] for i in task.shards)}
+                {
+                    "prefix": os.path.basename(task.prefix),
+                    "tokens": sum(tokens_of[i] for i in task.shards),
+                }
                 for task in tasks
             ],
-        )  # fmt: skip
+        )
     if config.keep_shards:
         _keep_shards(ctx.work_dir, f"{config.output_prefix}.shards", work_kept)
     return None, len(tasks) if config.part_bytes > 0 else 0

@@ -42,9 +42,12 @@ class TokenizerTrainingConfig:
     """Options of ``dscoder-train-tokenizer``; each field is its flag."""
 
     inputs: tuple[str, ...] = opt(
-        MISSING, "JSONL(.gz/.zst), Parquet files, or directories of repository checkouts",
-        flag="--input", metavar="PATH", required=True,
-    )  # fmt: skip
+        MISSING,
+        "JSONL(.gz/.zst), Parquet files, or directories of repository checkouts",
+        flag="--input",
+        metavar="PATH",
+        required=True,
+    )
     output: str = opt(MISSING, "tokenizer directory to write", metavar="DIR", required=True)
     vocab_size: int = opt(
         DEFAULT_VOCAB_SIZE, "BPE vocabulary size, special tokens excluded (default: %(default)s)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from preprocess_helpers import stdlib_text
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from megatron_dscoder.preprocess.stages.encode import _encode, encode_documents, split_at_newlines
@@ -18,6 +17,7 @@ from megatron_dscoder.tokenizer import (
     special_token_ids,
     text_tokenizer,
 )
+from tests.preprocess.preprocess_helpers import stdlib_text
 
 
 def test_chunked_encoding_equals_whole_text_encoding(tiny_tokenizer_dir: Path) -> None:

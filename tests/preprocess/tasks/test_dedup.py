@@ -52,11 +52,14 @@ def reference(shards: list[list[str]]) -> tuple[np.ndarray, int]:
     ids = np.concatenate([i for i, _ in signed])
     keys = np.concatenate([k for _, k in signed])
     sig = np.concatenate(sigs)
-    row = {int(i): n for n, i in enumerate((s << 32) | p for s, t in enumerate(shards)
-                                          for p in range(len(t)))}  # fmt: skip
+    row = {
+        int(i): n
+        for n, i in enumerate((s << 32) | p for s, t in enumerate(shards) for p in range(len(t)))
+    }
     pairs = unique_pairs(np.concatenate([candidate_pairs(keys[:, b], ids) for b in range(bands)]))
-    similar = estimated_jaccard(sig[[row[int(a)] for a in pairs[:, 0]]],
-                                sig[[row[int(b)] for b in pairs[:, 1]]])  # fmt: skip
+    similar = estimated_jaccard(
+        sig[[row[int(a)] for a in pairs[:, 0]]], sig[[row[int(b)] for b in pairs[:, 1]]]
+    )
     verified = pairs[similar >= CONFIG.threshold]
     return dropped_samples(verified, first_repo_shard=len(shards))[0], len(pairs)
 

@@ -17,8 +17,11 @@ from megatron_dscoder.preprocess.repo.spill import (
 
 
 def records(repos: int, files: int, size: int = 100) -> list[Record]:
-    return [Record("é" + "x" * size, f"org/r{r}", f"d/{f}.py", "python")
-            for r in range(repos) for f in range(files)]  # fmt: skip
+    return [
+        Record("é" + "x" * size, f"org/r{r}", f"d/{f}.py", "python")
+        for r in range(repos)
+        for f in range(files)
+    ]
 
 
 def test_roundtrip_and_stable_buckets() -> None:

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_helpers import run
 
 from megatron_dscoder.data.blend import parse_blend
 from megatron_dscoder.data.indexed import read_documents
+from tests.preprocess.preprocess_helpers import run
 from tests.tools.test_tool_preprocess_data import REPO, TOOL
 
-PROBE = Path(__file__).resolve().parent / "driver_probe.py"
+PROBE = Path(__file__).resolve().parents[1] / "driver_probe.py"
 SMALL = {"partition_mb": 0.25, "task_bytes": 64 << 10, "region_bytes": 64 << 10}
 
 
@@ -73,12 +73,30 @@ def drive(tmp_path: Path, corpus: Path, tokenizer: Path, name: str) -> tuple[int
 
     stats = tmp_path / f"{name}.json"
     done = subprocess.run(
-        [sys.executable, str(PROBE), "--input", str(corpus), "--tokenizer-model", str(tokenizer),
-         "--engine", "ray", "--ray-address", ray.get_runtime_context().gcs_address,
-         "--partition-mb", "0.25", "--output-prefix", str(tmp_path / name / "data"),
-         "--stats-json", str(stats), "--no-progress"],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(PROBE),
+            "--input",
+            str(corpus),
+            "--tokenizer-model",
+            str(tokenizer),
+            "--engine",
+            "ray",
+            "--ray-address",
+            ray.get_runtime_context().gcs_address,
+            "--partition-mb",
+            "0.25",
+            "--output-prefix",
+            str(tmp_path / name / "data"),
+            "--stats-json",
+            str(stats),
+            "--no-progress",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     line = next((x for x in done.stderr.splitlines() if x.startswith("DRIVER")), "")
     assert done.returncode == 0 and line, done.stderr[-3000:]
     _, io, rss = line.split()
@@ -96,13 +114,21 @@ def test_ray_driver_moves_no_corpus_bytes(
         measured[name] = (io, rss, corpus.stat().st_size)
         assert stats["tasks"]["pass1:ran"] > 1 and stats["tasks"]["pass2:ran"] > 1
     (io_s, rss_s, size_s), (io_l, rss_l, size_l) = measured["small"], measured["large"]
-    print(f"driver (I/O bytes, peak RSS KiB, input bytes): {measured}; "
-          f"{(io_l - io_s) / (size_l - size_s):.6f} byte per added input byte")  # fmt: skip
+    print(
+        f"driver (I/O bytes, peak RSS KiB, input bytes): {measured}; "
+        f"{(io_l - io_s) / (size_l - size_s):.6f} byte per added input byte"
+    )
     assert (io_l - io_s) / (size_l - size_s) < 0.1
     assert rss_l < 1.1 * rss_s, "the driver's peak RSS does not grow with the input"
     assert (tmp_path / "large" / "data.parts" / "manifest.json").exists(), "Ray's default: parts"
-    run(tmp_path, [tmp_path / "large.jsonl"], tiny_tokenizer_dir, workers=2,
-        prefix=tmp_path / "local" / "data", partition_mb=0.25)  # fmt: skip
+    run(
+        tmp_path,
+        [tmp_path / "large.jsonl"],
+        tiny_tokenizer_dir,
+        workers=2,
+        prefix=tmp_path / "local" / "data",
+        partition_mb=0.25,
+    )
     assert pair(tmp_path / "large" / "data") == pair(tmp_path / "local" / "data")
 
 
@@ -127,8 +153,15 @@ def test_ray_retries_a_killed_worker_in_each_pass(
     flags = tmp_path / "flags"
     flags.mkdir()
     hook = functools.partial(die_once_per_pass, str(flags))
-    run(tmp_path, [corpus], tiny_tokenizer_dir, engine="ray", sample_hooks=(hook,),
-        prefix=tmp_path / "ray" / "data", **SMALL)  # fmt: skip
+    run(
+        tmp_path,
+        [corpus],
+        tiny_tokenizer_dir,
+        engine="ray",
+        sample_hooks=(hook,),
+        prefix=tmp_path / "ray" / "data",
+        **SMALL,
+    )
     assert sorted(p.name for p in flags.iterdir()) == ["pass1", "pass2"]
     run(tmp_path, [corpus], tiny_tokenizer_dir, prefix=tmp_path / "local" / "data", **SMALL)
     assert pair(tmp_path / "ray" / "data") == pair(tmp_path / "local" / "data")
@@ -138,14 +171,33 @@ def kill_and_rerun(tmp_path: Path, tokenizer: Path, engine: list[str]) -> None:
     """SIGKILL the tool (the driver) in its second pass, rerun it with the same --work-dir:
     byte-identical to a clean local run, the finished tasks skipped (more than half)."""
     corpus = real_code(tmp_path / "code.jsonl", 3.0)
-    base = [sys.executable, TOOL, "--input", str(corpus), "--tokenizer-model", str(tokenizer),
-            "--workers", "2", "--partition-mb", "0.25", "--no-progress"]  # fmt: skip
+    base = [
+        sys.executable,
+        TOOL,
+        "--input",
+        str(corpus),
+        "--tokenizer-model",
+        str(tokenizer),
+        "--workers",
+        "2",
+        "--partition-mb",
+        "0.25",
+        "--no-progress",
+    ]
     clean = tmp_path / "clean" / "data"
     subprocess.run([*base, "--output-prefix", str(clean)], cwd=REPO, check=True)
     work = tmp_path / "work"
     resumed = tmp_path / "resumed" / "data"
-    command = [*base, *engine, "--output-prefix", str(resumed), "--work-dir", str(work),
-               "--stats-json", str(tmp_path / "stats.json")]  # fmt: skip
+    command = [
+        *base,
+        *engine,
+        "--output-prefix",
+        str(resumed),
+        "--work-dir",
+        str(work),
+        "--stats-json",
+        str(tmp_path / "stats.json"),
+    ]
     proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -188,8 +240,14 @@ def test_killed_ray_driver_resumes_from_its_work_dir(
 def test_output_parts_and_manifest_blend(tmp_path: Path, tiny_tokenizer_dir: Path) -> None:
     corpus = real_code(tmp_path / "code.jsonl", 1.0)
     run(tmp_path, [corpus], tiny_tokenizer_dir, prefix=tmp_path / "one" / "data", **SMALL)
-    run(tmp_path, [corpus], tiny_tokenizer_dir, prefix=tmp_path / "parts" / "data",
-        output_shard_mb=0.05, **SMALL)  # fmt: skip
+    run(
+        tmp_path,
+        [corpus],
+        tiny_tokenizer_dir,
+        prefix=tmp_path / "parts" / "data",
+        output_shard_mb=0.05,
+        **SMALL,
+    )
     prefixes, weights = parse_blend([str(tmp_path / "parts" / "data.parts" / "manifest.json")])
     assert len(prefixes) > 2 and weights is not None
     tokens, lengths = zip(*(read_documents(p) for p in prefixes), strict=True)

@@ -105,8 +105,13 @@ def test_star_candidates_and_components_are_deterministic() -> None:
     pairs = np.array([[10, 20], [20, 40], [60, 70], [30, 60]], dtype=np.uint64)
     nodes, roots = component_roots(pairs[::-1])
     assert dict(zip(nodes.tolist(), roots.tolist(), strict=True)) == {
-        10: 10, 20: 10, 40: 10, 30: 30, 60: 30, 70: 30,
-    }  # fmt: skip
+        10: 10,
+        20: 10,
+        40: 10,
+        30: 30,
+        60: 30,
+        70: 30,
+    }
 
 
 def test_recall_and_false_positives_on_synthetic_pairs() -> None:
@@ -141,8 +146,16 @@ def test_humaneval_prompt_or_solution_is_found_but_ordinary_code_is_not() -> Non
 def test_user_benchmark_files_fields_and_short_strings(tmp_path: Path) -> None:
     bench = tmp_path / "mbpp.jsonl.gz"
     with gzip.open(bench, "wt") as f:
-        f.write(json.dumps({"text": "Write a function to reverse the words of a sentence.",
-                            "code": "x = 1", "id": 7}) + "\n")  # fmt: skip
+        f.write(
+            json.dumps(
+                {
+                    "text": "Write a function to reverse the words of a sentence.",
+                    "code": "x = 1",
+                    "id": 7,
+                }
+            )
+            + "\n"
+        )
         f.write(json.dumps({"text": "sum the list quickly", "code": "return sum(values)"}) + "\n")
     spec = parse_benchmark(f"{bench}:text")
     assert spec == BenchmarkSpec("mbpp", str(bench), ("text",))

@@ -41,8 +41,14 @@ def test_python_extraction_matches_a_full_scan() -> None:
 
 
 def test_python_resolution() -> None:
-    paths = ["src/pkg/__init__.py", "src/pkg/core.py", "src/pkg/sub/helpers.py", "src/pkg/sub/x.py",
-             "tests/test_core.py", "other/core.py"]  # fmt: skip
+    paths = [
+        "src/pkg/__init__.py",
+        "src/pkg/core.py",
+        "src/pkg/sub/helpers.py",
+        "src/pkg/sub/x.py",
+        "tests/test_core.py",
+        "other/core.py",
+    ]
     assert resolve(paths, "tests/test_core.py", "python", "from pkg import core\n") == {
         "src/pkg/core.py"
     }
@@ -75,7 +81,9 @@ def test_c_includes() -> None:
 def test_java_imports() -> None:
     paths = ["a/com/x/App.java", "a/com/x/util/A.java", "a/com/x/util/B.java", "a/com/x/M.java"]
     assert resolve(paths, "a/com/x/App.java", "java", "import com.x.util.*;\n") == {
-        "a/com/x/util/A.java", "a/com/x/util/B.java"}  # fmt: skip
+        "a/com/x/util/A.java",
+        "a/com/x/util/B.java",
+    }
     assert resolve(paths, "a/com/x/App.java", "java", "import static com.x.M.run;\n") == {
         "a/com/x/M.java"
     }

@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from preprocess_helpers import write_jsonl
 
 from megatron_dscoder.preprocess.inputs.sources import (
     InputError,
@@ -20,6 +19,7 @@ from megatron_dscoder.preprocess.inputs.sources import (
     iter_chunks,
     iter_line_blobs,
 )
+from tests.preprocess.preprocess_helpers import write_jsonl
 
 
 class LazyHugeLine(io.RawIOBase):
@@ -94,8 +94,14 @@ def test_parquet_one_task_per_row_group(tmp_path: Path) -> None:
 
 
 def test_checkout_directory_tasks(tmp_path: Path) -> None:
-    for rel in ("alpha/src/a.py", "alpha/src/b.py", "alpha/.git/config", "beta/main.c",
-                "beta/logo.png", "loose.py"):  # fmt: skip
+    for rel in (
+        "alpha/src/a.py",
+        "alpha/src/b.py",
+        "alpha/.git/config",
+        "beta/main.c",
+        "beta/logo.png",
+        "loose.py",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("pass\n")
     skipped: Counter[str] = Counter()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
 from megatron_dscoder.data.indexed import EmptyOutputError
 from megatron_dscoder.tokenizer import (
@@ -21,6 +20,7 @@ from megatron_dscoder.tokenizer import (
     special_token_ids,
     vocab_size,
 )
+from tests.preprocess.preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
 PLANTED = {
     "pkg/a.py": "from pkg import b\n\n\ndef alpha():\n    return b.beta() + 1\n",
@@ -38,10 +38,14 @@ def python_file(i: int) -> str:
 
 def js_records(n: int, repo: str = "web/app") -> list[dict]:
     return [
-        {"text": f"function handler{i}(event) {{\n  return event.value + {i};\n}}\n",
-         "repo": repo, "path": f"src/h{i}.js", "lang": "JavaScript"}
+        {
+            "text": f"function handler{i}(event) {{\n  return event.value + {i};\n}}\n",
+            "repo": repo,
+            "path": f"src/h{i}.js",
+            "lang": "JavaScript",
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_planted_repository_is_one_sample_in_dependency_order(
@@ -190,9 +194,16 @@ def test_bad_input_is_skipped_and_counted(tmp_path: Path, tiny_tokenizer_dir: Pa
     stats = run(tmp_path, inputs, tiny_tokenizer_dir, max_record_mb=1.0, fim_rate=0.5)
 
     assert stats["bad_input"] == {
-        "binary": 2, "empty": 2, "empty_file": 1, "invalid_utf8": 2, "malformed_json": 1,
-        "missing_text": 2, "not_an_object": 1, "record_too_large": 1, "unreadable_file": 1,
-    }  # fmt: skip
+        "binary": 2,
+        "empty": 2,
+        "empty_file": 1,
+        "invalid_utf8": 2,
+        "malformed_json": 1,
+        "missing_text": 2,
+        "not_an_object": 1,
+        "record_too_large": 1,
+        "unreadable_file": 1,
+    }
     assert stats["skipped"] == {"unknown_language": 1}
     assert stats["documents_out"] == 4 and len(read_documents(tmp_path / "out" / "data")) == 4
 
@@ -288,10 +299,16 @@ def test_gpt_dataset_reads_the_output(tmp_path: Path, tiny_tokenizer_dir: Path) 
         unique_identifiers = {"class": "tiny", "path": str(tiny_tokenizer_dir)}
 
     config = GPTDatasetConfig(
-        random_seed=1, sequence_length=64, blend=([str(tmp_path / "out" / "data")], None),
-        split="100,0,0", tokenizer=Adapter(), reset_position_ids=False,
-        reset_attention_mask=False, eod_mask_loss=False, path_to_cache=str(tmp_path / "cache"),
-    )  # fmt: skip
+        random_seed=1,
+        sequence_length=64,
+        blend=([str(tmp_path / "out" / "data")], None),
+        split="100,0,0",
+        tokenizer=Adapter(),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        path_to_cache=str(tmp_path / "cache"),
+    )
     train, _, _ = BlendedMegatronDatasetBuilder(
         GPTDataset, [20, 0, 0], lambda: True, config
     ).build()

@@ -1,4 +1,5 @@
-"""The stage lists of ``preprocess/stages/__init__.py``: a stage added to a list, with a flag of its own,
+"""The stage lists of ``preprocess/stages/__init__.py``: a stage added to a list, with a flag of
+its own,
 runs in its place, is timed and counted in the stats, and its flag switches it off."""
 
 from __future__ import annotations
@@ -56,8 +57,19 @@ def test_a_stage_added_to_the_list_runs_in_order_and_its_flag_switches_it_off(
     record_stages.insert(1, Stage("todo", lambda o: o.drop_todo, drop_todo_stage))
     monkeypatch.setattr(stages, "RECORD_STAGES", [spied(s) for s in record_stages])
     monkeypatch.setattr(stages, "SAMPLE_STAGES", [spied(s) for s in stages.SAMPLE_STAGES])
-    argv = ["--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir), "--workers",
-            "1", "--no-progress", "--no-dedup", "--no-decontaminate", "--fim-rate", "0"]  # fmt: skip
+    argv = [
+        "--input",
+        str(corpus),
+        "--tokenizer-model",
+        str(tiny_tokenizer_dir),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--no-dedup",
+        "--no-decontaminate",
+        "--fim-rate",
+        "0",
+    ]
 
     on = run_pipeline(parse([*argv, "--output-prefix", str(tmp_path / "on" / "d"), "--drop-todo"]))
     assert calls == ["filter", "todo", "quality", "hooks", "fim", "tokenize"]
@@ -81,10 +93,27 @@ def test_the_flags_are_the_fields() -> None:
         if f.metadata.get("cli", True):
             assert f.name in dests or f"{f.name}.off" in dests, f.name
     assert {"dedup.threshold", "quality.generated", "decontam.benchmarks"} <= dests
-    config = parse(["--input", "a", "b", "--tokenizer-model", "t", "--output-prefix", "o/x",
-                    "--no-filters", "--dedup-threshold", "0.8", "--no-dedup-verify",
-                    "--no-drop-generated", "--decontaminate-files", "m.jsonl:text",
-                    "--max-record-mb", "1", "--bos"])  # fmt: skip
+    config = parse(
+        [
+            "--input",
+            "a",
+            "b",
+            "--tokenizer-model",
+            "t",
+            "--output-prefix",
+            "o/x",
+            "--no-filters",
+            "--dedup-threshold",
+            "0.8",
+            "--no-dedup-verify",
+            "--no-drop-generated",
+            "--decontaminate-files",
+            "m.jsonl:text",
+            "--max-record-mb",
+            "1",
+            "--bos",
+        ]
+    )
     assert config.inputs == ("a", "b") and not config.apply_filters and config.bos
     assert config.dedup is not None and config.dedup.threshold == 0.8 and not config.dedup.verify
     assert config.dedup.ngram == 5, "unset sub-config flags keep the sub-config's defaults"
@@ -92,15 +121,53 @@ def test_the_flags_are_the_fields() -> None:
     assert config.decontam is not None
     assert [b.name for b in config.decontam.benchmarks] == ["humaneval", "m"]
     assert config.max_record_bytes == 1 << 20 and config.fim_rate == 0.5
-    assert config == parse(["--input", "a", "b", "--tokenizer-model", "t", "--output-prefix",
-                            "o/x", "--no-filters", "--dedup-threshold", "0.8",
-                            "--no-dedup-verify", "--no-drop-generated", "--decontaminate-files",
-                            "m.jsonl:text", "--max-record-mb", "1", "--bos"])  # fmt: skip
-    off = parse(["--input", "a", "--tokenizer-model", "t", "--output-prefix", "o/x",
-                 "--no-dedup", "--no-quality", "--no-decontaminate"])  # fmt: skip
+    assert config == parse(
+        [
+            "--input",
+            "a",
+            "b",
+            "--tokenizer-model",
+            "t",
+            "--output-prefix",
+            "o/x",
+            "--no-filters",
+            "--dedup-threshold",
+            "0.8",
+            "--no-dedup-verify",
+            "--no-drop-generated",
+            "--decontaminate-files",
+            "m.jsonl:text",
+            "--max-record-mb",
+            "1",
+            "--bos",
+        ]
+    )
+    off = parse(
+        [
+            "--input",
+            "a",
+            "--tokenizer-model",
+            "t",
+            "--output-prefix",
+            "o/x",
+            "--no-dedup",
+            "--no-quality",
+            "--no-decontaminate",
+        ]
+    )
     assert off.dedup is None and off.quality is None and off.decontam is None
     with pytest.raises(ValueError, match="--fim-rate must be in"):
         parse(["--input", "a", "--tokenizer-model", "t", "--output-prefix", "o", "--fim-rate", "2"])
     with pytest.raises(ValueError, match="--dedup-threshold must be in"):
-        parse(["--input", "a", "--tokenizer-model", "t", "--output-prefix", "o",
-               "--dedup-threshold", "0"])  # fmt: skip
+        parse(
+            [
+                "--input",
+                "a",
+                "--tokenizer-model",
+                "t",
+                "--output-prefix",
+                "o",
+                "--dedup-threshold",
+                "0",
+            ]
+        )

@@ -26,17 +26,24 @@ from megatron_dscoder.tokenizer import (
 def test_special_token_strings_are_deepseeks() -> None:
     assert [hex(ord(c)) for c in BOS[1] + BOS[7]] == ["0xff5c", "0x2581"]
     assert SPECIAL_TOKENS == (
-        "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>",
-        "<\uff5cfim\u2581hole\uff5c>", "<\uff5cfim\u2581begin\uff5c>", "<\uff5cfim\u2581end\uff5c>",
-        "<pad>", "<|User|>", "<|Assistant|>", "<|EOT|>",
-    )  # fmt: skip
+        "<\uff5cbegin\u2581of\u2581sentence\uff5c>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
+        "<\uff5cfim\u2581hole\uff5c>",
+        "<\uff5cfim\u2581begin\uff5c>",
+        "<\uff5cfim\u2581end\uff5c>",
+        "<pad>",
+        "<|User|>",
+        "<|Assistant|>",
+        "<|EOT|>",
+    )
 
 
 def test_special_tokens_follow_the_bpe_vocabulary(tiny_tokenizer_dir: Path) -> None:
     tok = load_tokenizer(tiny_tokenizer_dir)
     bpe_size = tok.get_vocab_size(with_added_tokens=False)
-    ids = special_token_ids(tok, ("bos", "eos", "fim_hole", "fim_begin", "fim_end", "pad",
-                                   "user", "assistant", "eot"))  # fmt: skip
+    ids = special_token_ids(
+        tok, ("bos", "eos", "fim_hole", "fim_begin", "fim_end", "pad", "user", "assistant", "eot")
+    )
     assert list(vars(ids).values()) == list(range(bpe_size, bpe_size + 9))
     assert vocab_size(tok) == bpe_size + 9 and ids.has_fim
 

@@ -21,8 +21,10 @@ def test_default_and_the_stack_field_names() -> None:
     )
     records = read_chunk(JsonlBlob("in", blob, len(blob)), FieldNames(), 1 << 20, Counter())
     assert [(r.repo, r.path, r.lang) for r in records] == [
-        ("o/r", "a.py", "python"), ("o/s", "x.cpp", "c++"), ("", "b.cs", "c#")
-    ]  # fmt: skip
+        ("o/r", "a.py", "python"),
+        ("o/s", "x.cpp", "c++"),
+        ("", "b.cs", "c#"),
+    ]
 
 
 def test_preferred_field_names() -> None:
@@ -33,24 +35,42 @@ def test_preferred_field_names() -> None:
 
 
 def test_each_bad_record_reason() -> None:
-    lines = [b"{bad json", b"[1, 2]", b'"string"', b'{"path": "x"}', b'{"text": null}',
-             b'{"text": "\xff\xfe"}', b'{"text": "\\ud800"}', b'{"text": "a\\u0000b"}',
-             b'{"text": ""}', b'{"text": "' + b"z" * 300 + b'"}',
-             b'{"text": "fine\\n"}']  # fmt: skip
+    lines = [
+        b"{bad json",
+        b"[1, 2]",
+        b'"string"',
+        b'{"path": "x"}',
+        b'{"text": null}',
+        b'{"text": "\xff\xfe"}',
+        b'{"text": "\\ud800"}',
+        b'{"text": "a\\u0000b"}',
+        b'{"text": ""}',
+        b'{"text": "' + b"z" * 300 + b'"}',
+        b'{"text": "fine\\n"}',
+    ]
     blob = b"\n".join(lines) + b"\n\n"
     bad: Counter[str] = Counter()
     records = read_chunk(JsonlBlob("in", blob, len(blob)), FieldNames(), 200, bad)
     assert [r.text for r in records] == ["fine\n"]
-    assert bad == Counter(malformed_json=1, not_an_object=2, missing_text=2, invalid_utf8=2,
-                          binary=1, empty=1, record_too_large=1)  # fmt: skip
+    assert bad == Counter(
+        malformed_json=1,
+        not_an_object=2,
+        missing_text=2,
+        invalid_utf8=2,
+        binary=1,
+        empty=1,
+        record_too_large=1,
+    )
 
 
 def test_parquet_string_and_binary_text(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
-    table = pa.table({
-        "content": pa.array([b"x = 1\n", b"\xff", None, b"y = 2\n"], pa.binary()),
-        "max_stars_repo_path": ["a.py", "b.py", "c.py", "d.js"],
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "content": pa.array([b"x = 1\n", b"\xff", None, b"y = 2\n"], pa.binary()),
+            "max_stars_repo_path": ["a.py", "b.py", "c.py", "d.js"],
+        }
+    )
     pq.write_table(table, path)
     bad: Counter[str] = Counter()
     records = read_chunk(ParquetRowGroup(str(path), 0, 0), FieldNames(), 1 << 20, bad)

@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from preprocess_helpers import run, write_jsonl
 
 from megatron_dscoder.preprocess.records import Record
 from megatron_dscoder.preprocess.stages.quality import (
@@ -17,21 +16,22 @@ from megatron_dscoder.preprocess.stages.quality import (
     screen_records,
 )
 from megatron_dscoder.preprocess.stages.syntax import GRAMMARS, parse_result
+from tests.preprocess.preprocess_helpers import run, write_jsonl
 
 VALID = {
     "python": "import os\n\n\nclass A:\n    def f(self, x: int) -> int:\n        return x + 1\n",
     "java": "package a;\n\npublic class A {\n    public int f(int x) {\n        return x + 1;\n    }\n}\n",
-    "c": "#include <stdio.h>\n\nstatic int f(int x) {\n    return x + 1;\n}\n\nint main(void) {\n    printf(\"%d\\n\", f(1));\n    return 0;\n}\n",
+    "c": '#include <stdio.h>\n\nstatic int f(int x) {\n    return x + 1;\n}\n\nint main(void) {\n    printf("%d\\n", f(1));\n    return 0;\n}\n',
     "c++": "#include <vector>\n\nnamespace a {\ntemplate <typename T>\nT sum(const std::vector<T>& v) {\n    T s{};\n    for (auto& x : v) s += x;\n    return s;\n}\n}  // namespace a\n",
     "c#": "using System;\n\nnamespace A {\n    public class B {\n        public int F(int x) => x + 1;\n    }\n}\n",
     "javascript": "const f = (x) => x + 1;\n\nfunction g(a, b) {\n  return [a, b].map(f);\n}\n\nmodule.exports = { g };\n",
     "typescript": "interface P { x: number; y: number }\n\nexport function norm(p: P): number {\n  return Math.sqrt(p.x * p.x + p.y * p.y);\n}\n",
     "php": "<?php\n\nfunction f(int $x): int {\n    return $x + 1;\n}\n\necho f(1);\n",
-    "go": "package main\n\nimport \"fmt\"\n\nfunc f(x int) int {\n\treturn x + 1\n}\n\nfunc main() {\n\tfmt.Println(f(1))\n}\n",
-    "rust": "fn f(x: i32) -> i32 {\n    x + 1\n}\n\nfn main() {\n    println!(\"{}\", f(1));\n}\n",
+    "go": 'package main\n\nimport "fmt"\n\nfunc f(x int) int {\n\treturn x + 1\n}\n\nfunc main() {\n\tfmt.Println(f(1))\n}\n',
+    "rust": 'fn f(x: i32) -> i32 {\n    x + 1\n}\n\nfn main() {\n    println!("{}", f(1));\n}\n',
     "ruby": "class A\n  def f(x)\n    x + 1\n  end\nend\n\nputs A.new.f(1)\n",
-    "shell": "#!/bin/sh\nset -e\nshow() {\n  echo \"$1\"\n}\nfor f in *.txt; do\n  show \"$f\"\ndone\n",
-}  # fmt: skip
+    "shell": '#!/bin/sh\nset -e\nshow() {\n  echo "$1"\n}\nfor f in *.txt; do\n  show "$f"\ndone\n',
+}
 GARBLE = "\n}}} ))) @@@ <<<< ;;; ((( ]]] ::: >>> ### [[[ ??? !!! ~~~ `` ''\n" * 4
 
 
@@ -103,8 +103,12 @@ def test_long_function_rule_at_its_limit() -> None:
         assert parse_result(text, "python", 0.01, functions=False).longest_function == 0
         for limit, dropped in ((19, 1), (20, 0), (21, 0)):
             counts: Counter[str] = Counter()
-            screen_records([Record(text, lang="python")], QualityConfig(
-                long_function_lines=limit), counts, Counter())  # fmt: skip
+            screen_records(
+                [Record(text, lang="python")],
+                QualityConfig(long_function_lines=limit),
+                counts,
+                Counter(),
+            )
             assert counts["long_function"] == dropped, (repr(newline), limit)
     go = "package a\n\nfunc f() int {\n" + "\tx := 1\n" * 18 + "\treturn x\n}\n"
     assert parse_result(go, "go", 0.01).longest_function == 21
@@ -119,8 +123,15 @@ def test_pipeline_counts_per_language(tmp_path: Path, tiny_tokenizer_dir: Path) 
     records = [{"text": VALID[lang], "path": f"ok/{lang}.x", "lang": lang} for lang in VALID]
     records += [{"text": broken(lang), "path": f"bad/{lang}.x", "lang": lang} for lang in VALID]
     data = write_jsonl(tmp_path / "in.jsonl", records)
-    stats = run(tmp_path, [data], tiny_tokenizer_dir, dedup=None, decontam=None, fim_rate=0.0,
-                apply_filters=False)  # fmt: skip
+    stats = run(
+        tmp_path,
+        [data],
+        tiny_tokenizer_dir,
+        dedup=None,
+        decontam=None,
+        fim_rate=0.0,
+        apply_filters=False,
+    )
     assert stats["quality"]["syntax_error"] == len(VALID)
     for lang in VALID:
         assert stats["syntax"][lang] == {"parsed": 2, "dropped": 1}, lang

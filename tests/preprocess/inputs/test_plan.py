@@ -56,8 +56,10 @@ def test_references_keep_input_order_across_threads(tmp_path: Path) -> None:
     sources = [r.source for r in refs]
     assert sorted(set(sources), key=sources.index) == inputs[:-1]  # the empty file has none
     assert [r.repos for r in refs if isinstance(r, RepoDirs)] == [
-        ("", "repo000"), ("repo001", "repo002"), ("repo003", "repo004"),
-    ]  # fmt: skip
+        ("", "repo000"),
+        ("repo001", "repo002"),
+        ("repo003", "repo004"),
+    ]
     first = [r for r in refs if isinstance(r, JsonlRange) and r.source == inputs[3]]
     assert [(r.start, r.end) for r in first] == [(0, 30), (30, 56)]
     assert bad == {"empty_file": 1}

@@ -15,7 +15,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
 from megatron_dscoder.data import indexed
 from megatron_dscoder.preprocess.stages.decontam import (
@@ -24,6 +23,7 @@ from megatron_dscoder.preprocess.stages.decontam import (
     humaneval_path,
 )
 from megatron_dscoder.preprocess.stages.minhash import exact_jaccard
+from tests.preprocess.preprocess_helpers import decode, read_documents, run, tokenizer, write_jsonl
 
 
 def stdlib_texts(names: tuple[str, ...]) -> list[str]:
@@ -74,13 +74,17 @@ def planted_records() -> list[dict]:
     records += [
         {"text": JS_UTIL, "repo": "web/ui", "path": "src/util.js", "lang": "JavaScript"},
         {"text": JS_UTIL, "repo": "mirror/ui", "path": "src/util.js", "lang": "JavaScript"},
-        {"text": "import math\n\n" + problem["prompt"] + problem["canonical_solution"],
-         "repo": "student/hw", "path": "solution.py", "lang": "Python"},
+        {
+            "text": "import math\n\n" + problem["prompt"] + problem["canonical_solution"],
+            "repo": "student/hw",
+            "path": "solution.py",
+            "lang": "Python",
+        },
         {"text": stdlib_texts(("textwrap.py",))[0], "repo": "tw/tw", "path": "textwrap.py"},
         {"text": stdlib_texts(("string.py",))[0], "repo": "st/st", "path": "string.py"},
         {"text": JAVA, "repo": "shop/basket", "path": "src/Basket.java", "lang": "Java"},
         {"text": GO, "repo": "go/tick", "path": "main.go", "lang": "Go"},
-    ]  # fmt: skip
+    ]
     return records
 
 
@@ -88,9 +92,11 @@ def planted_records() -> list[dict]:
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("planted") / "in.jsonl"
     records = planted_records()
-    return write_jsonl(path, [records[i] for i in (3, 17, 0, 21, 8, 5, 12, 2, 19, 23, 1)] + [
-        r for i, r in enumerate(records) if i not in (3, 17, 0, 21, 8, 5, 12, 2, 19, 23, 1)
-    ])  # fmt: skip
+    return write_jsonl(
+        path,
+        [records[i] for i in (3, 17, 0, 21, 8, 5, 12, 2, 19, 23, 1)]
+        + [r for i, r in enumerate(records) if i not in (3, 17, 0, 21, 8, 5, 12, 2, 19, 23, 1)],
+    )
 
 
 def test_planted_duplicates_and_benchmark_are_removed(
@@ -155,8 +161,18 @@ def test_ray_engine_output_is_byte_identical_to_local(
     outputs, stats = [], []
     for engine, workers in (("local", 1), ("local", 2), ("ray", 2)):
         prefix = tmp_path / f"{engine}{workers}" / "data"
-        stats.append(run(tmp_path, [planted], tiny_tokenizer_dir, workers=workers, prefix=prefix,
-                         engine=engine, keep_shards=engine == "ray", **small))  # fmt: skip
+        stats.append(
+            run(
+                tmp_path,
+                [planted],
+                tiny_tokenizer_dir,
+                workers=workers,
+                prefix=prefix,
+                engine=engine,
+                keep_shards=engine == "ray",
+                **small,
+            )
+        )
         outputs.append([Path(f"{prefix}.{ext}").read_bytes() for ext in ("bin", "idx")])
     assert outputs[0] == outputs[1] == outputs[2]
     ray_stats = stats[2]

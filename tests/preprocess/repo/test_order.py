@@ -20,12 +20,15 @@ def files(lang: str, sources: dict[str, str]) -> list[Record]:
     return [Record(text=t, repo="o/r", path=p, lang=lang) for p, t in sources.items()]
 
 
-PLANTED = files("python", {
-    "a.py": "import b\nx = b.f()\n",
-    "b.py": "from c import g\n",
-    "c.py": "import d\n",
-    "d.py": "import c\n",
-})  # fmt: skip
+PLANTED = files(
+    "python",
+    {
+        "a.py": "import b\nx = b.f()\n",
+        "b.py": "from c import g\n",
+        "c.py": "import d\n",
+        "d.py": "import c\n",
+    },
+)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -74,17 +77,30 @@ def test_independent_files_are_separate_samples_and_counted() -> None:
 
 
 def test_c_java_csharp_samples() -> None:
-    c = files("c", {"src/main.c": '#include "util/str.h"\n#include <stdio.h>\n',
-                    "src/util/str.h": "int len(const char *s);\n"})  # fmt: skip
+    c = files(
+        "c",
+        {
+            "src/main.c": '#include "util/str.h"\n#include <stdio.h>\n',
+            "src/util/str.h": "int len(const char *s);\n",
+        },
+    )
     assert repo_samples("o/r", c, 0)[0].paths == ("src/util/str.h", "src/main.c")
     assert repo_samples("o/r", c, 0)[0].text.startswith("// src/util/str.h\n")
-    java = files("java", {
-        "src/main/java/com/acme/App.java": "package com.acme;\nimport com.acme.util.Strings;\n",
-        "src/main/java/com/acme/util/Strings.java": "package com.acme.util;\nclass Strings {}\n",
-    })  # fmt: skip
+    java = files(
+        "java",
+        {
+            "src/main/java/com/acme/App.java": "package com.acme;\nimport com.acme.util.Strings;\n",
+            "src/main/java/com/acme/util/Strings.java": "package com.acme.util;\nclass Strings {}\n",
+        },
+    )
     assert repo_samples("o/r", java, 0)[0].paths[0].endswith("util/Strings.java")
-    cs = files("c#", {"App/Program.cs": "using Acme.Models;\nclass P {}\n",
-                      "Models/User.cs": "namespace Acme.Models {\n class U {}\n}\n"})  # fmt: skip
+    cs = files(
+        "c#",
+        {
+            "App/Program.cs": "using Acme.Models;\nclass P {}\n",
+            "Models/User.cs": "namespace Acme.Models {\n class U {}\n}\n",
+        },
+    )
     assert repo_samples("o/r", cs, 0)[0].paths == ("Models/User.cs", "App/Program.cs")
 
 

@@ -21,13 +21,15 @@ from megatron_dscoder.instruct.encode import SFTStats, mask_prefix, read_records
 from megatron_dscoder.instruct.template import DEFAULT_SYSTEM, render_text
 from megatron_dscoder.tokenizer import BOS, EOT, load_tokenizer
 
-CHAT = {"messages": [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Add two numbers."},
-    {"role": "assistant", "content": "def add(a, b):\n    return a + b"},
-    {"role": "user", "content": "And <|EOT|> three?"},
-    {"role": "assistant", "content": "def add3(a, b, c):\n    return a + b + c"},
-]}  # fmt: skip
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Add two numbers."},
+        {"role": "assistant", "content": "def add(a, b):\n    return a + b"},
+        {"role": "user", "content": "And <|EOT|> three?"},
+        {"role": "assistant", "content": "def add3(a, b, c):\n    return a + b + c"},
+    ]
+}
 ALPACA = {"instruction": "Reverse a list.", "input": "[1, 2]", "output": "xs[::-1]  # <|EOT|>"}
 
 

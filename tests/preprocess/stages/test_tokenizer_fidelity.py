@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from preprocess_helpers import LATIN1_ADDED, decode, read_documents, run, write_jsonl
 
 from megatron_dscoder.preprocess.records import with_path_comment
 from megatron_dscoder.preprocess.stages.encode import encode_documents
@@ -23,10 +22,28 @@ from megatron_dscoder.tokenizer import (
     text_tokenizer,
 )
 from tests.conftest import stdlib_texts
+from tests.preprocess.preprocess_helpers import (
+    LATIN1_ADDED,
+    decode,
+    read_documents,
+    run,
+    write_jsonl,
+)
 
 LITERALS = [*LATIN1_ADDED, *SPECIAL_TOKENS]
-STDLIB = ("difflib.py", "textwrap.py", "string.py", "argparse.py", "dataclasses.py", "ast.py",
-          "typing.py", "inspect.py", "tokenize.py", "pathlib.py", "json/decoder.py")  # fmt: skip
+STDLIB = (
+    "difflib.py",
+    "textwrap.py",
+    "string.py",
+    "argparse.py",
+    "dataclasses.py",
+    "ast.py",
+    "typing.py",
+    "inspect.py",
+    "tokenize.py",
+    "pathlib.py",
+    "json/decoder.py",
+)
 
 
 def literal_file(i: int) -> str:
@@ -72,8 +89,15 @@ def test_fim_frame_is_intact_with_literals_in_code(
 ) -> None:
     records = [{"text": literal_file(i), "repo": f"r{i}", "path": f"tok{i}.py"} for i in range(6)]
     data = write_jsonl(tmp_path / "in.jsonl", records)
-    stats = run(tmp_path, [data], deepseek_tokenizer_dir, fim_rate=1.0, repo_level=False,
-                dedup=None, decontam=None)  # fmt: skip
+    stats = run(
+        tmp_path,
+        [data],
+        deepseek_tokenizer_dir,
+        fim_rate=1.0,
+        repo_level=False,
+        dedup=None,
+        decontam=None,
+    )
     assert stats["bos"] is False and stats["fim"]["psm"] == 6
     tok = load_tokenizer(deepseek_tokenizer_dir)
     ids = special_token_ids(tok, ("fim_begin", "fim_hole", "fim_end", "eos"))
@@ -102,8 +126,16 @@ def test_bos_is_an_explicit_choice_for_both_tokenizer_styles(
         bos = load_tokenizer(tok_dir).token_to_id(SPECIAL_TOKENS[0])
         for choice in (False, True):
             prefix = tmp_path / f"{name}-{choice}" / "data"
-            stats = run(tmp_path, [data], tok_dir, prefix=prefix, bos=choice, fim_rate=0.0,
-                        dedup=None, decontam=None)  # fmt: skip
+            stats = run(
+                tmp_path,
+                [data],
+                tok_dir,
+                prefix=prefix,
+                bos=choice,
+                fim_rate=0.0,
+                dedup=None,
+                decontam=None,
+            )
             assert stats["bos"] is choice and stats["bos_id"] == (bos if choice else None)
             for doc in read_documents(prefix):
                 d = doc.tolist()
