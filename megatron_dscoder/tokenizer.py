@@ -29,6 +29,8 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, pre_tokenizers
 
+from megatron_dscoder.errors import UserError
+
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 FIM_HOLE = "<\uff5cfim\u2581hole\uff5c>"
@@ -66,7 +68,7 @@ PRE_TOKENIZER_SPLITS: tuple[str, ...] = (
 )
 
 
-class MissingSpecialTokensError(ValueError):
+class MissingSpecialTokensError(UserError, ValueError):
     """A tokenizer lacks special tokens that the caller needs; ``missing`` lists their strings."""
 
     def __init__(

@@ -4,7 +4,8 @@ Scanned: ``README.md``, ``docs/*.md`` and every docstring and comment of the pac
 the benchmarks, the examples and the tests. Checked:
 
 - ``:mod:`` references (``.name`` relative to the module's package, as Sphinx reads them, and
-  ``~`` stripped) name an importable module of the package;
+  ``~`` stripped) name a module of the package, and ``:class:``/``:func:``/``:data:``/
+  ``:meth:``/``:attr:``/``:exc:`` references a name defined in one;
 - dotted names of the package (``megatron_dscoder.data.indexed``) resolve to a module, or an
   attribute of one;
 - file paths ``megatron_dscoder/…``, ``tests/…``, ``tools/…``, ``benchmarks/…``,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import re
 from pathlib import Path
 
@@ -30,6 +32,7 @@ ROOTS = ("megatron_dscoder", "tests", "tools", "benchmarks", "examples", "docs")
 ROOMS = tuple(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
 
 MOD_REF = re.compile(r":mod:`~?([.\w]+)`")
+NAME_REF = re.compile(r":(?:class|func|data|meth|attr|exc):`~?([.\w]+)`")
 DOTTED = re.compile(r"(?<![\w./-])(megatron_dscoder(?:\.\w+)+)")
 _TOP = "|".join(ROOTS)
 _ROOM = "|".join(ROOMS)
@@ -115,6 +118,18 @@ def _relative(ref: str, module: str | None, is_package: bool) -> str | None:
     return ".".join([*base, ref.lstrip(".")])
 
 
+def _candidates(ref: str, module: str, is_package: bool) -> list[str]:
+    """Where a ``:class:``/``:func:`` reference may point, read as Sphinx does: relative to the
+    module or its package, or absolute. A reference outside the package resolves by itself."""
+    top = ref.split(".")[0]
+    if not ref.startswith((".", "megatron_dscoder")) and importlib.util.find_spec(top) is not None:
+        return ["megatron_dscoder"]  # the standard library or a dependency: not checked here
+    if ref.startswith("."):
+        return [name for name in (_relative(ref, module, is_package), module + ref) if name]
+    package = ".".join(module.split(".")[:-1])
+    return [ref, f"{module}.{ref}", f"{package}.{ref}"]
+
+
 def _documented_new(text: str) -> set[str]:
     """Paths and module names a recipe's example creates (``# megatron_dscoder/X.py (new)``)."""
     paths = set(re.findall(r"# (megatron_dscoder/\S+\.py) \(new\)", text))
@@ -131,6 +146,9 @@ def _broken(path: Path) -> list[str]:
         name = _relative(ref, module, is_package)
         if name is not None and not _resolves(name):
             found.append(f":mod:`{ref}`")
+    for ref in NAME_REF.findall(text) if module else ():
+        if not any(_resolves(name) for name in _candidates(ref, module, is_package)):
+            found.append(ref)
     for dotted in DOTTED.findall(text):
         if dotted not in new and not _resolves(dotted.rstrip(".")):
             found.append(dotted)

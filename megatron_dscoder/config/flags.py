@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import MISSING, field, fields
 from typing import Any
 
+from megatron_dscoder.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration that cannot run; the message names the offending values."""
 
 
-def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:  # noqa: A002
+def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:
     """A config field and its command-line flag (``--field-name``): ``help`` (``None`` shows the
     default; ``%(default)s`` in it is replaced by the default), ``choices``, ``cli=False`` (not a
     flag), ``hidden=True`` (a flag left out of ``--help``), ``flag="--other-name"`` (a bool
@@ -32,7 +34,7 @@ def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:  # noq
     return field(default=default, metadata={"help": help, **cli})
 
 
-def section(cls: type, help: str | None = None, **cli: Any) -> Any:  # noqa: A002
+def section(cls: type, help: str | None = None, **cli: Any) -> Any:
     """A sub-config field whose own fields are flags too: ``prefix="dedup"`` names them
     ``--dedup-<field>`` (unless they name their flag), ``off="--no-dedup"`` is a flag that sets
     the field to ``None`` (the stage is off); the default is ``cls()``."""

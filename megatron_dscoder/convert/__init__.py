@@ -22,6 +22,8 @@ Modules, one concern each:
   template.
 """
 
+from megatron_dscoder.errors import UserError
 
-class ConversionError(ValueError):
+
+class ConversionError(UserError, ValueError):
     """A conversion that cannot be done; the message names the file or value at fault."""

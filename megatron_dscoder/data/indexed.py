@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from megatron_dscoder.data.prefix import prefix_lock
+from megatron_dscoder.errors import UserError
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
@@ -56,11 +57,11 @@ _CHUNK = 1 << 20
 _SCAN_BYTES = 16 << 20
 
 
-class EmptyOutputError(RuntimeError):
+class EmptyOutputError(UserError, RuntimeError):
     """No document was written; no output pair is produced (megatron cannot map an empty .bin)."""
 
 
-class NoSpaceError(OSError):
+class NoSpaceError(UserError, OSError):
     """The disk (or quota) is full while writing a pair; ``str()`` names the directory."""
 
     def __str__(self) -> str:
@@ -202,7 +203,7 @@ def mask_prefix(prefix: str) -> str:
     return f"{prefix}{MASK_SUFFIX}"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """An unusable ``.bin``/``.idx`` pair; the message names the file."""
 
 

@@ -46,6 +46,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from megatron_dscoder.errors import UserError
+
 logger = logging.getLogger(__name__)
 INIT = str(Path(__file__).with_name("sandbox_init.py"))
 LEVELS = ("namespaces", "user-namespaces", "uid", "process")
@@ -82,7 +84,7 @@ class SandboxResult:
         return self.status == "passed"
 
 
-class SandboxError(RuntimeError):
+class SandboxError(UserError, RuntimeError):
     """The sandbox itself failed (not the program): scores would be wrong, so stop.
 
     A plain exception (``SandboxError("message")``), not a dataclass: a frozen dataclass with no

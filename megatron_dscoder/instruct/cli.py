@@ -23,10 +23,12 @@ from collections.abc import Sequence
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from megatron_dscoder.config.flags import OneLineParser, add_flags, opt, values_from_args
-from megatron_dscoder.data.indexed import EmptyOutputError
+from megatron_dscoder.data.prefix import check_output_prefix
+from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.instruct.encode import SFTStats, read_records, write_sft
-from megatron_dscoder.instruct.template import TemplateError
 from megatron_dscoder.tokenizer import load_tokenizer
 
 
@@ -58,28 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Encode the records; 0 on success, 2 on a user's mistake (one line on stderr)."""
+def prepare(argv: Sequence[str] | None) -> tuple[SFTPreprocessConfig, Tokenizer]:
+    """The options, the inputs and the tokenizer, checked before any work."""
     args = build_parser().parse_args(argv)
     config = SFTPreprocessConfig(**values_from_args(SFTPreprocessConfig, args))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("dscoder-preprocess-sft")
     missing = [p for p in config.inputs if not Path(p).is_file()]
     if missing:
-        log.error("no such input file: %s", ", ".join(missing))
-        return 2
+        raise UserError(f"no such input file: {', '.join(missing)}")
+    check_output_prefix(config.output_prefix)
+    return config, load_tokenizer(config.tokenizer_model)
+
+
+def work(plan: tuple[SFTPreprocessConfig, Tokenizer]) -> int:
+    """Encode the records; their counts on stdout (and in ``--stats-json``)."""
+    config, tok = plan
     stats = SFTStats()
-    try:
-        tok = load_tokenizer(config.tokenizer_model)
-        write_sft(read_records(config.inputs, stats), tok, config.output_prefix, stats)
-    except (OSError, ValueError, TemplateError, EmptyOutputError) as err:
-        log.error("%s", err)
-        return 2
+    write_sft(read_records(config.inputs, stats), tok, config.output_prefix, stats)
     summary = stats.as_dict()
     if config.stats_json:
         Path(config.stats_json).write_text(json.dumps(summary, indent=2) + "\n")
     sys.stdout.write(f"{json.dumps(summary)}\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Encode the records; the exit status of :func:`megatron_dscoder.errors.run_cli`."""
+    return run_cli(lambda: prepare(argv), work, user_errors=(OSError, ValueError))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from megatron_dscoder.errors import UserError
 from megatron_dscoder.tokenizer import BOS, EOT
 
 DEFAULT_SYSTEM = (
@@ -48,7 +49,7 @@ JINJA = (
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """A conversation the template cannot render (the record is skipped and counted under
     ``reason``)."""
 

@@ -11,7 +11,7 @@ the tasks that run these steps are in :mod:`megatron_dscoder.preprocess.tasks.de
    shards (:func:`write_band_file`): ``(bands, 2, n)`` uint64, row ``[b, 0]`` the keys of band
    ``b`` sorted, row ``[b, 1]`` the sample ids. A sample id is ``shard << 32 | position``, so
    ids increase in output order.
-2. **Merge, one task per band** (:func:`merge_band_records`): reads its band's rows of every
+2. **Merge, one task per band** (:func:`band_ranges` and :func:`candidate_pairs`, run by ``merge_band``): reads its band's rows of every
    task's band file (one open per file), cut into ``key_ranges`` ranges of about
    ``group_bytes`` each through scratch files when the band is large; in each range it links
    every sample of a run of equal keys to the run's smallest id (a star: n - 1 candidate pairs

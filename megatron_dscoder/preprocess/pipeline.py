@@ -145,14 +145,41 @@ def _open_work_dir(config: PreprocessConfig, ctx: WorkerContext, work_root: str)
     return work
 
 
-def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
-    """Run the whole preprocessing; returns the stats document (also written if asked)."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose inputs, output prefix, tokenizer and benchmarks were checked; nothing
+    written yet."""
+
+    config: PreprocessConfig
+    ctx: WorkerContext
+    input_bytes: int
+    started: float
+
+
+def prepare_run(config: PreprocessConfig) -> PreparedRun:
+    """Every check a run makes before it writes anything (a mistake found here is the user's,
+    before work: exit status 2), and what the workers need."""
     started = time.perf_counter()
     repositories.cache_clear()  # directories may have changed since a previous run
     check_inputs(list(config.inputs), config.fields.text)
     check_output_prefix(config.output_prefix)
     estimated_bytes, input_bytes = input_sizes(config.inputs)
-    ctx = worker_context(config, estimated_bytes)
+    return PreparedRun(config, worker_context(config, estimated_bytes), input_bytes, started)
+
+
+def run_pipeline(config: PreprocessConfig) -> dict[str, Any]:
+    """Run the whole preprocessing; returns the stats document (also written if asked)."""
+    return execute(prepare_run(config))
+
+
+def execute(prepared: PreparedRun) -> dict[str, Any]:
+    """The run itself: work directory, tasks, output, stats."""
+    config, ctx, input_bytes, started = (
+        prepared.config,
+        prepared.ctx,
+        prepared.input_bytes,
+        prepared.started,
+    )
     out_dir = os.path.dirname(os.path.abspath(config.output_prefix))
     work_root = config.tmp_dir or out_dir
     os.makedirs(work_root, exist_ok=True)

@@ -152,7 +152,7 @@ def test_json_array_input(tiny_tokenizer_dir, tmp_path):
     assert len(records) == 2
 
 
-def test_missing_input_is_one_line_error(tiny_tokenizer_dir, tmp_path, caplog):
+def test_missing_input_is_one_line_error(tiny_tokenizer_dir, tmp_path, capsys):
     args = ["--input", str(tmp_path / "nope.jsonl"), "--tokenizer-model", str(tiny_tokenizer_dir)]
     assert sft_main([*args, "--output-prefix", str(tmp_path / "x")]) == 2
-    assert "no such input file" in caplog.text
+    assert capsys.readouterr().err.startswith("error: no such input file")

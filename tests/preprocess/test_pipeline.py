@@ -321,16 +321,16 @@ def test_gpt_dataset_reads_the_output(tmp_path: Path, tiny_tokenizer_dir: Path) 
 def test_a_failing_repository_falls_back_to_single_files(
     tmp_path: Path, tiny_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from megatron_dscoder.preprocess import stages
+    from megatron_dscoder.preprocess import partition
 
-    real = stages.repo_samples
+    real = partition.repo_samples
 
     def fragile(repo: str, *args: object, **kwargs: object) -> list:
         if repo == "acme/planted":
             raise RecursionError("pathological repository")
         return real(repo, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "repo_samples", fragile)
+    monkeypatch.setattr(partition, "repo_samples", fragile)
     records = [{"text": t, "repo": "acme/planted", "path": p} for p, t in PLANTED.items()]
     records.append({"text": python_file(2), "repo": "fine/repo", "path": "ok.py"})
     write_jsonl(tmp_path / "in.jsonl", records)

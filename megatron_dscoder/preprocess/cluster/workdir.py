@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from megatron_dscoder.errors import UserError
 from megatron_dscoder.preprocess.cluster.layout import PARTIAL, WORK_LAYOUT, atomic_write
 from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.stages.base import WorkerContext
@@ -114,7 +115,7 @@ class WorkDir:
         os.close(self._fd)
 
 
-class WorkDirError(ValueError):
+class WorkDirError(UserError, ValueError):
     """A ``--work-dir`` that cannot be used (in use, or made by a run with other options)."""
 
 

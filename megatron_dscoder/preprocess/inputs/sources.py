@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from megatron_dscoder.errors import UserError
 from megatron_dscoder.preprocess.inputs.compression import is_zstd, open_compressed, zstd_complete
 from megatron_dscoder.preprocess.records import language_of
 
@@ -237,7 +238,7 @@ def _walk_files(repo_root: Path) -> list[str]:
     return out
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An ``--input`` that cannot be used at all (missing, or without a text column)."""
 
 

@@ -1,15 +1,10 @@
 """The near-dedup as tasks whose results stay on disk: the driver sees counts, never pairs.
 
-The steps and their bounds are described in :mod:`.dedup`; the files, under ``dedup/``::
-
-    bands/p1-NNNNNNN.npy, bands/p2-NNNNNNNNNN.npy   one per pass-1 / pass-2 task (its shards)
-    pairs/bBBB-RRRRR.npy     merge_band: star pairs of band BBB, key range RRRRR, (2, n) by
-                             smaller id (row 0) then the other (row 1)
-    verified/vVVVVV.npy      verify_range: unique verified pairs whose smaller id is in range V
-    dropped.npy              components: the sorted ids to drop
-
-``finalize`` tasks memory-map ``dropped.npy`` and take their shard's slice
-(:func:`dropped_in_shard`, a binary search).
+The steps and their bounds are described in :mod:`megatron_dscoder.preprocess.dedup`, the files
+under ``dedup/`` in :mod:`megatron_dscoder.preprocess.cluster.layout`: ``merge_band`` writes the
+star pairs of one band and key range, ``verify_range`` the unique verified pairs of one id range,
+``components`` the sorted ids to drop. ``finalize`` tasks memory-map those and take their shard's
+slice (:func:`dropped_in_shard`, a binary search).
 """
 
 from __future__ import annotations

@@ -1,20 +1,17 @@
 """Output shards: one per partition, written by the worker that made it, then merged.
 
-Every partition of the pipeline (an input task of pass 1, a spill region of pass 2) is a
-*shard*, numbered in the deterministic order of the tasks. Its worker writes, under the run's
-work directory (shared storage on a cluster):
-
-- ``s{shard}.tok.npy`` / ``.len.npy`` / ``.nf.npy``: its documents' tokens, lengths and
-  number of source files;
-- ``s{shard}.sig.npy``: its MinHash signatures, when dedup is on; its band keys go back to
-  the task, which writes one band file for all its shards (:mod:`.dedup`).
+Every partition of the pipeline (an input chunk of pass 1, a spill region of pass 2) is a
+*shard*, numbered in the deterministic order of the tasks. Its worker writes the shard's tokens,
+document lengths, files per document and (with dedup) MinHash signatures into the work directory
+(the file names are :mod:`megatron_dscoder.preprocess.cluster.layout`'s); its band keys go back
+to the task, which writes one band file for all its shards.
 
 After deduplication, :func:`finalize_shard` (again a worker task) drops the shard's
-near-duplicates and writes ``shards/shard-{shard}.bin/.idx``, a complete Megatron indexed
-dataset, and keeps its inputs (a retried or rerun task finds them). :func:`merge_group`
-(again a task) concatenates consecutive shards, in order, into ``PREFIX.bin/.idx`` or into one
-part of ``--output-shard-mb`` (:mod:`megatron_dscoder.data.manifest`). With ``--keep-shards``
-the shard datasets are kept next to the output (``PREFIX.shards/``).
+near-duplicates and writes the shard as a complete Megatron indexed dataset, and keeps its inputs
+(a retried or rerun task finds them). :func:`merge_group` (again a task) concatenates
+consecutive shards, in order, into ``PREFIX.bin/.idx`` or into one part of ``--output-shard-mb``
+(:mod:`megatron_dscoder.data.manifest`). With ``--keep-shards`` the shard datasets are kept next
+to the output (``PREFIX.shards/``).
 """
 
 from __future__ import annotations

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass
 
 from megatron_dscoder.config.flags import OneLineParser, add_flags, opt, values_from_args
+from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.preprocess.inputs.readers import FieldNames
 from megatron_dscoder.preprocess.tokenizer.train import (
     DEFAULT_VOCAB_SIZE,
@@ -67,11 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train and write the tokenizer directory; 0 on success."""
+def prepare(argv: Sequence[str] | None) -> TokenizerTrainingConfig:
+    """The options, checked (a missing input is found here, before any work)."""
     args = build_parser().parse_args(argv)
     config = TokenizerTrainingConfig(**values_from_args(TokenizerTrainingConfig, args))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    missing = [p for p in config.inputs if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"--input: no such file or directory: {', '.join(missing)}")
+    return config
+
+
+def work(config: TokenizerTrainingConfig) -> int:
+    """Train and write the tokenizer directory."""
     start = time.perf_counter()
     texts = iter_training_texts(
         list(config.inputs),
@@ -84,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     sys.stdout.write(f"wrote {out} ({vocab_size(tok)} tokens) in {seconds:.1f}s\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train and write the tokenizer directory; the exit status of
+    :func:`megatron_dscoder.errors.run_cli`."""
+    return run_cli(lambda: prepare(argv), work, user_errors=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":
