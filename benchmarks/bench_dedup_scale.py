@@ -3,7 +3,7 @@
 Writes ``--samples`` MinHash signatures spread over ``--tasks`` band files, as the pipeline's
 tasks write them (one shard each), a ``--dup-fraction`` of them copies of earlier samples
 (half exact, half with ``--edit`` of their positions changed, so that they collide in only
-some bands), then runs the production dedup (:func:`.dedup_tasks.deduplicate`: one merge task
+some bands), then runs the production dedup (``megatron_dscoder.preprocess.tasks.dedup.deduplicate``: one merge task
 per band, the verification tasks, the components) on the local engine with ``--workers``
 processes, and prints:
 
