@@ -115,15 +115,20 @@ def add_flags(group: Any, cls: type, prefix: str = "", dest: str = "") -> None:
         sub = f.metadata.get("section")
         if sub is None:
             group.add_argument(
-                flag_of(f, prefix), dest=dest + f.name, default=argparse.SUPPRESS,
+                flag_of(f, prefix),
+                dest=dest + f.name,
+                default=argparse.SUPPRESS,
                 **argparse_kwargs(f),
-            )  # fmt: skip
+            )
             continue
         if f.metadata.get("off"):
             group.add_argument(
-                f.metadata["off"], dest=f"{dest}{f.name}.off", action="store_true",
-                default=argparse.SUPPRESS, help=f.metadata.get("help"),
-            )  # fmt: skip
+                f.metadata["off"],
+                dest=f"{dest}{f.name}.off",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f.metadata.get("help"),
+            )
         add_flags(group, sub, f.metadata.get("prefix", ""), f"{dest}{f.name}.")
 
 

@@ -136,7 +136,7 @@ def _reenter_mode_in_backward() -> None:
 
     original = BackwardCFunction.apply
 
-    def apply(self, *args):  # noqa: ANN001, ANN202
+    def apply(self: Any, *args: Any) -> Any:
         if torch.overrides._get_current_function_mode_stack():
             return original(self, *args)
         with _CudaToCpuMode():
