@@ -18,14 +18,14 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from megatron_dscoder import lifeline
 from megatron_dscoder.config.cli import parse, world_size_from_env
 from megatron_dscoder.config.run import RunConfig
-from megatron_dscoder.errors import run_cli
+from megatron_dscoder.errors import Plan, UserError, run_cli
 from megatron_dscoder.training import planner
 
 
@@ -113,19 +113,31 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     return work(prepare(argv), keep_process_group=keep_process_group)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors of rooms that do not derive from :class:`~megatron_dscoder.errors.UserError`."""
-    from megatron_dscoder.training.checkpoint import CheckpointError
-    from megatron_dscoder.training.loop import NonFiniteLossError
+def _as_user_error(step: Callable[[Plan], int | Launch], arg: Plan) -> int | Launch:
+    """``step(arg)``, with the training room's own user errors (a refused checkpoint, a loss that
+    stayed non-finite) raised as :class:`~megatron_dscoder.errors.UserError`. Their classes are
+    imported only when something was raised: they load torch, which a flag mistake never needs."""
+    try:
+        return step(arg)
+    except UserError:
+        raise
+    except Exception as err:
+        from megatron_dscoder.training.checkpoint import CheckpointError
+        from megatron_dscoder.training.loop import NonFiniteLossError
 
-    return (CheckpointError, NonFiniteLossError)
+        if isinstance(err, CheckpointError | NonFiniteLossError):
+            raise UserError(str(err)) from err
+        raise
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """``dscoder-pretrain``: a user's mistake or a failed save is one line (no traceback);
     exit status 2 when found before the model is built, 1 after
     (:func:`megatron_dscoder.errors.run_cli`)."""
-    return run_cli(lambda: prepare(argv), work, user_errors=_user_errors())
+    return run_cli(
+        lambda: _as_user_error(prepare, argv),
+        lambda launch: _as_user_error(work, launch),
+    )
 
 
 if __name__ == "__main__":
