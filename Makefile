@@ -36,6 +36,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check megatron_dscoder tools tests benchmarks examples
 	$(VENV)/bin/ruff format --check megatron_dscoder tools tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	@scripts=$$(ls examples/*.sh examples/*.sbatch benchmarks/*.sh 2>/dev/null); if [ -n "$$scripts" ]; then \
 		for s in $$scripts; do bash -n "$$s"; done; $(VENV)/bin/shellcheck -x $$scripts; fi
 	@if [ -f Dockerfile ]; then $(VENV)/bin/hadolint Dockerfile; fi

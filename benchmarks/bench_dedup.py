@@ -32,8 +32,13 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 import numpy as np
 
-from megatron_dscoder.preprocess.dedup_tasks import deduplicate_shards
-from megatron_dscoder.preprocess.minhash import MinHashConfig, exact_jaccard, signatures
+from megatron_dscoder.preprocess.stages.minhash import (
+    MinHashConfig,
+    band_layout,
+    exact_jaccard,
+    signatures,
+)
+from megatron_dscoder.preprocess.tasks.dedup import deduplicate_shards
 
 KEYWORDS = ("def", "return", "if", "for", "in", "self", "import", "class", "while", "else")
 
@@ -115,7 +120,7 @@ def main() -> int:
         verify=not args.no_verify, scheme=args.scheme,
     )  # fmt: skip
     result = evaluate(synthetic_pairs(args.pairs, args.seed), config)
-    bands, rows = config.band_layout()
+    bands, rows = band_layout(config)
     print(f"{args.pairs} pairs, {config.num_perm} hashes ({config.scheme}), {bands} bands x "
           f"{rows} rows, threshold {config.threshold}, verify {config.verify}")  # fmt: skip
     similarity, found = result["similarity"], result["found"]

@@ -3,7 +3,7 @@
 Writes ``--samples`` MinHash signatures spread over ``--tasks`` band files, as the pipeline's
 tasks write them (one shard each), a ``--dup-fraction`` of them copies of earlier samples
 (half exact, half with ``--edit`` of their positions changed, so that they collide in only
-some bands), then runs the production dedup (:func:`.dedup_tasks.deduplicate`: one merge task
+some bands), then runs the production dedup (``megatron_dscoder.preprocess.tasks.dedup.deduplicate``: one merge task
 per band, the verification tasks, the components) on the local engine with ``--workers``
 processes, and prints:
 
@@ -36,9 +36,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 import numpy as np
 
-from megatron_dscoder.preprocess.dedup_tasks import deduplicate_shards
-from megatron_dscoder.preprocess.minhash import MinHashConfig
-from megatron_dscoder.preprocess.options import MIB
+from megatron_dscoder.preprocess.config import MIB
+from megatron_dscoder.preprocess.stages.minhash import MinHashConfig, band_layout
+from megatron_dscoder.preprocess.tasks.dedup import deduplicate_shards
 
 
 def synthetic_signatures(
@@ -76,7 +76,7 @@ def main() -> int:
     args = parser.parse_args()
 
     minhash = MinHashConfig()
-    bands = minhash.band_layout()[0]
+    bands = band_layout(minhash)[0]
     sig = synthetic_signatures(args.samples, args.dup_fraction, args.edit, minhash.num_perm,
                                args.seed)  # fmt: skip
     cuts = np.linspace(0, args.samples, args.tasks + 1).astype(np.int64)

@@ -59,7 +59,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import orjson
 
 from megatron_dscoder.preprocess.records import language_of
-from megatron_dscoder.preprocess.train_tokenizer import save_tokenizer_dir, train_tokenizer
+from megatron_dscoder.preprocess.tokenizer.train import save_tokenizer_dir, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAW_NAMES = ("fast", "slow")  # encode_batch_fast, encode_batch

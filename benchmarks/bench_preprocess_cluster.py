@@ -66,7 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     from ray.cluster_utils import Cluster
 
-    from megatron_dscoder.preprocess.train_tokenizer import save_tokenizer_dir, train_tokenizer
+    from megatron_dscoder.preprocess.tokenizer.train import save_tokenizer_dir, train_tokenizer
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     corpora = [build(args.workdir, mb) for mb in args.sizes]

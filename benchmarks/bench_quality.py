@@ -2,7 +2,7 @@
 
 Builds (or reads) the real-code corpus of ``benchmarks/bench_preprocess.py`` (the standard
 library and site-packages of this interpreter, no download), applies the paper's filters, then
-every quality rule of :mod:`megatron_dscoder.preprocess.quality` on its own (``--examples``
+every quality rule of :mod:`megatron_dscoder.preprocess.stages.quality` on its own (``--examples``
 paths per rule), and prints per rule and per language: files dropped, share of files and bytes,
 and the parse time per language (MB/s). The README's drop-rate table comes from::
 
@@ -32,18 +32,18 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 import orjson
 
-from megatron_dscoder.preprocess.filters import drop_reason
-from megatron_dscoder.preprocess.quality import (
+from megatron_dscoder.preprocess.config import (
     DEFAULT_LONG_FUNCTION_LINES,
-    is_generated,
-    is_minified,
+    DEFAULT_MAX_ERROR_FRACTION,
 )
-from megatron_dscoder.preprocess.syntax import DEFAULT_MAX_ERROR_FRACTION, parse_result, supported
+from megatron_dscoder.preprocess.stages.filters import drop_reason
+from megatron_dscoder.preprocess.stages.quality import is_generated, is_minified
+from megatron_dscoder.preprocess.stages.syntax import parse_result, supported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_preprocess import build_corpus, run_pipeline  # noqa: E402
 
-from megatron_dscoder.preprocess.train_tokenizer import (  # noqa: E402
+from megatron_dscoder.preprocess.tokenizer.train import (  # noqa: E402
     save_tokenizer_dir,
     train_tokenizer,
 )

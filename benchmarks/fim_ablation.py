@@ -270,7 +270,7 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(scale.workers))
     from megatron_dscoder.convert.cli import main as convert
     from megatron_dscoder.preprocess.cli import main as preprocess
-    from megatron_dscoder.preprocess.train_tokenizer_cli import main as train_tokenizer
+    from megatron_dscoder.preprocess.tokenizer.cli import main as train_tokenizer
 
     started = time.monotonic()
     corpus, heldout = build_corpus(scale, out)

@@ -1,10 +1,11 @@
 """megatron_dscoder: DeepSeek-Coder pretraining on megatron-core.
 
-Rooms: ``model`` (size registry, GPTModel builder, weight init, FLOPs), ``config`` (frozen run
-configuration, recipes, command line), ``parallel`` (process groups, megatron-core on CPU),
-``data`` (the MMIDIDX format), ``training`` (entry point, loop, step, checkpoints, metrics,
-planner), ``preprocess`` (raw code -> MMIDIDX), ``convert`` (Hugging Face interop).
-``docs/ARCHITECTURE.md`` draws the map.
+Rooms: ``model`` (size registry, GPTModel builder, attention, weight init, FLOPs), ``config``
+(frozen run configuration, recipes, command line), ``parallel`` (process groups, megatron-core on
+CPU), ``data`` (the MMIDIDX format, blends), ``training`` (entry point, loop, step, checkpoints,
+metrics, planner), ``preprocess`` (raw code -> MMIDIDX), ``instruct`` (instruction data),
+``convert`` (Hugging Face interop), ``evaluation`` (generation, HumanEval); ``tokenizer.py``.
+``docs/ARCHITECTURE.md`` draws the map and the direction of imports.
 """
 
 __version__ = "0.1.0"

@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+from multiprocessing.managers import SyncManager
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +84,13 @@ def die_with_parent(parent: int, interval_s: float = 1.0) -> None:
     ).start()
 
 
-def tied_spawn_manager():  # noqa: ANN201 - multiprocessing.managers.SyncManager
+def tied_spawn_manager() -> SyncManager:
     """A started ``spawn`` SyncManager whose server process dies with this process.
 
     Spawned children exec a fresh interpreter (no fork hook runs), so the parent-death signal is
     armed by the manager's initializer instead.
     """
     import multiprocessing
-    from multiprocessing.managers import SyncManager
 
     manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
     manager.start(initializer=die_with_parent, initargs=(os.getpid(),))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from megatron_dscoder.errors import UserError
 
-class OutputPathError(ValueError):
+
+class OutputPathError(UserError, ValueError):
     """An output path that cannot be written; the message names the flag and the path."""
 
 

@@ -20,12 +20,16 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+from megatron_dscoder.errors import UserError
 
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
@@ -64,7 +68,7 @@ PRE_TOKENIZER_SPLITS: tuple[str, ...] = (
 )
 
 
-class MissingSpecialTokensError(ValueError):
+class MissingSpecialTokensError(UserError, ValueError):
     """A tokenizer lacks special tokens that the caller needs; ``missing`` lists their strings."""
 
     def __init__(
@@ -181,3 +185,69 @@ def deepseek_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     splits = [pre_tokenizers.Split(Regex(rx), behavior="isolated") for rx in PRE_TOKENIZER_SPLITS]
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     return pre_tokenizers.Sequence([*splits, byte_level])
+
+
+# ---- the text-only copy: added tokens' literal text encoded as ordinary text ----
+
+_PROBE = "x = 1\n\n\tdef f():\n  \n    return 2\r\n// a\u00e9\n\n\n"
+
+
+def text_tokenizer(tok: Tokenizer) -> Tokenizer:
+    """A copy of ``tok`` that encodes every added token's literal text as ordinary text.
+
+    All added tokens are flagged special in the copy and ``encode_special_tokens`` is set, so
+    the added-vocabulary matcher skips them all and the whole text goes through the normalizer,
+    pre-tokenizer and BPE model. Whatever flags the original uses (DeepSeek-Coder's flags only
+    BOS and EOS special), the copy never emits an added token's id for text.
+    """
+    state = json.loads(tok.to_str())
+    for token in state.get("added_tokens") or ():
+        token["special"] = True
+    copy = Tokenizer.from_str(json.dumps(state))
+    copy.encode_special_tokens = True
+    return copy
+
+
+def _identity_normalizer(state: dict[str, Any] | None) -> bool:
+    """True for no normalizer or a ``Sequence`` of identity normalizers (e.g. an empty one)."""
+    if state is None:
+        return True
+    return state.get("type") == "Sequence" and all(
+        _identity_normalizer(n) for n in state.get("normalizers", ())
+    )
+
+
+def newline_safe(tok: Tokenizer) -> bool:
+    """True when cutting a text right after any newline cannot change its tokens.
+
+    That holds when the normalizer is absent or an identity (DeepSeek-Coder's is an empty
+    ``Sequence``), every CR and LF is a pre-token of its own, and no added token that encoding
+    can match contains a newline.
+    """
+    if tok.pre_tokenizer is None:
+        return False
+    if tok.normalizer is not None and not _identity_normalizer(
+        json.loads(tok.normalizer.__getstate__())
+    ):
+        return False
+    matched = (
+        t.content
+        for t in tok.get_added_tokens_decoder().values()
+        if not (t.special and tok.encode_special_tokens)
+    )
+    if any("\n" in text or "\r" in text for text in matched):
+        return False
+    spans = {offsets for _, offsets in tok.pre_tokenizer.pre_tokenize_str(_PROBE)}
+    return all((i, i + 1) in spans for i, c in enumerate(_PROBE) if c in "\r\n")
+
+
+_TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}
+
+
+def get_tokenizer(path: str) -> tuple[Tokenizer, bool]:
+    """The process-wide :func:`text_tokenizer` for ``path`` (loaded once per worker) and its
+    newline safety."""
+    if path not in _TOKENIZERS:
+        tok = text_tokenizer(load_tokenizer(path))
+        _TOKENIZERS[path] = (tok, newline_safe(tok))
+    return _TOKENIZERS[path]

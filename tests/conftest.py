@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_dscoder.preprocess.train_tokenizer import save_tokenizer_dir, train_tokenizer
+from megatron_dscoder.preprocess.tokenizer.train import save_tokenizer_dir, train_tokenizer
 
 #: Standard-library sources (present in every CPython >= 3.10) used as training text.
 TRAINING_MODULES = ("json/__init__.py", "json/decoder.py", "json/encoder.py", "textwrap.py",

@@ -126,7 +126,7 @@ def kill_when(proc: subprocess.Popen, metrics: Path, iteration: int, timeout: fl
     """SIGKILL torchrun alone once ``metrics`` logs ``iteration``; its workers must follow.
 
     torchrun starts the workers in sessions of their own, so nothing but the workers' own
-    parent-death signal (megatron_dscoder.parallel.lifeline) takes them down. Asserts that no
+    parent-death signal (megatron_dscoder.lifeline) takes them down. Asserts that no
     worker (or process a worker forked) is alive 10 s later and that nothing more was logged
     than the iteration in flight; returns the last iteration logged.
     """

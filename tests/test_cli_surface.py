@@ -18,8 +18,8 @@ import tomllib
 ENTRY_POINTS = {
     "dscoder-pretrain": "megatron_dscoder.training.train:main",
     "dscoder-preprocess": "megatron_dscoder.preprocess.cli:main",
-    "dscoder-train-tokenizer": "megatron_dscoder.preprocess.train_tokenizer_cli:main",
-    "dscoder-preprocess-sft": "megatron_dscoder.preprocess.sft_cli:main",
+    "dscoder-train-tokenizer": "megatron_dscoder.preprocess.tokenizer.cli:main",
+    "dscoder-preprocess-sft": "megatron_dscoder.instruct.cli:main",
     "dscoder-convert": "megatron_dscoder.convert.cli:main",
     "dscoder-generate": "megatron_dscoder.evaluation.generate:main",
     "dscoder-eval-humaneval": "megatron_dscoder.evaluation.humaneval:main",

@@ -1,6 +1,6 @@
 """Instruction data -> Megatron token ids + loss masks (``dscoder-preprocess-sft``; see --help)."""
 
-from megatron_dscoder.preprocess.sft_cli import main
+from megatron_dscoder.instruct.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from megatron_dscoder.config import recipes
@@ -47,6 +47,10 @@ assert len(FIELD_SECTION) == sum(len(dataclasses.fields(c)) for c in SECTIONS.va
     "config field names are unique across sections, so a flag names exactly one field"
 )
 GROUP_TITLES = {"parallel": "parallelism", "train": "training", "checkpoint": "checkpointing"}
+
+
+#: ``--load DIR`` -> the metadata of the latest checkpoint under it (None: there is none).
+CheckpointMetadata = Callable[[str], "dict[str, Any] | None"]
 
 
 def world_size_from_env() -> int:
@@ -109,24 +113,21 @@ def override(run: RunConfig, values: Mapping[str, Any]) -> RunConfig:
     return dataclasses.replace(run, **sections)
 
 
-def base_run(args: argparse.Namespace) -> RunConfig:
+def base_run(
+    args: argparse.Namespace, checkpoint_metadata: CheckpointMetadata | None = None
+) -> RunConfig:
     """The recipe the flags apply to: ``--model``'s, or the one of the ``--load`` checkpoint's
-    architecture; the tokenizer's vocabulary; the 16K stage when asked."""
+    architecture (read by ``checkpoint_metadata``); the tokenizer's vocabulary; the 16K stage
+    when asked."""
     if args.model is not None:
         try:
             run = recipes.pretrain(args.model)
         except KeyError as err:
             raise ConfigError(err.args[0]) from None
-    elif getattr(args, "load", None):
-        from megatron_dscoder.training.checkpoint import (
-            find_latest_checkpoint,
-            read_checkpoint_metadata,
-        )
-
-        found = find_latest_checkpoint(args.load)
-        if found is None:
+    elif getattr(args, "load", None) and checkpoint_metadata is not None:
+        meta = checkpoint_metadata(args.load)
+        if meta is None:
             raise ConfigError(f"--model omitted and no checkpoint under --load {args.load}")
-        meta = read_checkpoint_metadata(found)
         model = meta.get("model")
         size = recipes.SIZES.get(model or "", recipes.UNREGISTERED)
         run = recipes.for_arch(ModelArch(**meta["arch"]), size, model=model)
@@ -144,7 +145,11 @@ def base_run(args: argparse.Namespace) -> RunConfig:
     return run
 
 
-def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
+def config_from_args(
+    args: argparse.Namespace,
+    world_size: int,
+    checkpoint_metadata: CheckpointMetadata | None = None,
+) -> RunConfig:
     """Parsed flags -> a validated, launchable config (raises ConfigError / ValueError)."""
     values = {k: v for k, v in vars(args).items() if k in FIELD_SECTION}
     values["world_size"] = world_size
@@ -153,7 +158,7 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
         values.setdefault("mock_data", False)
     elif not values.get("mock_data") and not args.dry_run:
         raise ConfigError("give exactly one of --mock-data and --data-path")
-    run = override(base_run(args), values)
+    run = override(base_run(args, checkpoint_metadata), values)
     if run.data.sft and run.data.mock_data and not args.dry_run:
         raise ConfigError("--stage sft trains on --data-path PREFIX made by dscoder-preprocess-sft")
     if run.checkpoint.finetune and not run.checkpoint.load:
@@ -165,8 +170,14 @@ def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:
     return run
 
 
-def parse(argv: Sequence[str] | None, world_size: int) -> tuple[argparse.Namespace, RunConfig]:
-    """Parse and validate; configuration errors exit with status 2 and one line."""
+def parse(
+    argv: Sequence[str] | None,
+    world_size: int,
+    checkpoint_metadata: CheckpointMetadata | None = None,
+) -> tuple[argparse.Namespace, RunConfig]:
+    """Parse and validate; configuration errors exit with status 2 and one line.
+    ``checkpoint_metadata`` reads the latest checkpoint under ``--load`` (for a run that omits
+    ``--model``); the training entry point passes it, so that this room imports no training."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.world_size is not None:
@@ -179,7 +190,7 @@ def parse(argv: Sequence[str] | None, world_size: int) -> tuple[argparse.Namespa
     try:
         if args.gpu_memory_gib <= 0 or not 0 < args.assumed_efficiency <= 1:
             raise ConfigError("--gpu-memory-gib must be > 0 and --assumed-efficiency in (0, 1]")
-        run = config_from_args(args, world_size)
+        run = config_from_args(args, world_size, checkpoint_metadata)
     except (ValueError, OSError) as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits

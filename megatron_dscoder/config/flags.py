@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import MISSING, field, fields
 from typing import Any
 
+from megatron_dscoder.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration that cannot run; the message names the offending values."""
 
 
-def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:  # noqa: A002
+def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:
     """A config field and its command-line flag (``--field-name``): ``help`` (``None`` shows the
     default; ``%(default)s`` in it is replaced by the default), ``choices``, ``cli=False`` (not a
     flag), ``hidden=True`` (a flag left out of ``--help``), ``flag="--other-name"`` (a bool
@@ -32,7 +34,7 @@ def opt(default: Any = None, help: str | None = None, **cli: Any) -> Any:  # noq
     return field(default=default, metadata={"help": help, **cli})
 
 
-def section(cls: type, help: str | None = None, **cli: Any) -> Any:  # noqa: A002
+def section(cls: type, help: str | None = None, **cli: Any) -> Any:
     """A sub-config field whose own fields are flags too: ``prefix="dedup"`` names them
     ``--dedup-<field>`` (unless they name their flag), ``off="--no-dedup"`` is a flag that sets
     the field to ``None`` (the stage is off); the default is ``cls()``."""
@@ -113,15 +115,20 @@ def add_flags(group: Any, cls: type, prefix: str = "", dest: str = "") -> None:
         sub = f.metadata.get("section")
         if sub is None:
             group.add_argument(
-                flag_of(f, prefix), dest=dest + f.name, default=argparse.SUPPRESS,
+                flag_of(f, prefix),
+                dest=dest + f.name,
+                default=argparse.SUPPRESS,
                 **argparse_kwargs(f),
-            )  # fmt: skip
+            )
             continue
         if f.metadata.get("off"):
             group.add_argument(
-                f.metadata["off"], dest=f"{dest}{f.name}.off", action="store_true",
-                default=argparse.SUPPRESS, help=f.metadata.get("help"),
-            )  # fmt: skip
+                f.metadata["off"],
+                dest=f"{dest}{f.name}.off",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f.metadata.get("help"),
+            )
         add_flags(group, sub, f.metadata.get("prefix", ""), f"{dest}{f.name}.")
 
 

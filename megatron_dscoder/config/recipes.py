@@ -13,8 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from megatron_dscoder.config.run import RunConfig, TrainConfig
-from megatron_dscoder.model.registry import MODELS, ModelArch, get_model
-from megatron_dscoder.model.registry import extend_context as extend_arch
+from megatron_dscoder.model.registry import MODELS, ModelArch, get_model, with_long_context
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def extend_context(run: RunConfig, stage: ContextExtension = EXTEND_CONTEXT) -> 
     """The 16K stage derived from a 4K run: long-context RoPE, 4x sequences, weights-only load."""
     arch = run.arch
     if arch.seq_len_interpolation_factor is None:  # a 4K model (not an already-extended one)
-        arch = extend_arch(arch, stage.factor, stage.rotary_base)
+        arch = with_long_context(arch, stage.factor, stage.rotary_base)
     train = dataclasses.replace(
         run.train,
         seq_length=run.train.seq_length * stage.factor,

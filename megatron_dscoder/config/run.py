@@ -23,6 +23,7 @@ from megatron_dscoder.config.flags import (  # ConfigError, opt, flag: also impo
     require_positive,
 )
 from megatron_dscoder.config.performance import PerformanceConfig
+from megatron_dscoder.model.backends import ATTENTION_BACKENDS
 from megatron_dscoder.model.registry import ModelArch
 
 RECIPE: Any = MISSING
@@ -44,11 +45,6 @@ def parse_split(split: str) -> tuple[float, float, float]:
         raise ConfigError(f"--split {split!r}: the proportions add up to 0")
     train, valid, test = (v / total for v in values)
     return train, valid, test
-
-
-ATTENTION_BACKENDS = ("auto", "transformer_engine", "flash", "sdpa", "unfused")
-"""``--attention-backend`` choices (``megatron_dscoder.model.attention``); ``auto`` picks
-Transformer Engine when it and CUDA are present, else ``sdpa``."""
 
 
 def split_pipeline_layers(

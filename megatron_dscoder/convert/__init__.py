@@ -18,9 +18,12 @@ Modules, one concern each:
 * :mod:`~megatron_dscoder.convert.pipeline` - the two directions, validated up front and written
   atomically (a temporary directory renamed into place);
 * :mod:`~megatron_dscoder.convert.logits` - the logits parity check on CPU;
-* :mod:`~megatron_dscoder.convert.instruct` - an instruct export: `<|EOT|>` as eos, the chat template.
+* :mod:`~megatron_dscoder.convert.instruct` - an instruct export: `<|EOT|>` as eos, the chat
+  template.
 """
 
+from megatron_dscoder.errors import UserError
 
-class ConversionError(ValueError):
+
+class ConversionError(UserError, ValueError):
     """A conversion that cannot be done; the message names the file or value at fault."""

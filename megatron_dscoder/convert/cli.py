@@ -30,135 +30,153 @@ import os
 import resource
 import sys
 import time
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
-from megatron_dscoder.config.flags import OneLineParser
-from megatron_dscoder.convert import ConversionError
+from megatron_dscoder.config.flags import (
+    OneLineParser,
+    add_flags,
+    opt,
+    require_positive,
+    values_from_args,
+)
+from megatron_dscoder.errors import run_cli
+
+#: Exit status of ``--check-logits`` when the logits differ by more than the tolerance: the
+#: conversion ran, but its result is not trusted.
+LOGITS_DIFFER = 3
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+CHAT_TEMPLATE = {"auto": None, "deepseek-instruct": True, "none": False}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertConfig:
+    """Options of ``dscoder-convert`` (after the direction, ``to-hf`` or ``from-hf``); each
+    field is its flag."""
+
+    load: str = opt(
+        MISSING,
+        "to-hf: checkpoint root or iter_* directory; from-hf: HF model dir",
+        metavar="SRC",
+        required=True,
+    )
+    save: str = opt(
+        MISSING, "output directory (must not exist or be empty)", metavar="DST", required=True
+    )
+    tensor_model_parallel_size: int = opt(
+        1, "from-hf: TP layout to chunk the checkpoint for (default: %(default)s)"
+    )
+    pipeline_model_parallel_size: int = opt(
+        1, "from-hf: PP layout to validate and record (default: %(default)s)"
+    )
+    check_logits: bool = opt(
+        False, "load source and result on CPU, print the max |logits difference|"
+    )
+    logits_tolerance: float = opt(
+        1e-4, "with --check-logits: exit 3 above this (default: %(default)s)"
+    )
+    tokenizer_model: str | None = opt(
+        None, "HF tokenizer directory (default: the one the source records/holds)", metavar="DIR"
+    )
+    dtype: str | None = opt(
+        None,
+        "output weight dtype (default: the source's)",
+        choices=("float32", "bfloat16", "float16"),
+    )
+    chat_template: str = opt(
+        "auto",
+        "to-hf: write DeepSeek-Coder-Instruct's chat template and <|EOT|> as eos "
+        "(auto: when the checkpoint was trained with --stage sft)",
+        choices=tuple(CHAT_TEMPLATE),
+    )
+    max_shard_size_gb: float = opt(2.0, "to-hf: safetensors shard size (default: %(default)s)")
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self,
+            "tensor_model_parallel_size",
+            "pipeline_model_parallel_size",
+            "logits_tolerance",
+            "max_shard_size_gb",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("direction", choices=("to-hf", "from-hf"))
-    parser.add_argument(
-        "--load",
-        required=True,
-        metavar="SRC",
-        help="to-hf: checkpoint root or iter_* directory; from-hf: HF model dir",
-    )
-    parser.add_argument(
-        "--save", required=True, metavar="DST", help="output directory (must not exist or be empty)"
-    )
-    parser.add_argument(
-        "--tensor-model-parallel-size",
-        type=int,
-        default=1,
-        help="from-hf: TP layout to chunk the checkpoint for (default: 1)",
-    )
-    parser.add_argument(
-        "--pipeline-model-parallel-size",
-        type=int,
-        default=1,
-        help="from-hf: PP layout to validate and record (default: 1)",
-    )
-    parser.add_argument(
-        "--check-logits",
-        action="store_true",
-        help="load source and result on CPU, print the max |logits difference|",
-    )
-    parser.add_argument(
-        "--logits-tolerance",
-        type=float,
-        default=1e-4,
-        help="with --check-logits: exit 3 above this (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--tokenizer-model",
-        default=None,
-        metavar="DIR",
-        help="HF tokenizer directory (default: the one the source records/holds)",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16", "float16"),
-        default=None,
-        help="output weight dtype (default: the source's)",
-    )
-    parser.add_argument(
-        "--chat-template",
-        choices=("auto", "deepseek-instruct", "none"),
-        default="auto",
-        help="to-hf: write DeepSeek-Coder-Instruct's chat template and <|EOT|> as eos "
-        "(auto: when the checkpoint was trained with --stage sft)",
-    )
-    parser.add_argument(
-        "--max-shard-size-gb",
-        type=float,
-        default=2.0,
-        help="to-hf: safetensors shard size (default: %(default)s)",
-    )
-    return parser.parse_args(argv)
+    add_flags(parser, ConvertConfig)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``dscoder-convert`` / ``tools/convert_checkpoint.py``; returns the exit status."""
+def prepare(argv: list[str] | None) -> tuple[str, ConvertConfig]:
+    """The direction and the options, checked."""
     # Conversion is host-memory work: always on the CPU (set before torch is first imported).
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    config = ConvertConfig(**values_from_args(ConvertConfig, args))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
+    return args.direction, config
+
+
+def work(plan: tuple[str, ConvertConfig]) -> int:
+    """Convert (and compare logits); 3 when they differ by more than the tolerance."""
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     from megatron_dscoder.convert import pipeline
 
+    direction, config = plan
     start = time.perf_counter()
-    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
-    try:
-        if args.direction == "to-hf":
-            if (tp, pp) != (1, 1):
-                logging.info("to-hf reads any layout; the parallel sizes are not needed")
-            result = pipeline.to_hf(
-                args.load,
-                args.save,
-                tokenizer=args.tokenizer_model,
-                dtype=args.dtype,
-                chat_template={"auto": None, "deepseek-instruct": True, "none": False}[
-                    args.chat_template
-                ],
-                max_shard_bytes=int(args.max_shard_size_gb * 1024**3),
-            )
-            ckpt_dir, hf_dir = pipeline.resolve_checkpoint(args.load), result.output
-        else:
-            result = pipeline.from_hf(
-                args.load,
-                args.save,
-                tensor_model_parallel_size=tp,
-                pipeline_model_parallel_size=pp,
-                tokenizer=args.tokenizer_model,
-                dtype=args.dtype,
-            )
-            ckpt_dir, hf_dir = result.output, Path(args.load)
-    except ConversionError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 1
+    tp, pp = config.tensor_model_parallel_size, config.pipeline_model_parallel_size
+    if direction == "to-hf":
+        if (tp, pp) != (1, 1):
+            logging.info("to-hf reads any layout; the parallel sizes are not needed")
+        result = pipeline.to_hf(
+            config.load,
+            config.save,
+            tokenizer=config.tokenizer_model,
+            dtype=config.dtype,
+            chat_template=CHAT_TEMPLATE[config.chat_template],
+            max_shard_bytes=int(config.max_shard_size_gb * 1024**3),
+        )
+        ckpt_dir, hf_dir = pipeline.resolve_checkpoint(config.load), result.output
+    else:
+        result = pipeline.from_hf(
+            config.load,
+            config.save,
+            tensor_model_parallel_size=tp,
+            pipeline_model_parallel_size=pp,
+            tokenizer=config.tokenizer_model,
+            dtype=config.dtype,
+        )
+        ckpt_dir, hf_dir = result.output, Path(config.load)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sys.stdout.write(
-        f"{args.direction}: wrote {result.output} ({result.arch.num_layers} layers, "
+        f"{direction}: wrote {result.output} ({result.arch.num_layers} layers, "
         f"{str(result.dtype).removeprefix('torch.')}, {result.vocab_rows} vocabulary rows) in "
         f"{time.perf_counter() - start:.1f} s, peak RSS {peak_mb:.0f} MB\n"
     )
-    if args.check_logits:
+    if config.check_logits:
         from megatron_dscoder.convert.logits import max_abs_logits_diff
 
         diff = max_abs_logits_diff(ckpt_dir, hf_dir, result.arch, result.vocab_rows)
         sys.stdout.write(f"check-logits: max abs logits difference {diff:.3e}\n")
-        if diff > args.logits_tolerance:
-            sys.stderr.write(f"error: logits differ by {diff:.3e} > {args.logits_tolerance:g}\n")
-            return 3
+        if diff > config.logits_tolerance:
+            sys.stderr.write(f"error: logits differ by {diff:.3e} > {config.logits_tolerance:g}\n")
+            return LOGITS_DIFFER
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dscoder-convert`` / ``tools/convert_checkpoint.py``; the exit status of
+    :func:`megatron_dscoder.errors.run_cli` (a conversion error is found while converting: 1),
+    or :data:`LOGITS_DIFFER`."""
+    return run_cli(lambda: prepare(argv), work)
 
 
 if __name__ == "__main__":

@@ -318,7 +318,7 @@ class SafetensorsReader:
         self._dtypes: dict[str, torch.dtype] = {}
         for name in files:
             with safe_open(str(self.dir / name), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                for key in handle.keys():
                     self.files[key] = name
                     view = handle.get_slice(key)
                     self._shapes[key] = tuple(view.get_shape())

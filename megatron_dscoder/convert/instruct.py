@@ -1,7 +1,7 @@
 """An HF export of an instruct model: ``<|EOT|>`` as eos, DeepSeek-Coder-Instruct's chat template.
 
 After it, ``tokenizer.apply_chat_template(messages, add_generation_prompt=True)`` renders exactly
-the prompt that ``--stage sft`` trained on (``megatron_dscoder.preprocess.chat_template``), and
+the prompt that ``--stage sft`` trained on (``megatron_dscoder.instruct.template``), and
 ``generate`` stops at the end of the response.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from megatron_dscoder.convert import ConversionError
 from megatron_dscoder.convert.hf import write_json
-from megatron_dscoder.preprocess.chat_template import JINJA
+from megatron_dscoder.instruct.template import JINJA
 from megatron_dscoder.tokenizer import BOS, EOT, load_tokenizer
 
 
@@ -27,8 +27,10 @@ def instruct_eos(tok_dir: Path) -> int:
 def add_chat_template(tok_dir: Path) -> None:
     """Set the chat template in ``tokenizer_config.json``, and ``<|EOT|>`` as eos token (and
     BOS) there and in ``special_tokens_map.json`` (which transformers reads last)."""
-    for name, extra in (("tokenizer_config.json", {"chat_template": JINJA}),
-                        ("special_tokens_map.json", {})):  # fmt: skip
+    for name, extra in (
+        ("tokenizer_config.json", {"chat_template": JINJA}),
+        ("special_tokens_map.json", {}),
+    ):
         file = tok_dir / name
         if name == "special_tokens_map.json" and not file.is_file():
             continue

@@ -53,6 +53,7 @@ from torch.distributed.checkpoint.planner import LoadPlan, WriteItem, WriteItemT
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
 from megatron_dscoder.convert.keymap import BY_STACKED_KEY
+from megatron_dscoder.errors import UserError
 from megatron_dscoder.model.registry import ModelArch
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 ChunkProducer = Callable[[str, int | None, int, int], torch.Tensor]
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """A torch_dist checkpoint whose tensors do not match its recorded architecture."""
 
 

@@ -37,24 +37,31 @@ import numpy as np
 import numpy.typing as npt
 
 from megatron_dscoder.data.prefix import prefix_lock
+from megatron_dscoder.errors import UserError
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
 DTYPE_CODES: dict[type, int] = {
-    np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5,
-    np.float64: 6, np.float32: 7, np.uint16: 8,
-}  # fmt: skip
+    np.uint8: 1,
+    np.int8: 2,
+    np.int16: 3,
+    np.int32: 4,
+    np.int64: 5,
+    np.float64: 6,
+    np.float32: 7,
+    np.uint16: 8,
+}
 DTYPES: dict[int, type] = {code: dtype for dtype, code in DTYPE_CODES.items()}
 HEADER_BYTES = len(INDEX_HEADER) + 8 + 1 + 8 + 8  # magic | version | dtype | S | S+1 = 34
 _CHUNK = 1 << 20
 _SCAN_BYTES = 16 << 20
 
 
-class EmptyOutputError(RuntimeError):
+class EmptyOutputError(UserError, RuntimeError):
     """No document was written; no output pair is produced (megatron cannot map an empty .bin)."""
 
 
-class NoSpaceError(OSError):
+class NoSpaceError(UserError, OSError):
     """The disk (or quota) is full while writing a pair; ``str()`` names the directory."""
 
     def __str__(self) -> str:
@@ -196,7 +203,7 @@ def mask_prefix(prefix: str) -> str:
     return f"{prefix}{MASK_SUFFIX}"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """An unusable ``.bin``/``.idx`` pair; the message names the file."""
 
 

@@ -4,10 +4,11 @@ A preprocessing run with ``--output-shard-mb`` writes its output as parts (``par
 .idx``, each a complete Megatron indexed dataset) instead of one merged pair, and lists them::
 
     {"format": "megatron-dscoder-manifest", "version": 1, "dtype": "uint16",
-     "parts": [{"prefix": "part-00000", "documents": 812, "tokens": 1048213}, ...]}
+     "parts": [{"prefix": "part-00000", "tokens": 1048213}, ...]}
 
 Prefixes are relative to the manifest's directory. Training takes the manifest path as
-``--data-path PREFIX.parts/manifest.json``; :func:`blend_from_manifest` turns it into Megatron's blend,
+``--data-path PREFIX.parts/manifest.json``; :func:`blend_from_manifest` turns it into Megatron's
+blend,
 each part weighted by its tokens, so sampling matches one merged dataset;
 :func:`blend_args` gives the same as a ``W1 P1 W2 P2 ...`` list for any Megatron launcher.
 """

@@ -1,4 +1,5 @@
-"""Output prefixes (``PREFIX.bin`` + ``PREFIX.idx``): checked before any work, replaced under a lock.
+"""Output prefixes (``PREFIX.bin`` + ``PREFIX.idx``): checked before any work, replaced under a
+lock.
 
 Two concerns of a *pair* of files that must always be read together:
 
@@ -14,8 +15,8 @@ The lock is ``flock`` on ``PREFIX.lock``, created by a writer and removed by the
 releases it (whoever opened the removed file re-opens the new one: the inode is compared after
 locking), so no lock file stays behind. A reader never creates it (dataset directories may be
 read-only): with no lock file no writer is in its critical section, and ``check_prefix`` also
-compares the pair's inodes before and after its check. ``flock`` holds between processes of one machine and on
-shared file systems that support it (NFSv4, Lustre with ``-o flock``); a killed holder releases
+compares the pair's inodes before and after its check. ``flock`` holds between processes of one
+machine and on shared file systems that support it (NFSv4, Lustre with ``-o flock``); a killed holder releases
 it at once. What the lock cannot cover: a training job maps the files by name after the check,
 so replacing a dataset under a running job is not supported (its open maps keep the old files).
 """
@@ -29,19 +30,17 @@ from collections.abc import Iterator
 
 from megatron_dscoder.paths import OutputPathError, check_output_path
 
-OutputPrefixError = OutputPathError
-"""An output prefix that cannot name ``PREFIX.bin``/``PREFIX.idx``; the message says why."""
-
 
 def check_output_prefix(prefix: str, flag: str = "--output-prefix") -> None:
-    """Refuse a prefix ending in a separator, naming a directory, or under a regular file."""
+    """Refuse a prefix ending in a separator, naming a directory, or under a regular file
+    (:class:`~megatron_dscoder.paths.OutputPathError`, the message says why)."""
     if not prefix or prefix.endswith((os.sep, "/")) or os.path.basename(prefix) in (".", ".."):
-        raise OutputPrefixError(
+        raise OutputPathError(
             f"{flag} {prefix!r} must end in a file name prefix (PREFIX writes PREFIX.bin and "
             "PREFIX.idx), not a directory"
         )
     if os.path.isdir(prefix):
-        raise OutputPrefixError(
+        raise OutputPathError(
             f"{flag} {prefix!r} is a directory; give a file name prefix inside it, e.g. "
             f"{os.path.join(prefix, 'data')}"
         )

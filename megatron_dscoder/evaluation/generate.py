@@ -23,14 +23,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from megatron_dscoder.config.flags import OneLineParser
-from megatron_dscoder.preprocess.encode import text_tokenizer
-from megatron_dscoder.tokenizer import SpecialTokenIds, load_tokenizer, special_token_ids
+from megatron_dscoder.config.flags import (
+    ConfigError,
+    OneLineParser,
+    add_flags,
+    opt,
+    require_positive,
+    values_from_args,
+)
+from megatron_dscoder.errors import UserError, run_cli
+from megatron_dscoder.tokenizer import (
+    SpecialTokenIds,
+    load_tokenizer,
+    special_token_ids,
+    text_tokenizer,
+)
 
 
 def truncate_at(text: str, stop: Sequence[str]) -> str:
@@ -78,8 +91,8 @@ class Generator:
     def chat_prompt_ids(self, user: str, system: str | None = None) -> list[int]:
         """One user turn (and a system message, else the template's default) rendered with
         DeepSeek-Coder-Instruct's template, ending in the generation prompt ``### Response:``."""
-        from megatron_dscoder.preprocess.chat_template import render
-        from megatron_dscoder.preprocess.sft import encode_pieces
+        from megatron_dscoder.instruct.encode import encode_pieces
+        from megatron_dscoder.instruct.template import render
 
         messages = [{"role": "system", "content": system}] if system is not None else []
         pieces = render([*messages, {"role": "user", "content": user}], add_generation_prompt=True)
@@ -172,66 +185,107 @@ def _text(value: str | None, path: str | None) -> str | None:
     return Path(path).read_text() if path is not None else value
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF model directory (with tokenizer files)")
-    p.add_argument("--prompt", help="text to complete")
-    p.add_argument("--prompt-file", help="read the text to complete from this file")
-    p.add_argument(
-        "--chat", action="store_true", help="the prompt is a user turn of the instruct template"
+@dataclass(frozen=True, kw_only=True)
+class GenerateConfig:
+    """Options of ``dscoder-generate``; each field is its flag."""
+
+    model: str = opt(MISSING, "HF model directory (with tokenizer files)", required=True)
+    prompt: str | None = opt(None, "text to complete")
+    prompt_file: str | None = opt(None, "read the text to complete from this file")
+    chat: bool = opt(False, "the prompt is a user turn of the instruct template")
+    system: str | None = opt(None, "with --chat: system message (default: the template's)")
+    fim_prefix: str | None = opt(None, "infilling: code before the hole")
+    fim_prefix_file: str | None = opt(None, "infilling: read the code before the hole from a file")
+    fim_suffix: str | None = opt(None, "infilling: code after the hole")
+    fim_suffix_file: str | None = opt(None, "infilling: read the code after the hole from a file")
+    max_new_tokens: int = opt(128)
+    temperature: float = opt(0.0, "0: greedy (default)")
+    top_p: float = opt(0.95)
+    seed: int = opt(0)
+    stop: tuple[str, ...] = opt((), "stop string (repeatable)", action="append")
+    dtype: str = opt("float32", choices=("float32", "bfloat16"))
+    device: str = opt("cpu")
+    add_bos: bool = opt(True, "do not prepend the BOS token", flag="--no-bos")
+    show_full: bool = opt(False, "print prompt + completion (infilling: prefix + middle + suffix)")
+
+    def __post_init__(self) -> None:
+        require_positive(self, "max_new_tokens")
+        require_positive(self, "temperature", allow_zero=True)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--system", help="with --chat: system message (default: the template's)")
-    p.add_argument("--fim-prefix", help="infilling: code before the hole")
-    p.add_argument("--fim-prefix-file")
-    p.add_argument("--fim-suffix", help="infilling: code after the hole")
-    p.add_argument("--fim-suffix-file")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
-    p.add_argument(
-        "--show-full",
-        action="store_true",
-        help="print prompt + completion (infilling: prefix + middle + suffix)",
+    add_flags(parser, GenerateConfig)
+    return parser
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to generate: a prompt (plain or chat) or the two sides of a hole."""
+
+    config: GenerateConfig
+    prompt: str | None
+    prefix: str | None
+    suffix: str | None
+
+    @property
+    def infilling(self) -> bool:
+        return self.prefix is not None or self.suffix is not None
+
+
+def prepare(argv: list[str] | None) -> tuple[Request, Generator]:
+    """The options, the texts and the model, loaded before any generation."""
+    args = build_parser().parse_args(argv)
+    config = GenerateConfig(**values_from_args(GenerateConfig, args))
+    request = Request(
+        config,
+        _text(config.prompt, config.prompt_file),
+        _text(config.fim_prefix, config.fim_prefix_file),
+        _text(config.fim_suffix, config.fim_suffix_file),
     )
-    return p.parse_args(argv)
+    if (request.prompt is None) == (not request.infilling) or (config.chat and request.infilling):
+        raise UserError("give either --prompt/--prompt-file or --fim-prefix/--fim-suffix")
+    torch.manual_seed(config.seed)
+    gen = Generator(
+        config.model,
+        dtype=getattr(torch, config.dtype),
+        device=config.device,
+        add_bos=config.add_bos,
+    )
+    return request, gen
+
+
+def work(plan: tuple[Request, Generator]) -> int:
+    """Generate and print the text."""
+    request, gen = plan
+    config, prompt, prefix, suffix = request.config, request.prompt, request.prefix, request.suffix
+    options = dict(
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        stop=list(config.stop),
+    )
+    if request.infilling:
+        middle = gen.infill(prefix or "", suffix or "", **options)
+        text = f"{prefix or ''}{middle}{suffix or ''}" if config.show_full else middle
+    elif config.chat:
+        ids = gen.chat_prompt_ids(prompt or "", config.system)
+        completion = gen.text_after(ids, **options).removesuffix("\n")
+        text = f"{prompt}\n{completion}" if config.show_full else completion
+    else:
+        completion = gen.complete(prompt or "", **options)
+        text = (prompt or "") + completion if config.show_full else completion
+    sys.stdout.write(text + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    prompt = _text(args.prompt, args.prompt_file)
-    prefix = _text(args.fim_prefix, args.fim_prefix_file)
-    suffix = _text(args.fim_suffix, args.fim_suffix_file)
-    infilling = prefix is not None or suffix is not None
-    if (prompt is None) == (not infilling) or (args.chat and infilling):
-        sys.stderr.write("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix\n")
-        return 2
-    torch.manual_seed(args.seed)
-    gen = Generator(
-        args.model, dtype=getattr(torch, args.dtype), device=args.device, add_bos=not args.no_bos
-    )
-    options = dict(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        stop=args.stop,
-    )
-    if infilling:
-        middle = gen.infill(prefix or "", suffix or "", **options)
-        text = f"{prefix or ''}{middle}{suffix or ''}" if args.show_full else middle
-    elif args.chat:
-        ids = gen.chat_prompt_ids(prompt, args.system)
-        completion = gen.text_after(ids, **options).removesuffix("\n")
-        text = f"{prompt}\n{completion}" if args.show_full else completion
-    else:
-        completion = gen.complete(prompt, **options)
-        text = prompt + completion if args.show_full else completion
-    sys.stdout.write(text + "\n")
-    return 0
+    """``dscoder-generate``; the exit status of :func:`megatron_dscoder.errors.run_cli`."""
+    return run_cli(lambda: prepare(argv), work, user_errors=(OSError, ValueError))
 
 
 if __name__ == "__main__":

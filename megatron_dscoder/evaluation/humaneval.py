@@ -35,11 +35,19 @@ import random
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from megatron_dscoder.config.flags import OneLineParser
+from megatron_dscoder.config.flags import (
+    ConfigError,
+    OneLineParser,
+    add_flags,
+    opt,
+    require_positive,
+    values_from_args,
+)
+from megatron_dscoder.errors import run_cli
 from megatron_dscoder.evaluation.generate import Generator, truncate_at
 from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
     SandboxError,
@@ -281,31 +289,54 @@ def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeMode
     return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype)), temperature)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="HF causal LM directory")
-    p.add_argument("--tasks", default="humaneval", help="comma list: humaneval, fim")
-    p.add_argument("--limit", type=int, default=None, help="first N HumanEval problems")
-    p.add_argument("--samples", type=int, default=1, help="completions per problem")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    p.add_argument("--max-new-tokens", type=int, default=384)
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--fim-corpus", help="directory of code files, a code file, or JSONL")
-    p.add_argument("--fim-lines-per-file", type=int, default=1)
-    p.add_argument("--fim-max-examples", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--output", help="write the summary and every record to this JSON file")
-    return p.parse_args(argv)
+TASKS = ("humaneval", "fim")
 
 
-def run(args: argparse.Namespace, model: CodeModel) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """Options of ``dscoder-eval-humaneval``; each field is its flag."""
+
+    model: str = opt(MISSING, "HF causal LM directory", required=True)
+    tasks: str = opt("humaneval", "comma list: humaneval, fim")
+    limit: int | None = opt(None, "first N HumanEval problems")
+    samples: int = opt(1, "completions per problem")
+    temperature: float = opt(0.0, "0: greedy (default)")
+    max_new_tokens: int = opt(384)
+    timeout: float = opt(10.0, "seconds per program")
+    workers: int = opt(os.cpu_count() or 1)
+    fim_corpus: str | None = opt(None, "directory of code files, a code file, or JSONL")
+    fim_lines_per_file: int = opt(1)
+    fim_max_examples: int = opt(500)
+    seed: int = opt(0)
+    dtype: str = opt("float32", choices=("float32", "bfloat16"))
+    output: str | None = opt(None, "write the summary and every record to this JSON file")
+
+    def __post_init__(self) -> None:
+        require_positive(self, "limit", "samples", "max_new_tokens", "timeout", "workers")
+        require_positive(self, "temperature", allow_zero=True)
+        require_positive(self, "fim_lines_per_file", "fim_max_examples")
+        unknown = self.task_set - set(TASKS)
+        if unknown:
+            raise ConfigError(f"unknown task(s) {sorted(unknown)}; known: {', '.join(TASKS)}")
+        if "fim" in self.task_set and not self.fim_corpus:
+            raise ConfigError("the fim task needs --fim-corpus PATH")
+
+    @property
+    def task_set(self) -> set[str]:
+        return {t.strip() for t in self.tasks.split(",") if t.strip()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_flags(parser, EvalConfig)
+    return parser
+
+
+def run(args: EvalConfig, model: CodeModel) -> dict:
     """Evaluate ``model`` on the requested tasks; returns {"summary": ..., "records": ...}."""
-    tasks = {t.strip() for t in args.tasks.split(",") if t.strip()}
-    unknown = tasks - {"humaneval", "fim"}
-    if unknown:
-        raise ValueError(f"unknown task(s) {sorted(unknown)}; known: humaneval, fim")
+    tasks = args.task_set
     summary: dict = {}
     records: dict = {}
     if "humaneval" in tasks:
@@ -318,8 +349,6 @@ def run(args: argparse.Namespace, model: CodeModel) -> dict:
             workers=args.workers,
         )
     if "fim" in tasks:
-        if not args.fim_corpus:
-            raise ValueError("the fim task needs --fim-corpus PATH")
         examples = fim_examples(
             corpus_texts(args.fim_corpus),
             lines_per_file=args.fim_lines_per_file,
@@ -332,24 +361,30 @@ def run(args: argparse.Namespace, model: CodeModel) -> dict:
     return {"summary": summary, "records": records}
 
 
-def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        if model is None:
-            model = load_hf_model(args.model, temperature=args.temperature, dtype=args.dtype)
-        result = run(args, model)
-    except ValueError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    except SandboxError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 1
+def prepare(argv: list[str] | None, model: CodeModel | None) -> tuple[EvalConfig, CodeModel]:
+    """The options, checked, and the model, loaded before any evaluation."""
+    config = EvalConfig(**values_from_args(EvalConfig, build_parser().parse_args(argv)))
+    if model is None:
+        model = load_hf_model(config.model, temperature=config.temperature, dtype=config.dtype)
+    return config, model
+
+
+def work(plan: tuple[EvalConfig, CodeModel]) -> int:
+    """Evaluate; the summary on stdout, everything in ``--output``."""
+    config, model = plan
+    result = run(config, model)
     sys.stdout.write(json.dumps(result["summary"], indent=2) + "\n")
-    if args.output:
-        Path(args.output).write_text(
-            json.dumps({**result, "args": vars(args)}, indent=1, default=str) + "\n"
+    if config.output:
+        Path(config.output).write_text(
+            json.dumps({**result, "args": asdict(config)}, indent=1, default=str) + "\n"
         )
     return 0
+
+
+def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
+    """``dscoder-eval-humaneval``; the exit status of :func:`megatron_dscoder.errors.run_cli`
+    (a broken sandbox, found during the evaluation, exits 1)."""
+    return run_cli(lambda: prepare(argv, model), work, user_errors=(OSError, ValueError))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from megatron_dscoder.errors import UserError
+
 logger = logging.getLogger(__name__)
 INIT = str(Path(__file__).with_name("sandbox_init.py"))
 LEVELS = ("namespaces", "user-namespaces", "uid", "process")
@@ -82,9 +84,11 @@ class SandboxResult:
         return self.status == "passed"
 
 
-@dataclass(frozen=True)
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (not the program): scores would be wrong, so stop."""
+class SandboxError(UserError, RuntimeError):
+    """The sandbox itself failed (not the program): scores would be wrong, so stop.
+
+    A plain exception (``SandboxError("message")``), not a dataclass: a frozen dataclass with no
+    fields would refuse the message and raise ``TypeError`` instead."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,14 @@ class Limits:
     max_output: int = 4096
 
     def rlimits(self) -> dict[str, int]:
-        return {"RLIMIT_CPU": max(1, int(self.timeout) + 1), "RLIMIT_AS": self.memory_mb << 20,
-                "RLIMIT_FSIZE": self.file_mb << 20, "RLIMIT_CORE": 0,
-                "RLIMIT_NOFILE": self.open_files, "RLIMIT_NPROC": self.processes}  # fmt: skip
+        return {
+            "RLIMIT_CPU": max(1, int(self.timeout) + 1),
+            "RLIMIT_AS": self.memory_mb << 20,
+            "RLIMIT_FSIZE": self.file_mb << 20,
+            "RLIMIT_CORE": 0,
+            "RLIMIT_NOFILE": self.open_files,
+            "RLIMIT_NPROC": self.processes,
+        }
 
 
 def run_sandboxed(
@@ -152,13 +161,19 @@ def run_at(level: str, program: str, limits: Limits) -> SandboxResult:
             except PermissionError as err:  # root without CAP_CHOWN: this level is unavailable
                 return SandboxResult("error", f"sandbox setup failed: {err}", level)
         config = {
-            "program": str(Path(tmp, "program.py")), "work": str(work), "uid": uid,
+            "program": str(Path(tmp, "program.py")),
+            "work": str(work),
+            "uid": uid,
             "python": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
-            "namespaces": namespaces, "nest_user": level == "user-namespaces",
-            "keep": [os.path.realpath(sys.base_prefix), tmp], "hide": _hidden_dirs(),
-            "rlimits": limits.rlimits(), "timeout": limits.timeout,
-            "work_bytes": limits.work_mb << 20, "max_output": limits.max_output,
-        }  # fmt: skip
+            "namespaces": namespaces,
+            "nest_user": level == "user-namespaces",
+            "keep": [os.path.realpath(sys.base_prefix), tmp],
+            "hide": _hidden_dirs(),
+            "rlimits": limits.rlimits(),
+            "timeout": limits.timeout,
+            "work_bytes": limits.work_mb << 20,
+            "max_output": limits.max_output,
+        }
         command = [config["python"], "-I", "-S", "-B", INIT, json.dumps(config)]
         if namespaces:
             command = [*_unshare(user=not privileged), *command]
@@ -168,8 +183,18 @@ def run_at(level: str, program: str, limits: Limits) -> SandboxResult:
 
 
 def _unshare(user: bool) -> list[str]:
-    return ["unshare", *(["--user", "--map-root-user"] if user else []), "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
-            "--net", "--ipc", "--uts"]  # fmt: skip
+    return [
+        "unshare",
+        *(["--user", "--map-root-user"] if user else []),
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount",
+        "--mount-proc",
+        "--net",
+        "--ipc",
+        "--uts",
+    ]
 
 
 def _hidden_dirs() -> list[str]:
@@ -179,9 +204,15 @@ def _hidden_dirs() -> list[str]:
 
 def _run_with_deadline(command: list[str], seconds: float) -> tuple[bytes, bool]:
     """The command's stdout+stderr, read until EOF or the deadline (then its session is killed)."""
-    proc = subprocess.Popen(command, env=_CLEAN_ENV, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd="/")  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        env=_CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd="/",
+    )
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -206,7 +237,7 @@ def _run_with_deadline(command: list[str], seconds: float) -> tuple[bytes, bool]
 
 
 def _remove_tree(path: str) -> None:
-    def writable_again(func, name, exc) -> None:  # noqa: ANN001 - shutil's onerror signature
+    def writable_again(func, name, exc) -> None:
         os.chmod(os.path.dirname(name), 0o700)
         func(name)
 

@@ -29,8 +29,14 @@ import time
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
-_OPTION_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-                 "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}  # fmt: skip
+_OPTION_FLAGS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": MS_NOATIME,
+    "nodiratime": MS_NODIRATIME,
+    "relatime": MS_RELATIME,
+}
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 36, 38
 CLONE_NEWUSER = 0x10000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -132,11 +138,17 @@ def start_program(config: dict, output: int) -> int:
             os.setresuid(config["uid"], config["uid"], config["uid"])
         elif config["nest_user"]:
             _nest_user_namespace()
-        env = {"PATH": "/usr/bin:/bin", "HOME": config["work"], "TMPDIR": config["work"],
-               "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}  # fmt: skip
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": config["work"],
+            "TMPDIR": config["work"],
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONHASHSEED": "0",
+        }
         argv = [config["python"], "-I", "-S", "-B", config["program"]]
         os.execve(config["python"], argv, env)
-    except BaseException as err:  # noqa: BLE001 - report any setup failure, never run unconfined
+    except BaseException as err:
         os.write(failure, f"sandbox setup failed: {err}".encode())
     os._exit(97)
 

@@ -32,7 +32,7 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 
-from megatron_dscoder.config.run import ATTENTION_BACKENDS as BACKENDS
+from megatron_dscoder.model.backends import ATTENTION_BACKENDS as BACKENDS
 from megatron_dscoder.model.fused import log_sdpa_kernel
 
 _SDPA_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)

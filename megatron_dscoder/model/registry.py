@@ -7,7 +7,8 @@ Megatron user finds ``num_query_groups`` where they expect it. Launch scripts na
 Dimensions are from the DeepSeek-Coder paper (arXiv 2401.14196, Table 2) and the published
 ``LlamaForCausalLM`` configs: pre-norm RMSNorm (eps 1e-6), SwiGLU, no linear biases, untied
 input/output embeddings, RoPE base 10000 for the 4K stage. The 16K context-extension stage is a
-recipe derived from a size (:func:`extend_context`), not a second table.
+recipe derived from a size (:func:`with_long_context`, applied by
+``megatron_dscoder.config.recipes.extend_context``), not a second table.
 
     >>> MODELS["1.3b"].num_parameters() / 1e9   # doctest: +ELLIPSIS
     1.34...
@@ -142,11 +143,10 @@ def get_model(name: str) -> ModelArch:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
 
 
-def extend_context(arch: ModelArch, factor: int = 4, rotary_base: int = 100000) -> ModelArch:
-    """DeepSeek-Coder's long-context recipe: RoPE base 10000 -> 100000 with linear interpolation.
-
-    The 4K model becomes a 16K model (paper §3.6); ``debug`` goes 128 -> 512 positions.
-    """
+def with_long_context(arch: ModelArch, factor: int, rotary_base: int) -> ModelArch:
+    """The architecture with ``factor`` times the positions: RoPE base ``rotary_base`` with
+    linear position interpolation. DeepSeek-Coder's values (x4, base 100000: the 4K model
+    becomes a 16K model, paper §3.6) live once, in ``config.recipes.ContextExtension``."""
     return dataclasses.replace(
         arch,
         max_position_embeddings=arch.max_position_embeddings * factor,

@@ -10,7 +10,7 @@ dist_checkpointing run under ``torch.distributed`` with the gloo backend.
 It is a deliberate, contained patch of a third-party library's expectations:
 
 * it is inert when CUDA is available (:func:`activate` returns ``False`` and changes nothing);
-* it is tested against the pinned megatron-core version (``tests/test_cpu_compat.py``);
+* it is tested against the pinned megatron-core version (``tests/parallel/test_cpu_compat.py``);
 * it is activated once, by :func:`activate`, before megatron-core builds anything.
 
 Usage::
@@ -136,7 +136,7 @@ def _reenter_mode_in_backward() -> None:
 
     original = BackwardCFunction.apply
 
-    def apply(self, *args):  # noqa: ANN001, ANN202
+    def apply(self: Any, *args: Any) -> Any:
         if torch.overrides._get_current_function_mode_stack():
             return original(self, *args)
         with _CudaToCpuMode():

@@ -2,7 +2,7 @@
 
 DeepSeek-Coder's pipeline: the paper's file filters; quality screening (files that do not parse,
 auto-generated files, files with a function over 1000 lines; see
-``megatron_dscoder.preprocess.quality``); repository-level samples for Python, Java,
+``megatron_dscoder.preprocess.stages.quality``); repository-level samples for Python, Java,
 C, C++ and C# (imports resolved inside each repository, files ordered by Algorithm 1, each
 prefixed with a path comment, one sample per connected component); one sample per file for
 other languages; document-level FIM (PSM; SPM with ``--fim-spm-rate``); EOS after every
@@ -15,12 +15,13 @@ C# as wholes, other files one by one; one sample kept per cluster) and benchmark
 decontamination (a sample sharing a 10-word gram with HumanEval or a --decontaminate-files
 benchmark is dropped). Inputs: JSONL (plain/.gz/.zst) or Parquet with fields
 text/repo/path/lang (The Stack's content/max_stars_repo_name/max_stars_repo_path/lang are
-recognised), or directories whose subdirectories are repository checkouts. Bad records are skipped and counted in the stats.
+recognised), or directories whose subdirectories are repository checkouts. Bad records are
+skipped and counted in the stats.
 Output is identical for any ``--workers`` and either ``--engine`` given the same input and
 ``--seed``.
 
 Run as ``dscoder-preprocess`` (installed with the package) or ``python tools/preprocess_data.py``;
-the flags are generated from :class:`.options.PreprocessConfig`. Tiny CPU toy run, from the
+the flags are generated from :class:`~megatron_dscoder.preprocess.config.PreprocessConfig`. Tiny CPU toy run, from the
 repository root (a tokenizer first, then the Python json package)::
 
     STDLIB=$(python -c 'import sysconfig;print(sysconfig.get_paths()["stdlib"])')
@@ -37,7 +38,8 @@ Then train with ``--data-path out/toy/code``. A real run::
 
 On a Ray cluster (every path on shared storage, this package installed on every node)::
 
-    python tools/preprocess_data.py --engine ray --ray-address auto --input /shared/raw/*.jsonl.zst \\
+    python tools/preprocess_data.py --engine ray --ray-address auto \\
+        --input /shared/raw/*.jsonl.zst \\
         --tokenizer-model /shared/tokenizer --output-prefix /shared/data/code --keep-shards
 """
 
@@ -49,25 +51,34 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from megatron_dscoder.config.flags import OneLineParser, add_flags, values_from_args
-from megatron_dscoder.data.indexed import EmptyOutputError, NoSpaceError
+from megatron_dscoder.data.indexed import NoSpaceError
+from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.paths import check_output_path
-from megatron_dscoder.preprocess.options import PreprocessConfig
-from megatron_dscoder.preprocess.pipeline import run_pipeline
-from megatron_dscoder.preprocess.report import write_report
-from megatron_dscoder.tokenizer import MissingSpecialTokensError
+from megatron_dscoder.preprocess.config import PreprocessConfig
+from megatron_dscoder.preprocess.pipeline import PreparedRun, execute, prepare_run
+from megatron_dscoder.preprocess.report.markdown import write_report
 
 #: What the one-line summary on stdout shows of the stats.
 SUMMARY = ("documents_in", "documents_out", "tokens", "bad_input", "filtered", "quality", "fim")
 #: OSErrors that a user fixes (free space, permissions), reported in one line without traceback.
-USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.EEXIST,
-               errno.ENOTDIR, errno.EISDIR)  # fmt: skip
+USER_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EROFS,
+    errno.EPERM,
+    errno.EEXIST,
+    errno.ENOTDIR,
+    errno.EISDIR,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every flag, generated from the fields of :class:`.options.PreprocessConfig`."""
+    """Every flag, generated from the fields of :class:`~megatron_dscoder.preprocess.config.PreprocessConfig`."""
     parser = OneLineParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -94,35 +105,56 @@ def os_error_line(err: OSError, options: PreprocessConfig) -> str:
     return f"{(err.strerror or str(err)).lower()} ({where})"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the pipeline; 0 on success, 2 (one line on stderr) for a user mistake."""
+@contextmanager
+def environment_errors(options: PreprocessConfig) -> Iterator[None]:
+    """A full disk or an unwritable place (the environment, not a bug) as a :class:`UserError`
+    naming the place."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in USER_ERRNOS:
+            raise
+        raise UserError(os_error_line(err, options)) from err
+
+
+def prepare(argv: Sequence[str] | None) -> PreparedRun:
+    """Flags, options, the output files and every check of the run, before any work."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    options: PreprocessConfig | None = None
-    try:
-        options = config_from_args(args)
-        if options.stats_json:
-            check_output_path(options.stats_json, "--stats-json", directory=False)
-        if options.tmp_dir:
-            check_output_path(options.tmp_dir, "--tmp-dir", directory=True)
-        stats = run_pipeline(options)
-    except (MissingSpecialTokensError, ValueError, FileNotFoundError, EmptyOutputError) as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    except OSError as err:  # a full disk or an unwritable place: the environment, not a bug
-        if err.errno not in USER_ERRNOS or options is None:
-            raise
-        sys.stderr.write(f"error: {os_error_line(err, options)}\n")
-        return 2
+    options = config_from_args(args)
+    if options.stats_json:
+        check_output_path(options.stats_json, "--stats-json", directory=False)
+    if options.tmp_dir:
+        check_output_path(options.tmp_dir, "--tmp-dir", directory=True)
+    with environment_errors(options):
+        return prepare_run(options)
+
+
+def work(prepared: PreparedRun) -> int:
+    """Run the pipeline; a one-line summary on stdout."""
+    options = prepared.config
+    with environment_errors(options):
+        stats = execute(prepared)
     summary = {k: stats[k] for k in SUMMARY}
     summary["decontaminated"] = stats["decontamination"]["dropped"]
     summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
     out = sys.stdout
     out.write(json.dumps(summary, ensure_ascii=False) + "\n")
-    out.write(f"wrote {options.output_prefix}.bin/.idx in {stats['seconds']['total']:.1f}s\n")
+    written = (
+        f"{options.output_prefix}.parts/manifest.json ({stats['output_parts']} parts)"
+        if stats["output_parts"]
+        else f"{options.output_prefix}.bin/.idx"
+    )
+    out.write(f"wrote {written} in {stats['seconds']['total']:.1f}s\n")
     if options.report:
         out.write(f"wrote {write_report(stats, options.report)}\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the pipeline; 0 on success; a user's mistake is one line on stderr, exit status 2
+    when found before work starts, 1 after (:func:`megatron_dscoder.errors.run_cli`)."""
+    return run_cli(lambda: prepare(argv), work, user_errors=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

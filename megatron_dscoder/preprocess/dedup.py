@@ -1,16 +1,17 @@
 """Near-dedup on disk: band files per task, one merge per band, verification by id range.
 
 MinHash near-dedup in the formulation that scales out (BigCode's, without an in-memory index);
-the tasks that run these steps are in :mod:`.dedup_tasks`:
+the tasks that run these steps are in :mod:`megatron_dscoder.preprocess.tasks.dedup`:
 
-1. **Signatures and band files** (every pass-1 and pass-2 task; :mod:`.minhash`): each sample
+1. **Signatures and band files** (every pass-1 and pass-2 task;
+   :mod:`megatron_dscoder.preprocess.stages.minhash`): each sample
    gets ``num_perm`` MinHash values over its word 5-grams, saved per shard
    (``sNNNNNNN.sig.npy``), cut into ``bands`` bands of ``rows`` values; each band becomes one
    64-bit key, hash(band index, band values). A task writes *one* band file for all its
    shards (:func:`write_band_file`): ``(bands, 2, n)`` uint64, row ``[b, 0]`` the keys of band
    ``b`` sorted, row ``[b, 1]`` the sample ids. A sample id is ``shard << 32 | position``, so
    ids increase in output order.
-2. **Merge, one task per band** (:func:`merge_band_records`): reads its band's rows of every
+2. **Merge, one task per band** (:func:`band_ranges` and :func:`candidate_pairs`, run by ``merge_band``): reads its band's rows of every
    task's band file (one open per file), cut into ``key_ranges`` ranges of about
    ``group_bytes`` each through scratch files when the band is large; in each range it links
    every sample of a run of equal keys to the run's smallest id (a star: n - 1 candidate pairs
@@ -45,7 +46,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from megatron_dscoder.preprocess.minhash import MinHashConfig, band_keys, estimated_jaccard
+from megatron_dscoder.preprocess.cluster.layout import save_array, shard_file
+from megatron_dscoder.preprocess.config import MinHashConfig
+from megatron_dscoder.preprocess.stages.minhash import (
+    EMPTY,
+    band_keys,
+    band_layout,
+    estimated_jaccard,
+)
 
 VERIFY_BLOCK = 1 << 15
 #: Signature files a verification task keeps memory-mapped (each holds a file descriptor).
@@ -55,30 +63,12 @@ LOCAL_MASK = np.uint64(0xFFFFFFFF)
 Signed = tuple[np.ndarray, np.ndarray]
 
 
-def shard_file(work_dir: str, shard: int, kind: str) -> str:
-    """Path of one of a shard's work files (``tok``, ``len``, ``nf``, ``sig``)."""
-    return os.path.join(work_dir, f"s{shard:07d}.{kind}.npy")
-
-
-def band_file(work_dir: str, task: str) -> str:
-    """The band file of the task named ``task`` (``p1-NNNNNNN``, ``p2-NNNNNNNNNN``)."""
-    return os.path.join(work_dir, "dedup", "bands", f"{task}.npy")
-
-
-def save_array(path: str, array: np.ndarray) -> None:
-    """``np.save`` under a temporary name, then renamed (a retried task never sees half files)."""
-    tmp = f"{path}.{os.getpid()}.partial"
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
 def band_records(shard: int, sig: np.ndarray, config: MinHashConfig) -> Signed:
     """(sample ids, (n, bands) band keys) of the shard's samples that have a signature (a text
     without words has none)."""
-    present = np.flatnonzero((sig != np.uint32(0xFFFFFFFF)).any(axis=1))
+    present = np.flatnonzero((sig != EMPTY).any(axis=1))
     ids = (np.uint64(shard) << np.uint64(32)) | present.astype(np.uint64)
-    return ids, band_keys(sig[present], *config.band_layout())
+    return ids, band_keys(sig[present], *band_layout(config))
 
 
 def write_band_file(path: str, signed: list[Signed], bands: int) -> int:
@@ -134,8 +124,10 @@ def band_ranges(
     """
     if ranges == 1:
         parts = [np.load(path, mmap_mode="r")[band] for path in files]
-        yield (np.concatenate([np.asarray(p[0]) for p in parts] or [np.empty(0, np.uint64)]),
-               np.concatenate([np.asarray(p[1]) for p in parts] or [np.empty(0, np.uint64)]))  # fmt: skip
+        yield (
+            np.concatenate([np.asarray(p[0]) for p in parts] or [np.empty(0, np.uint64)]),
+            np.concatenate([np.asarray(p[1]) for p in parts] or [np.empty(0, np.uint64)]),
+        )
         return
     scratch = tempfile.mkdtemp(prefix=f"b{band:03d}.tmp-", dir=scratch_dir)
     try:
@@ -147,8 +139,9 @@ def band_ranges(
                 cuts = [0, *np.searchsorted(keys, bounds).tolist(), keys.size]
                 for r, out in enumerate(outs):
                     if cuts[r + 1] > cuts[r]:
-                        np.stack([keys[cuts[r] : cuts[r + 1]], ids[cuts[r] : cuts[r + 1]]],
-                                 axis=1).tofile(out)  # fmt: skip
+                        np.stack(
+                            [keys[cuts[r] : cuts[r + 1]], ids[cuts[r] : cuts[r + 1]]], axis=1
+                        ).tofile(out)
         finally:
             for out in outs:
                 out.close()

@@ -12,6 +12,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 #: Languages whose files are grouped per repository and ordered by their imports
 #: (DeepSeek-Coder §2.2 / Algorithm 1). Everything else is one sample per file.
 REPO_LEVEL_LANGUAGES = frozenset({"python", "java", "c", "c++", "c#"})
@@ -27,6 +30,11 @@ class Record:
     lang: str = ""
 
 
+#: A document before tokenisation: text pieces (encoded separately) and literal token ids
+#: (FIM sentinels).
+Piece = str | int
+
+
 @dataclass(slots=True)
 class Sample:
     """One output document before tokenisation.
@@ -40,6 +48,18 @@ class Sample:
     repo: str
     paths: tuple[str, ...]
     lang: str
+
+
+@dataclass
+class EncodedPartition:
+    """The tokens of consecutive documents (concatenated) and their lengths."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+
+    @staticmethod
+    def empty(dtype: npt.DTypeLike) -> EncodedPartition:
+        return EncodedPartition(np.empty(0, dtype=dtype), np.empty(0, dtype=np.int32))
 
 
 _EXTENSIONS: dict[str, str] = {

@@ -9,7 +9,7 @@ of the files and the failures are gathered, so all ranks raise the same error. A
 written before manifests existed is loaded with a warning.
 
 The hash is xxHash3-128 (about 11 GB/s per core, so reading the page-cached shards costs more
-than hashing them); ``benchmarks/checkpoint_checksums.py`` measures the cost at save and load.
+than hashing them); ``benchmarks/bench_checkpoint_checksums.py`` measures the cost at save and load.
 """
 
 from __future__ import annotations

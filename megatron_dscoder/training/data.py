@@ -6,7 +6,8 @@ train/valid/test. Index arrays are built by one rank (megatron-core's builder bu
 barriers, then the others read the cache in ``--data-cache-path``).
 
 Every prefix is checked (:func:`megatron_dscoder.data.indexed.check_prefix`) before any
-process-group work needs it, and so is every split that will be used (:func:`check_splits`): an
+process-group work needs it, and so is every split that will be used (:func:`check_splits`; the blend and split arithmetic are
+:mod:`megatron_dscoder.data.blend`): an
 empty split would make megatron-core's ``GPTDataset._get_num_epochs`` loop forever. Splits that
 are not used (test always, validation without ``--eval-interval``) are never built.
 """
@@ -17,64 +18,21 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from megatron_dscoder.config.run import RunConfig, parse_split
+from megatron_dscoder.data.blend import parse_blend, split_bounds, split_tokens
 from megatron_dscoder.data.indexed import DataError, read_lengths
-from megatron_dscoder.data.manifest import blend_from_manifest, is_manifest
+from megatron_dscoder.training.sft_data import build_sft
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
-
-__all__ = ["DataError", "parse_blend"]
-
-
-def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
-    """``["a"]`` -> (["a"], None); ``["0.7", "a", "0.3", "b"]`` -> (["a", "b"], [0.7, 0.3]);
-    ``["out.shards/manifest.json"]`` -> its parts, weighted by tokens (:mod:`..data.manifest`)."""
-    if len(tokens) == 1 and is_manifest(tokens[0]):
-        try:
-            prefixes, token_weights = blend_from_manifest(tokens[0])
-        except ValueError as err:
-            raise DataError(str(err)) from err
-        return prefixes, token_weights
-    if len(tokens) == 1:
-        return tokens, None
-    if len(tokens) % 2:
-        raise DataError(f"--data-path needs PREFIX or weight/prefix pairs, got {tokens}")
-    try:
-        weights = [float(w) for w in tokens[::2]]
-    except ValueError as err:
-        raise DataError(f"--data-path weights must be numbers: {tokens}") from err
-    if any(w <= 0 for w in weights):
-        raise DataError(f"--data-path weights must be positive: {weights}")
-    return list(tokens[1::2]), weights
-
-
-def split_bounds(split: str) -> list[tuple[float, float] | None]:
-    """Megatron's split matrix: ``"99,1,0"`` -> ``[(0, .99), (.99, 1.0), None]``."""
-    from megatron.core.datasets.blended_megatron_dataset_config import (
-        convert_split_vector_to_split_matrix,
-    )
-
-    return convert_split_vector_to_split_matrix(list(parse_split(split)))
-
-
-def split_tokens(prefix: str, bounds: tuple[float, float] | None) -> int:
-    """Tokens of ``prefix`` in one split, cut exactly as megatron-core cuts it (by sequence)."""
-    if bounds is None:
-        return 0
-    _, lengths, _ = read_lengths(prefix)
-    n = len(lengths)
-    beg, end = int(round(bounds[0] * n)), int(round(bounds[1] * n))
-    return int(np.asarray(lengths[beg:end], dtype=np.int64).sum())
 
 
 def check_splits(data_path: list[str], split: str, evaluate: bool) -> bool:
     """Refuse an empty training split; returns whether validation can run (warns if not)."""
     prefixes, _ = parse_blend(data_path)
-    bounds = split_bounds(split)
+    bounds = split_bounds(parse_split(split))
     for prefix in prefixes:
         if split_tokens(prefix, bounds[0]) == 0:
             raise DataError(
@@ -220,8 +178,6 @@ def build_train_valid(run: RunConfig, with_valid: bool = True) -> tuple:
             MockTokens(run.arch.vocab_size, t.seq_length, t.seed + 1),
         )
     if d.sft:
-        from megatron_dscoder.training.sft_data import build_sft
-
         valid = with_valid and bool(run.logging.eval_interval)
         return build_sft(d.data_path[0], d.split, t.seq_length, t.seed, valid)
     from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, vocab_size

@@ -21,6 +21,8 @@ import functools
 import numpy as np
 import torch
 
+from megatron_dscoder.config.run import parse_split
+from megatron_dscoder.data.blend import split_bounds
 from megatron_dscoder.data.indexed import DataError, mask_prefix, read_lengths
 
 
@@ -89,10 +91,10 @@ class PackedSFT(torch.utils.data.Dataset):
 
 def build_sft(prefix: str, split: str, seq_length: int, seed: int, with_valid: bool) -> tuple:
     """(train, valid or None) over the documents of ``--split``'s first two shares."""
-    from megatron_dscoder.training.data import split_bounds
-
     n = len(read_lengths(prefix)[1])
-    ranges = [(round(b[0] * n), round(b[1] * n)) if b else None for b in split_bounds(split)]
+    ranges = [
+        (round(b[0] * n), round(b[1] * n)) if b else None for b in split_bounds(parse_split(split))
+    ]
     train = PackedSFT(prefix, seq_length, seed, ranges[0])
     valid = PackedSFT(prefix, seq_length, seed + 1, ranges[1]) if with_valid else None
     return train, valid

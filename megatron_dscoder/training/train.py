@@ -14,29 +14,68 @@ This file only wires parts together; each part lives in its own module.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from megatron_dscoder import lifeline
-from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.config.cli import parse, world_size_from_env
+from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.errors import Plan, UserError, run_cli
 from megatron_dscoder.training import planner
 
 
-def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False) -> int:
-    """Entry point; returns the exit status.
+def latest_checkpoint_metadata(load: str) -> dict[str, Any] | None:
+    """What the latest checkpoint under ``load`` records (model, architecture), or None."""
+    from megatron_dscoder.training.checkpoint import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
 
-    ``keep_process_group`` leaves torch.distributed's default group up (megatron-core's groups
-    are always torn down), so one launch can run several layouts in turn.
-    """
+    found = find_latest_checkpoint(load)
+    return None if found is None else read_checkpoint_metadata(found)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A run checked before anything is built: its flags, its config, and where it starts
+    (``None`` for ``--dry-run``, which only plans)."""
+
+    args: argparse.Namespace
+    run: RunConfig
+    start: Any  # resume.Start (imported when needed: it loads torch); None for --dry-run
+    started: float
+
+
+def prepare(argv: Sequence[str] | None = None) -> Launch:
+    """Flags, config and every check made before the model is built (a mistake found here
+    exits 2): data prefixes and splits, outputs, the checkpoint to resume."""
     lifeline.tie_to_launcher()  # before anything slow: an orphaned worker must not train on
     started = time.monotonic()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
-    args, run = arguments.parse(argv, arguments.world_size_from_env())
+    args, run = parse(argv, world_size_from_env(), latest_checkpoint_metadata)
     if args.dry_run:
-        return planner.dry_run(run, args.gpu_memory_gib, args.assumed_efficiency)
+        return Launch(args, run, None, started)
+    from megatron_dscoder.training.resume import preflight
+
+    return Launch(args, run, preflight(run), started)
+
+
+def work(launch: Launch, *, keep_process_group: bool = False) -> int:
+    """Plan (``--dry-run``), or build and train; returns the exit status.
+
+    ``keep_process_group`` leaves torch.distributed's default group up (megatron-core's groups
+    are always torn down), so one launch can run several layouts in turn.
+    """
+    if launch.start is None:
+        return planner.dry_run(
+            launch.run, launch.args.gpu_memory_gib, launch.args.assumed_efficiency
+        )
 
     from megatron_dscoder.parallel import distributed
     from megatron_dscoder.training.build import (
@@ -47,13 +86,9 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     from megatron_dscoder.training.data import build_train_valid
     from megatron_dscoder.training.loop import Trainer, run_metadata
     from megatron_dscoder.training.metrics import MetricsLogger, sinks_for
-    from megatron_dscoder.training.resume import preflight, restore
+    from megatron_dscoder.training.resume import restore
 
-    try:
-        start = preflight(run)
-    except Exception as err:
-        err.before_model = True  # a user's mistake found up front: exit status 2 in cli()
-        raise
+    start = launch.start
     run = start.run
     distributed.initialize(run.parallel, run.train.seed, run.parallel.distributed_timeout_minutes)
     metrics = None
@@ -65,7 +100,7 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
         description = {**run_metadata(run), "save": run.checkpoint.save}
         sinks = sinks_for(run.logging, description) if distributed.is_logging_rank() else []
         metrics = MetricsLogger(sinks)
-        Trainer(run, model, optimizer, datasets, metrics, state, started).train()
+        Trainer(run, model, optimizer, datasets, metrics, state, launch.started).train()
     finally:
         if metrics is not None:
             metrics.close()
@@ -73,26 +108,36 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from megatron_dscoder.config.run import ConfigError
-    from megatron_dscoder.data.indexed import DataError
-    from megatron_dscoder.training.checkpoint import CheckpointError
-    from megatron_dscoder.training.loop import NonFiniteLossError
-    from megatron_dscoder.training.outputs import OutputError
+def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False) -> int:
+    """Entry point for code (tests, examples): errors propagate; see :func:`cli`."""
+    return work(prepare(argv), keep_process_group=keep_process_group)
 
-    return (ConfigError, DataError, CheckpointError, OutputError, NonFiniteLossError)
+
+def _as_user_error(step: Callable[[Plan], int | Launch], arg: Plan) -> int | Launch:
+    """``step(arg)``, with the training room's own user errors (a refused checkpoint, a loss that
+    stayed non-finite) raised as :class:`~megatron_dscoder.errors.UserError`. Their classes are
+    imported only when something was raised: they load torch, which a flag mistake never needs."""
+    try:
+        return step(arg)
+    except UserError:
+        raise
+    except Exception as err:
+        from megatron_dscoder.training.checkpoint import CheckpointError
+        from megatron_dscoder.training.loop import NonFiniteLossError
+
+        if isinstance(err, CheckpointError | NonFiniteLossError):
+            raise UserError(str(err)) from err
+        raise
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """``main`` for the command line: a user's mistake or a failed save is one logged line (no
-    traceback); exit status 2 when found before the model was built, 1 after."""
-    try:
-        return main(argv)
-    except Exception as err:
-        if not isinstance(err, _user_errors()):
-            raise
-        logging.getLogger(__name__).error("%s", err)
-        return 2 if getattr(err, "before_model", False) else 1
+    """``dscoder-pretrain``: a user's mistake or a failed save is one line (no traceback);
+    exit status 2 when found before the model is built, 1 after
+    (:func:`megatron_dscoder.errors.run_cli`)."""
+    return run_cli(
+        lambda: _as_user_error(prepare, argv),
+        lambda launch: _as_user_error(work, launch),
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ def debug_arch(mha: bool, vocab_size: int, *, extended: bool = False) -> ModelAr
     if mha:
         arch = dataclasses.replace(arch, num_query_groups=arch.num_attention_heads)
     if extended:
-        from megatron_dscoder.model.registry import extend_context
+        from megatron_dscoder.model.registry import with_long_context
 
-        arch = extend_context(arch)
+        arch = with_long_context(arch, 4, 100000)
     return arch
 
 

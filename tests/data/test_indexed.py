@@ -96,7 +96,7 @@ def test_reader_and_checks_agree_with_the_writer(tmp_path: Path) -> None:
         (lambda p: _append(p.with_suffix(".bin"), b"\0\0"), "different runs"),
     ],
 )
-def test_check_prefix_names_the_damaged_file(tmp_path: Path, damage, message: str) -> None:  # noqa: ANN001
+def test_check_prefix_names_the_damaged_file(tmp_path: Path, damage, message: str) -> None:
     prefix = tmp_path / "data"
     _write(prefix, [[1, 2, 3], [4], [5, 6]])
     damage(prefix)
@@ -115,7 +115,7 @@ def _append(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def _racing_writer(prefix: str, writer_id: int, rounds: int, barrier, results) -> None:  # noqa: ANN001
+def _racing_writer(prefix: str, writer_id: int, rounds: int, barrier, results) -> None:
     """Writer ``writer_id``: in every round, finalise (all writers at once) then check."""
     for r in range(rounds):
         writer = IndexedDatasetWriter(prefix, np.uint16)

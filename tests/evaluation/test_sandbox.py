@@ -48,7 +48,7 @@ def _processes_with(marker: str) -> list[int]:
 
 @needs_confinement
 @pytest.mark.parametrize("level", CONFINED)
-def test_secrets_of_the_harness_are_out_of_reach(level: str, monkeypatch) -> None:  # noqa: ANN001
+def test_secrets_of_the_harness_are_out_of_reach(level: str, monkeypatch) -> None:
     secret = secrets.token_hex(12)
     monkeypatch.setenv("HARNESS_API_KEY", secret)
     program = """
@@ -95,8 +95,11 @@ def test_files_outside_cannot_be_written_deleted_or_reached_by_a_shell(
         assert result.status == "failed", (name, result)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     assert victim.read_text() == "data" and not Path("/etc/owned").exists()
-    home = run_at(level, f"print(sorted(__import__('os').listdir({str(Path.home())!r})))\n",
-                  Limits(timeout=10))  # fmt: skip
+    home = run_at(
+        level,
+        f"print(sorted(__import__('os').listdir({str(Path.home())!r})))\n",
+        Limits(timeout=10),
+    )
     # Only the Python installation is mounted back into the hidden home, when it lives there.
     python = Path(sys.base_prefix).resolve()
     shown = [python.relative_to(Path.home()).parts[0]] if python.is_relative_to(Path.home()) else []

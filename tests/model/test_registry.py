@@ -2,7 +2,7 @@
 
 import pytest
 
-from megatron_dscoder.model.registry import MODELS, extend_context, get_model
+from megatron_dscoder.model.registry import MODELS, get_model, with_long_context
 
 NOMINAL = {"1.3b": 1.35e9, "6.7b": 6.74e9, "33b": 33.3e9}
 
@@ -41,7 +41,7 @@ def test_deepseek_vocab_pads_to_published_rows_at_every_tp(tp):
 
 
 def test_extend_context_recipe():
-    long = extend_context(MODELS["6.7b"])
+    long = with_long_context(MODELS["6.7b"], 4, 100000)
     assert (long.max_position_embeddings, long.rotary_base, long.seq_len_interpolation_factor) == (
         16384,
         100000,

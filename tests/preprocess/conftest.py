@@ -37,9 +37,8 @@ def deepseek_tokenizer_dir(
     tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """The tiny trained BPE rebuilt to DeepSeek-Coder's published tokenizer structure."""
-    from preprocess_helpers import deepseek_layout
-
     from megatron_dscoder.tokenizer import load_tokenizer
+    from tests.preprocess.preprocess_helpers import deepseek_layout
 
     out = tmp_path_factory.mktemp("deepseek_layout")
     deepseek_layout(load_tokenizer(tiny_tokenizer_dir)).save(str(out / "tokenizer.json"))

@@ -12,7 +12,7 @@ import orjson
 import zstandard
 from tokenizers import Tokenizer
 
-from megatron_dscoder.preprocess.options import PreprocessConfig
+from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import run_pipeline
 from megatron_dscoder.tokenizer import load_tokenizer
 
@@ -92,12 +92,22 @@ def deepseek_layout(tok: Tokenizer) -> Tokenizer:
     added = [(c, False) for c in LATIN1_ADDED]
     added += list(zip(SPECIAL_TOKENS, DEEPSEEK_SPECIAL_FLAGS, strict=True))
     state["added_tokens"] = [
-        {"id": len(kept) + i, "content": text, "single_word": False, "lstrip": False,
-         "rstrip": False, "normalized": False, "special": special}
+        {
+            "id": len(kept) + i,
+            "content": text,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": special,
+        }
         for i, (text, special) in enumerate(added)
-    ]  # fmt: skip
+    ]
     state["normalizer"] = {"type": "Sequence", "normalizers": []}
     state["post_processor"] = {
-        "type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True,
-    }  # fmt: skip
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": False,
+        "use_regex": True,
+    }
     return Tokenizer.from_str(orjson.dumps(state).decode())

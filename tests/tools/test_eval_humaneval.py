@@ -170,3 +170,18 @@ def test_command_line_on_a_real_model(tmp_path, capsys):
     assert all(r["prediction"] == "    return 0" for r in saved["records"]["fim"])
     assert ev.main(["--model", str(model), "--tasks", "fim"]) == 2  # no corpus: clear error
     assert "--fim-corpus" in capsys.readouterr().err
+
+
+def test_a_broken_sandbox_stops_the_evaluation_with_exit_status_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sandbox's own failure is raised (not scored as a failed program) and reported in one
+    line; ``SandboxError`` carries its message."""
+    assert str(ev.SandboxError("the sandbox broke")) == "the sandbox broke"
+    broken = ev.SandboxResult("error", "sandbox: cannot start the interpreter")
+    monkeypatch.setattr(ev, "run_sandboxed", lambda program, timeout: broken)
+    with pytest.raises(ev.SandboxError, match="cannot start the interpreter"):
+        ev.evaluate_humaneval(Pass(), ev.humaneval_problems(1), workers=1)
+    assert ev.main(["--model", "unused", "--tasks", "humaneval", "--limit", "1"], Pass()) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the sandbox failed") and err.count("\n") == 1

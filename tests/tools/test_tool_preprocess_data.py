@@ -34,15 +34,37 @@ def test_cli_toy_run(tmp_path: Path, tiny_tokenizer_dir: Path) -> None:
     corpus = make_corpus(tmp_path / "in.jsonl", 60)
     prefix = tmp_path / "out" / "code"
     result = subprocess.run(
-        [sys.executable, TOOL, "--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir),
-         "--output-prefix", str(prefix), "--workers", "2", "--fim-rate", "0.5", "--seed", "3",
-         "--stats-json", str(tmp_path / "stats.json"), "--report", str(tmp_path / "report")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            TOOL,
+            "--input",
+            str(corpus),
+            "--tokenizer-model",
+            str(tiny_tokenizer_dir),
+            "--output-prefix",
+            str(prefix),
+            "--workers",
+            "2",
+            "--fim-rate",
+            "0.5",
+            "--seed",
+            "3",
+            "--stats-json",
+            str(tmp_path / "stats.json"),
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert {p.name for p in (tmp_path / "report").iterdir()} == {
-        "report.md", "languages.png", "drops.png"
-    }  # fmt: skip
+        "report.md",
+        "languages.png",
+        "drops.png",
+    }
     assert "pass 2/2" in result.stderr and "docs_s" in result.stderr  # the progress bar
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["documents_in"] == 60 and stats["files_out"] == 60 and stats["workers"] == 2
@@ -61,10 +83,23 @@ def test_cli_reports_missing_fim_tokens(tmp_path: Path, tiny_tokenizer_dir: Path
     (tmp_path / "tok" / "tokenizer.json").write_text(doc, "utf-8")
     corpus = make_corpus(tmp_path / "in.jsonl", 5)
     result = subprocess.run(
-        [sys.executable, TOOL, "--input", str(corpus), "--tokenizer-model", str(tmp_path / "tok"),
-         "--output-prefix", str(tmp_path / "out" / "x"), "--fim-rate", "0.5"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            TOOL,
+            "--input",
+            str(corpus),
+            "--tokenizer-model",
+            str(tmp_path / "tok"),
+            "--output-prefix",
+            str(tmp_path / "out" / "x"),
+            "--fim-rate",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert all(name in result.stderr for name in (FIM_BEGIN, FIM_HOLE, FIM_END))
     assert not (tmp_path / "out").exists()
@@ -78,10 +113,23 @@ def test_killed_run_leaves_no_complete_looking_pair(
     corpus.write_text(line * 12000)  # ~16 MB: many seconds of work
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, TOOL, "--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir),
-         "--output-prefix", str(out / "code"), "--workers", "1", "--no-progress"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            TOOL,
+            "--input",
+            str(corpus),
+            "--tokenizer-model",
+            str(tiny_tokenizer_dir),
+            "--output-prefix",
+            str(out / "code"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     partial: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -119,12 +167,25 @@ def test_cli_dedup_decontamination_and_engine_flags(tmp_path: Path) -> None:
     off = tool.config_from_args(tool.parse_args([*base, "--no-dedup", "--no-decontaminate"]))
     assert off.dedup is None and off.decontam is None
     custom = tool.config_from_args(
-        tool.parse_args([*base, "--engine", "ray", "--ray-address", "auto", "--dedup-threshold",
-                         "0.8", "--decontaminate-files", "b/mbpp.jsonl:text,code", "gsm8k.jsonl.gz"])
-    )  # fmt: skip
+        tool.parse_args(
+            [
+                *base,
+                "--engine",
+                "ray",
+                "--ray-address",
+                "auto",
+                "--dedup-threshold",
+                "0.8",
+                "--decontaminate-files",
+                "b/mbpp.jsonl:text,code",
+                "gsm8k.jsonl.gz",
+            ]
+        )
+    )
     assert custom.engine == "ray" and custom.ray_address == "auto"
     assert custom.dedup.threshold == 0.8
     specs = custom.decontam.benchmarks
     assert [(b.name, b.path, b.fields) for b in specs[1:]] == [
-        ("mbpp", "b/mbpp.jsonl", ("text", "code")), ("gsm8k", "gsm8k.jsonl.gz", ()),
-    ]  # fmt: skip
+        ("mbpp", "b/mbpp.jsonl", ("text", "code")),
+        ("gsm8k", "gsm8k.jsonl.gz", ()),
+    ]

@@ -55,7 +55,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
-def test_sigkill_of_the_tool_takes_its_workers_along(tmp_path: Path, tiny_tokenizer_dir) -> None:  # noqa: ANN001
+def test_sigkill_of_the_tool_takes_its_workers_along(tmp_path: Path, tiny_tokenizer_dir) -> None:
     corpus = tmp_path / "big.jsonl"
     with open(corpus, "w") as f:
         for i in range(20000):  # minutes of work: the kill must land mid-run on any machine
@@ -63,10 +63,23 @@ def test_sigkill_of_the_tool_takes_its_workers_along(tmp_path: Path, tiny_tokeni
             f.write(json.dumps({"text": text, "path": f"f{i}.js"}) + "\n")
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, TOOL, "--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir),
-         "--output-prefix", str(out / "code"), "--workers", "2", *FAST],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            TOOL,
+            "--input",
+            str(corpus),
+            "--tokenizer-model",
+            str(tiny_tokenizer_dir),
+            "--output-prefix",
+            str(out / "code"),
+            "--workers",
+            "2",
+            *FAST,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     workers: set[int] = set()
     while time.monotonic() < deadline and proc.poll() is None:
@@ -92,8 +105,22 @@ def test_sigkill_of_the_tool_takes_its_workers_along(tmp_path: Path, tiny_tokeni
     stale = list(out.glob("code.work-*"))
     assert stale and not list(out.glob("code.bin")) and not list(out.glob("code.idx"))
     small = make_corpus(tmp_path / "small.jsonl", 5)
-    assert load_tool().main(["--input", str(small), "--tokenizer-model", str(tiny_tokenizer_dir),
-                             "--output-prefix", str(out / "code"), "--workers", "1", *FAST]) == 0  # fmt: skip
+    assert (
+        load_tool().main(
+            [
+                "--input",
+                str(small),
+                "--tokenizer-model",
+                str(tiny_tokenizer_dir),
+                "--output-prefix",
+                str(out / "code"),
+                "--workers",
+                "1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["code.bin", "code.idx"]  # swept
 
 
@@ -101,15 +128,16 @@ def _try_tmpfs(path: Path, size: str) -> bool:
     path.mkdir()
     if os.geteuid() != 0:
         return False
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True)  # fmt: skip
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
     return result.returncode == 0
 
 
 @pytest.mark.parametrize("disk", ["tmpfs", "injected"])
 def test_a_full_disk_at_the_final_write_keeps_the_previous_output(
     tmp_path: Path,
-    tiny_tokenizer_dir,  # noqa: ANN001
+    tiny_tokenizer_dir,
     disk: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -123,8 +151,17 @@ def test_a_full_disk_at_the_final_write_keeps_the_previous_output(
     try:
         tool = load_tool()
         prefix = str(target / "code")
-        base = ["--tokenizer-model", str(tiny_tokenizer_dir), "--output-prefix", prefix,
-                "--workers", "1", "--tmp-dir", str(tmp_path / "work"), *FAST]  # fmt: skip
+        base = [
+            "--tokenizer-model",
+            str(tiny_tokenizer_dir),
+            "--output-prefix",
+            prefix,
+            "--workers",
+            "1",
+            "--tmp-dir",
+            str(tmp_path / "work"),
+            *FAST,
+        ]
         assert tool.main(["--input", str(make_corpus(tmp_path / "small.jsonl", 5)), *base]) == 0
         before = {p.name: p.read_bytes() for p in target.iterdir()}
         big = tmp_path / "big.jsonl"
@@ -135,7 +172,7 @@ def test_a_full_disk_at_the_final_write_keeps_the_previous_output(
         if disk == "injected":
             _inject_enospc(monkeypatch, prefix)
         capsys.readouterr()
-        assert tool.main(["--input", str(big), *base]) == 2
+        assert tool.main(["--input", str(big), *base]) == 1  # found once work had started
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err == f"error: no space left on device ({target})", err
         assert {p.name: p.read_bytes() for p in target.iterdir()} == before
@@ -149,7 +186,7 @@ def _inject_enospc(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
     """The final writer's appends fail as a full disk does, after 64 KiB have been written."""
     original = indexed.IndexedDatasetWriter.add
 
-    def add(self, tokens, lengths) -> None:  # noqa: ANN001
+    def add(self, tokens, lengths) -> None:
         original(self, tokens, lengths)
         if self.prefix == prefix and self.tokens * self.dtype.itemsize > 64 << 10:
             with indexed._out_of_space_named(self.directory):
@@ -158,22 +195,46 @@ def _inject_enospc(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
     monkeypatch.setattr(indexed.IndexedDatasetWriter, "add", add)
 
 
-def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path, tiny_tokenizer_dir) -> None:  # noqa: ANN001
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path, tiny_tokenizer_dir) -> None:
     good = make_corpus(tmp_path / "in.jsonl", 5)
     (tmp_path / "tok_without_json").mkdir()
     (tmp_path / "tok_without_json" / "tokenizer_config.json").write_text("{}")
     tok = str(tiny_tokenizer_dir)
     cases = {
-        "no such file or directory": ["--input", str(good), str(tmp_path / "in.jsnol"),
-                                      "--tokenizer-model", tok, "--output-prefix", "o/x"],
-        "must end in a file name prefix": ["--input", str(good), "--tokenizer-model", tok,
-                                           "--output-prefix", "o/"],
-        "has no tokenizer.json": ["--input", str(good), "--tokenizer-model",
-                                  str(tmp_path / "tok_without_json"), "--output-prefix", "o/x"],
-    }  # fmt: skip
+        "no such file or directory": [
+            "--input",
+            str(good),
+            str(tmp_path / "in.jsnol"),
+            "--tokenizer-model",
+            tok,
+            "--output-prefix",
+            "o/x",
+        ],
+        "must end in a file name prefix": [
+            "--input",
+            str(good),
+            "--tokenizer-model",
+            tok,
+            "--output-prefix",
+            "o/",
+        ],
+        "has no tokenizer.json": [
+            "--input",
+            str(good),
+            "--tokenizer-model",
+            str(tmp_path / "tok_without_json"),
+            "--output-prefix",
+            "o/x",
+        ],
+    }
     for expected, argv in cases.items():
-        result = subprocess.run([sys.executable, TOOL, *argv, *FAST], capture_output=True,
-                                text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, TOOL, *argv, *FAST],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
         assert result.returncode == 2, (expected, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error:"), lines
@@ -182,7 +243,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path: Path, tiny_tokenizer_di
 
 def test_more_mistakes_are_refused_before_any_work(
     tmp_path: Path,
-    tiny_tokenizer_dir,  # noqa: ANN001
+    tiny_tokenizer_dir,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     good = make_corpus(tmp_path / "in.jsonl", 5)
@@ -199,8 +260,11 @@ def test_more_mistakes_are_refused_before_any_work(
     }
     tool = load_tool()
     for expected, override in cases.items():
-        args = {"--input": str(good), "--tokenizer-model": tok,
-                "--output-prefix": str(tmp_path / "out" / "x")}  # fmt: skip
+        args = {
+            "--input": str(good),
+            "--tokenizer-model": tok,
+            "--output-prefix": str(tmp_path / "out" / "x"),
+        }
         args.update(dict(zip(override[::2], override[1::2], strict=True)))
         argv = [item for pair in args.items() for item in pair]
         assert tool.main([*argv, *FAST]) == 2, expected

@@ -17,7 +17,7 @@ import torch
 
 from megatron_dscoder.convert.megatron import one_rank_group
 from megatron_dscoder.model.build import build_model, transformer_config
-from megatron_dscoder.model.registry import MODELS, extend_context
+from megatron_dscoder.model.registry import MODELS, with_long_context
 from megatron_dscoder.model.weight_init import initialize_model
 
 ONE_LAYER = dataclasses.replace(MODELS["debug"], num_layers=1)
@@ -25,7 +25,7 @@ CASES = {
     "gqa": (ONE_LAYER, 64),
     "mha": (dataclasses.replace(ONE_LAYER, num_query_groups=4), 64),
     "mqa": (dataclasses.replace(ONE_LAYER, num_query_groups=1), 64),
-    "gqa_rope_interpolated": (extend_context(ONE_LAYER), 320),
+    "gqa_rope_interpolated": (with_long_context(ONE_LAYER, 4, 100000), 320),
 }
 
 

@@ -1,0 +1,58 @@
+"""Megatron's blend and split arithmetic over ``.bin``/``.idx`` prefixes, shared by pretraining
+data (:mod:`megatron_dscoder.training.data`) and packed instruction data
+(:mod:`megatron_dscoder.training.sft_data`).
+
+``--data-path`` takes Megatron's syntax, ``PREFIX`` or ``W1 PREFIX1 W2 PREFIX2 ...``, or a
+manifest of parts (:mod:`.manifest`); ``--split`` shares cut each prefix's documents into
+train/valid/test exactly as megatron-core cuts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from megatron_dscoder.data.indexed import DataError, read_lengths
+from megatron_dscoder.data.manifest import blend_from_manifest, is_manifest
+
+
+def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
+    """``["a"]`` -> (["a"], None); ``["0.7", "a", "0.3", "b"]`` -> (["a", "b"], [0.7, 0.3]);
+    ``["PREFIX.parts/manifest.json"]`` -> its parts, weighted by tokens (:mod:`.manifest`)."""
+    if len(tokens) == 1 and is_manifest(tokens[0]):
+        try:
+            prefixes, token_weights = blend_from_manifest(tokens[0])
+        except ValueError as err:
+            raise DataError(str(err)) from err
+        return prefixes, token_weights
+    if len(tokens) == 1:
+        return tokens, None
+    if len(tokens) % 2:
+        raise DataError(f"--data-path needs PREFIX or weight/prefix pairs, got {tokens}")
+    try:
+        weights = [float(w) for w in tokens[::2]]
+    except ValueError as err:
+        raise DataError(f"--data-path weights must be numbers: {tokens}") from err
+    if any(w <= 0 for w in weights):
+        raise DataError(f"--data-path weights must be positive: {weights}")
+    return list(tokens[1::2]), weights
+
+
+def split_bounds(shares: Sequence[float]) -> list[tuple[float, float] | None]:
+    """Megatron's split matrix: ``(0.99, 0.01, 0)`` -> ``[(0, .99), (.99, 1.0), None]``."""
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix,
+    )
+
+    return convert_split_vector_to_split_matrix(list(shares))
+
+
+def split_tokens(prefix: str, bounds: tuple[float, float] | None) -> int:
+    """Tokens of ``prefix`` in one split, cut exactly as megatron-core cuts it (by sequence)."""
+    if bounds is None:
+        return 0
+    _, lengths, _ = read_lengths(prefix)
+    n = len(lengths)
+    beg, end = int(round(bounds[0] * n)), int(round(bounds[1] * n))
+    return int(np.asarray(lengths[beg:end], dtype=np.int64).sum())

@@ -1,0 +1,160 @@
+"""Execution engines: where the pipeline's partition functions run.
+
+The driver (:mod:`megatron_dscoder.preprocess.pipeline`) only ever calls
+``engine.map_unordered(fn, items)``: run
+the module-level function ``fn(item, config)`` (``config`` given once, when the engine is made)
+on every item, and yield ``(item, result)`` as items finish, with a bounded number in flight
+(one slow task never idles the others). The stage code (``fn``) is the same for
+every engine; engines differ only in where it runs:
+
+``local`` (default)  a ``spawn`` process pool of ``--workers`` processes on this machine
+                     (``--workers 1``: in this process); the workers die with the driver,
+                     even a SIGKILLed one (:mod:`megatron_dscoder.lifeline`).
+``ray``              Ray tasks on a Ray cluster (``--ray-address``; none starts a local Ray
+                     instance on this machine). ``config`` is put in the object store once;
+                     each item and result travels through it. Workers read the inputs and
+                     read/write the work directory themselves, so inputs, ``--output-prefix``
+                     and ``--tmp-dir`` must be on storage every node sees, and
+                     ``megatron_dscoder`` must be importable on every node (installed in the
+                     same environment, or shipped with a Ray ``runtime_env``). Items and
+                     results are references and counts (``preprocess.tasks.passes``): the
+                     driver moves no corpus bytes. A task whose worker dies is retried (``max_retries``).
+
+Because the pipeline applies results by task number and the stage code is deterministic, both
+engines (and any worker count) write byte-identical output.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from typing import Any, TypeVar
+
+from megatron_dscoder.lifeline import die_with_parent
+from megatron_dscoder.preprocess.config import ENGINES
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+C = TypeVar("C")
+
+
+class InlineExecutor(Executor):
+    """Runs each call at submit time in this process (``--workers 1``)."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _start_worker(parent: int, initializer: Callable[[C], None], config: C) -> None:
+    """Pool initializer: die with the driver (even SIGKILLed), then the stage initializer."""
+    die_with_parent(parent)
+    initializer(config)
+
+
+class LocalEngine:
+    """A process pool (or this process) running partition functions."""
+
+    name = "local"
+
+    def __init__(self, workers: int, initializer: Callable[[C], None], config: C) -> None:
+        self.workers = max(1, workers)
+        self.executor: Executor = (
+            InlineExecutor()
+            if self.workers == 1
+            else ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(), initializer, config),
+            )
+        )
+        self.in_flight = 2 * self.workers + 2 if self.workers > 1 else 1
+        self.config = config
+
+    def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` as they finish, at most ``in_flight`` pending."""
+        pending: dict[Future[R], T] = {}
+        iterator = iter(items)
+        while True:
+            for item in iterator:
+                pending[self.executor.submit(fn, item, self.config)] = item
+                if len(pending) >= self.in_flight:
+                    break
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+
+    def close(self, cancel: bool = False) -> None:
+        self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _ray_call(fn: Callable[[T, Any], R], item: T, config: Any) -> R:
+    return fn(item, config)
+
+
+class RayEngine:
+    """Ray tasks; joins the running Ray instance, or ``address``, or starts a local one."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, config: Any, max_in_flight: int = 0) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            raise ValueError("--engine ray needs Ray installed (pip install ray)") from err
+        self.ray = ray
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            ray.init(address=address or None, include_dashboard=False, logging_level="WARNING")
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = cpus
+        self.in_flight = max_in_flight or 2 * cpus + 2
+        self.remote = ray.remote(num_cpus=1, max_retries=2)(_ray_call)
+        self.config_ref = ray.put(config)
+        logger.info("Ray engine: %d CPUs, %d tasks in flight", cpus, self.in_flight)
+
+    def map_unordered(self, fn: Callable[[T, Any], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, fn(item, config))`` as they finish (``ray.wait``), ``in_flight`` pending."""
+        pending: dict[Any, T] = {}
+        iterator = iter(items)
+        while True:
+            for item in iterator:
+                pending[self.remote.remote(fn, item, self.config_ref)] = item
+                if len(pending) >= self.in_flight:
+                    break
+            if not pending:
+                return
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), self.ray.get(ref)
+
+    def close(self, cancel: bool = False) -> None:
+        del self.config_ref
+        if self.owns:
+            self.ray.shutdown()
+
+
+Engine = LocalEngine | RayEngine
+
+
+def make_engine(
+    kind: str,
+    workers: int,
+    config: Any,
+    initializer: Callable[[Any], None],
+    ray_address: str | None = None,
+) -> Engine:
+    """The engine named ``kind`` (one of :data:`ENGINES`)."""
+    if kind == "local":
+        return LocalEngine(workers, initializer, config)
+    if kind == "ray":
+        return RayEngine(ray_address, config)
+    raise ValueError(f"unknown engine {kind!r} (choose from {', '.join(ENGINES)})")

@@ -1,0 +1,91 @@
+"""The output of a run, written by tasks: one merged ``PREFIX.bin/.idx``, or parts and a manifest.
+
+By default one merge task concatenates the finalised shards, in order, into the output pair (on
+a cluster it runs on a worker: the driver moves no bytes). With ``--output-shard-mb N``
+consecutive shards are grouped into parts of about N MB, merged by one task each (in parallel),
+into ``PREFIX.parts/part-NNNNN.bin/.idx`` listed, with their tokens, in
+``PREFIX.parts/manifest.json`` (:mod:`megatron_dscoder.data.manifest`), which training takes as
+``--data-path PREFIX.parts/manifest.json``: a blend weighted by tokens. ``--keep-shards`` also
+keeps the per-shard datasets in ``PREFIX.shards/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+
+from megatron_dscoder.data.indexed import EmptyOutputError
+from megatron_dscoder.data.manifest import write_manifest
+from megatron_dscoder.preprocess.cluster.engine import Engine
+from megatron_dscoder.preprocess.cluster.layout import shards_dir
+from megatron_dscoder.preprocess.config import PreprocessConfig
+from megatron_dscoder.preprocess.stages.base import WorkerContext
+from megatron_dscoder.preprocess.tasks.shards import MergeTask, merge_group
+
+
+def write_output(
+    config: PreprocessConfig,
+    ctx: WorkerContext,
+    engine: Engine,
+    kept: list[tuple[int, int]],
+    work_kept: bool,
+) -> tuple[EmptyOutputError | None, int]:
+    """PREFIX.bin/.idx (or the parts and their manifest) by merge tasks, from the finalised
+    ``(shard, tokens)`` in order; (None, or the error of an empty output; parts written)."""
+    if not kept:
+        return EmptyOutputError(f"no documents to write to {config.output_prefix}.bin"), 0
+    if config.part_bytes <= 0:
+        groups = [[index for index, _ in kept]]
+    else:
+        itemsize = np.dtype(ctx.dtype).itemsize
+        limit, groups, size = config.part_bytes, [[]], 0
+        for index, tokens in kept:
+            if size >= limit:
+                groups.append([])
+                size = 0
+            groups[-1].append(index)
+            size += tokens * itemsize
+    tokens_of = dict(kept)
+    parts_dir = f"{config.output_prefix}.parts"
+    if config.part_bytes > 0:
+        os.makedirs(parts_dir, exist_ok=True)
+        tasks = [
+            MergeTask(tuple(g), os.path.join(parts_dir, f"part-{j:05d}"))
+            for j, g in enumerate(groups)
+        ]
+    else:
+        tasks = [MergeTask(tuple(groups[0]), config.output_prefix)]
+    for _ in engine.map_unordered(merge_group, tasks):
+        pass
+    if config.part_bytes > 0:
+        write_manifest(
+            os.path.join(parts_dir, "manifest.json"),
+            ctx.dtype,
+            [
+                {
+                    "prefix": os.path.basename(task.prefix),
+                    "tokens": sum(tokens_of[i] for i in task.shards),
+                }
+                for task in tasks
+            ],
+        )
+    if config.keep_shards:
+        _keep_shards(ctx.work_dir, f"{config.output_prefix}.shards", work_kept)
+    return None, len(tasks) if config.part_bytes > 0 else 0
+
+
+def _keep_shards(work_dir: str, target: str, work_kept: bool) -> None:
+    """The shard datasets next to the output: moved, or hard-linked from a kept work dir."""
+    shutil.rmtree(target, ignore_errors=True)
+    source = shards_dir(work_dir)
+    if not work_kept:
+        os.replace(source, target)
+        return
+    os.makedirs(target)
+    for name in sorted(os.listdir(source)):
+        try:
+            os.link(os.path.join(source, name), os.path.join(target, name))
+        except OSError:
+            shutil.copy2(os.path.join(source, name), os.path.join(target, name))
