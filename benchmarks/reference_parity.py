@@ -60,7 +60,7 @@ class Scale:
 
 SCALES = {
     "smoke": Scale(20, 3, 64, 4, 2, 60_000, ("tp1",)),
-    "full": Scale(300, 30, 128, 8, 2, 1_200_000, ("tp1", "tp2-sp", "pp2")),
+    "full": Scale(300, 30, 64, 4, 2, 300_000, ("tp1", "tp2-sp", "pp2")),
 }
 LAYOUTS = {  # name: (processes, extra flags)
     "tp1": (1, []),
@@ -82,13 +82,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(cmd: list[str], log: Path) -> float:
-    start = time.perf_counter()
+def _start(cmd: list[str], log: Path) -> tuple[subprocess.Popen, float, Path]:
     with open(log, "w") as out:
-        proc = subprocess.run(cmd, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    return proc, time.perf_counter(), log
+
+
+def _wait(started: tuple[subprocess.Popen, float, Path]) -> float:
+    proc, start, log = started
+    if proc.wait():
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(proc.args)}; see {log}")
     return time.perf_counter() - start
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    return _wait(_start(cmd, log))
 
 
 def corpus_texts(chars: int) -> list[str]:
@@ -203,15 +211,21 @@ def trainer_flags(scale: Scale, work: Path) -> list[str]:
     return ["--finetune", "--no-bf16", *[str(x) for kv in flags.items() for x in kv]]
 
 
-def train_ours(layout: str, flags: list[str], work: Path) -> dict:
+def start_ours(layout: str, flags: list[str], work: Path) -> tuple:
+    """Launch our trainer in ``layout`` (the layouts run side by side: on a shared machine the
+    wall time is then the slowest one's, not the sum)."""
     nproc, extra = LAYOUTS[layout]
-    metrics = work / f"{layout}.jsonl"
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
         launcher.append(f"--master-port={free_port()}")
     cmd = [*launcher, "-m", "megatron_dscoder.pretrain", *flags, *extra]
-    seconds = _run([*cmd, "--metrics-jsonl", str(metrics)], work / f"{layout}.log")
+    return _start([*cmd, "--metrics-jsonl", str(work / f"{layout}.jsonl")], work / f"{layout}.log")
+
+
+def finish_ours(layout: str, started: tuple, work: Path) -> dict:
+    seconds = _wait(started)
+    metrics = work / f"{layout}.jsonl"
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     records = [r for r in records if "lm_loss" in r]
     assert [r["iteration"] for r in records] == list(range(1, len(records) + 1)), layout
@@ -349,9 +363,11 @@ def run(scale: Scale, work: Path) -> dict:
     convert = [sys.executable, "tools/convert_checkpoint.py", "from-hf"]
     _run([*convert, "--load", str(hf_dir), "--save", str(work / "megatron")], work / "convert.log")
     flags = trainer_flags(scale, work)
-    layouts = {name: train_ours(name, flags, work) for name in scale.layouts}
+    next(our_batches(flags, scale))  # megatron-core's index cache, built once before the runs
+    started = {name: start_ours(name, flags, work) for name in scale.layouts}
     reference = train_reference(scale, flags, hf_dir, decay_norms=False)
     slip = train_reference(scale, flags, hf_dir, decay_norms=True)
+    layouts = {name: finish_ours(name, started[name], work) for name in scale.layouts}
     report = {
         "config": {**asdict(scale), "vocab": VOCAB, "model": "debug shape, 4 layers, hidden 64"},
         "reference": reference,

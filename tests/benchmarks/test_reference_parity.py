@@ -43,6 +43,8 @@ def test_every_step_agrees_with_the_reference(report):
             assert math.isfinite(a) and abs(a - b) <= TOLERANCE * abs(b), (key, step, a, b)
     assert ours["lr"] == pytest.approx(ref["lr"], rel=1e-12, abs=0)
     assert ours["lm_loss"][-1] < ours["lm_loss"][0] - 0.2  # it trains
+    clip = report["config"]["clip_grad"]
+    assert min(ref["grad_norm"]) < clip < max(ref["grad_norm"])  # clipped steps and free ones
 
 
 def test_schedule_covers_warmup_and_three_stages(report):
