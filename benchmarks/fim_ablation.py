@@ -23,7 +23,7 @@ with ``megatron_dscoder.evaluation.generate.Generator`` on the held-out document
   one random span per held-out document (two character cut points from a hash of its name), laid
   out as in training, PSM ``<｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>middle<EOS>`` and
   SPM ``<｜fim▁begin｜><｜fim▁hole｜>suffix<｜fim▁end｜>prefix middle<EOS>``; the mean cross-entropy
-  over the middle's tokens (nats/token);
+  over the middle's tokens (nats/token), prefix and suffix cut from the outside to fit the context;
 - infilling edit similarity, partial credit beside exact match: ``1 - Levenshtein / max length``
   over the tokens of the stripped infilled line and the stripped answer, averaged over cases.
 
@@ -226,7 +226,11 @@ def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
         pre, mid, suf = (
             gen.encode(t) for t in (text[: cut[0]], text[cut[0] : cut[1]], text[cut[1] :])
         )
-        if mid and len(pre) + len(mid) + len(suf) + 5 <= seq_length:
+        mid = mid[: seq_length // 2]
+        room = seq_length - len(mid) - 5  # the sentinels and the two EOS
+        keep_suf = min(len(suf), max(room // 2, room - len(pre)))
+        pre, suf = pre[len(pre) - min(len(pre), room - keep_suf) :], suf[:keep_suf]
+        if mid:  # the same (truncated) prefix, suffix and middle in both layouts
             for layout, context in (
                 ("psm", [eos, begin, *pre, hole, *suf, end]),
                 ("spm", [eos, begin, hole, *suf, end, *pre]),
