@@ -19,6 +19,14 @@ with ``megatron_dscoder.evaluation.generate.Generator`` on the held-out document
   document; PSM prompt ``<｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>``, greedy decoding
   until a newline or end of sequence; the stripped line must equal the stripped answer.
 
+- held-out FIM loss (Bavarian et al. 2022 read FIM from it long before exact match has signal):
+  one random span per held-out document (two character cut points from a hash of its name), laid
+  out as in training, PSM ``<｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>middle<EOS>`` and
+  SPM ``<｜fim▁begin｜><｜fim▁hole｜>suffix<｜fim▁end｜>prefix middle<EOS>``; the mean cross-entropy
+  over the middle's tokens (nats/token), prefix and suffix cut from the outside to fit the context;
+- infilling edit similarity, partial credit beside exact match: ``1 - Levenshtein / max length``
+  over the tokens of the stripped infilled line and the stripped answer, averaged over cases.
+
 Settings: FIM 0 %, 50 % PSM, 100 % PSM. The paper's fourth setting, 50 % MSP (T5-style masked
 span prediction as in CodeGen2.5), is not run: it needs per-span sentinel tokens that DeepSeek's
 tokenizer does not have and a multi-span layout that the preprocessing pipeline does not build, so
@@ -46,6 +54,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SETTINGS = {"FIM 0%": 0.0, "FIM 50% PSM": 0.5, "FIM 100% PSM": 1.0}
+METRICS = {  # key: (label, scale for display)
+    "l2r_loss": ("held-out L2R loss (nats/token)", 1.0),
+    "fim_loss_psm": ("held-out FIM loss, PSM (nats/token)", 1.0),
+    "fim_loss_spm": ("held-out FIM loss, SPM (nats/token)", 1.0),
+    "infill_em": ("single-line infilling EM (%)", 100.0),
+    "infill_edit_sim": ("infilling edit similarity (%)", 100.0),
+}
 
 
 @dataclass(frozen=True)
@@ -160,8 +175,34 @@ def train(scale: Scale, argv: list[str], log: Path) -> None:
         raise SystemExit(f"training failed ({proc.returncode}); see {log}")
 
 
+def edit_similarity(got: list[int], want: list[int]) -> float:
+    """``1 - Levenshtein(got, want) / max(len)`` over token ids (1.0 for two empty lines)."""
+    if not got and not want:
+        return 1.0
+    row = list(range(len(want) + 1))
+    for i, g in enumerate(got, start=1):
+        prev, row[0] = row[0], i
+        for j, w in enumerate(want, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (g != w))
+    return 1.0 - row[-1] / max(len(got), len(want))
+
+
+def _span_nll(model, context: list[int], middle: list[int], eos: int) -> tuple[float, int]:  # noqa: ANN001
+    """Summed cross-entropy of ``middle`` after ``context`` (its EOS not counted), token count."""
+    import torch
+
+    ids = [*context, *middle, eos]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids], device=model.device)).logits[0].float().cpu()
+    first = len(context)
+    pred = logits[first - 1 : first - 1 + len(middle)]  # [len(middle), vocab]
+    nll = torch.nn.functional.cross_entropy(pred, torch.tensor(middle), reduction="sum")
+    return float(nll), len(middle)
+
+
 def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
-    """Left-to-right loss on plain held-out documents and single-line infilling exact match."""
+    """Left-to-right loss, FIM loss (PSM, SPM) on held-out documents, single-line infilling
+    exact match and edit similarity."""
     import torch
 
     from megatron_dscoder.evaluation.generate import Generator
@@ -169,7 +210,9 @@ def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gen = Generator(hf_dir, add_bos=False, device=device)
-    eos, nll, count, hits, cases = gen.ids.eos, 0.0, 0, 0, 0
+    eos, nll, count, hits, cases, sim = gen.ids.eos, 0.0, 0, 0, 0, 0.0
+    begin, hole, end = gen.ids.fim_begin, gen.ids.fim_hole, gen.ids.fim_end
+    fim = {"psm": [0.0, 0], "spm": [0.0, 0]}
     budget = seq_length // 2 - 4
     for doc in heldout:
         text = with_path_comment(language_of("", doc["path"]), doc["path"], doc["text"])
@@ -179,6 +222,22 @@ def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
         target = torch.tensor(ids[1:])
         nll += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
         count += len(ids) - 1
+        cut = sorted(_h(f"{doc['path']}@{doc['i']}#{k}") % (len(text) + 1) for k in (0, 1))
+        pre, mid, suf = (
+            gen.encode(t) for t in (text[: cut[0]], text[cut[0] : cut[1]], text[cut[1] :])
+        )
+        mid = mid[: seq_length // 2]
+        room = seq_length - len(mid) - 5  # the sentinels and the two EOS
+        keep_suf = min(len(suf), max(room // 2, room - len(pre)))
+        pre, suf = pre[len(pre) - min(len(pre), room - keep_suf) :], suf[:keep_suf]
+        if mid:  # the same (truncated) prefix, suffix and middle in both layouts
+            for layout, context in (
+                ("psm", [eos, begin, *pre, hole, *suf, end]),
+                ("spm", [eos, begin, hole, *suf, end, *pre]),
+            ):
+                total, n = _span_nll(gen.model, context, mid, eos)
+                fim[layout][0] += total
+                fim[layout][1] += n
         lines = text.splitlines(keepends=True)
         usable = [i for i, line in enumerate(lines) if len(line.strip()) >= 4]
         if not usable:
@@ -190,10 +249,15 @@ def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
         suffix = gen.decode(gen.encode(suffix)[:budget])
         got = gen.infill(prefix, suffix, max_new_tokens=48, stop=("\n",))
         hits += got.strip() == answer.strip()
+        sim += edit_similarity(gen.encode(got.strip()), gen.encode(answer.strip()))
         cases += 1
     return {
         "l2r_loss": nll / max(count, 1),
+        "fim_loss_psm": fim["psm"][0] / max(fim["psm"][1], 1),
+        "fim_loss_spm": fim["spm"][0] / max(fim["spm"][1], 1),
+        "fim_tokens": fim["psm"][1],
         "infill_em": hits / max(cases, 1),
+        "infill_edit_sim": sim / max(cases, 1),
         "infill_cases": cases,
     }
 
@@ -203,7 +267,7 @@ def summarize(runs: list[dict]) -> dict:
     for name in SETTINGS:
         vals = [r for r in runs if r["setting"] == name]
         out[name] = {}
-        for key in ("l2r_loss", "infill_em"):
+        for key in METRICS:
             xs = [r[key] for r in vals]
             std = statistics.stdev(xs) if len(xs) > 1 else 0.0
             out[name][key] = {"mean": statistics.fmean(xs), "std": std, "values": xs}
@@ -212,15 +276,15 @@ def summarize(runs: list[dict]) -> dict:
 
 def table(summary: dict, seeds: int) -> str:
     rows = [
-        "| setting | held-out L2R loss (nats/token) | single-line infilling EM | seeds |",
-        "|---|---|---|---|",
+        "| setting | " + " | ".join(label for label, _ in METRICS.values()) + " | seeds |",
+        "|---|" + "---|" * len(METRICS) + "---|",
     ]
     for name, s in summary.items():
-        loss, em = s["l2r_loss"], s["infill_em"]
-        rows.append(
-            f"| {name} | {loss['mean']:.4f} ± {loss['std']:.4f} | "
-            f"{100 * em['mean']:.1f} % ± {100 * em['std']:.1f} | {seeds} |"
-        )
+        cells = []
+        for key, (_, k) in METRICS.items():
+            m, sd = k * s[key]["mean"], k * s[key]["std"]
+            cells.append(f"{m:.1f} ± {sd:.1f}" if k != 1.0 else f"{m:.4f} ± {sd:.4f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(rows)
 
 
@@ -231,11 +295,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, key, label, k in (
-        (axes[0], "infill_em", "single-line infilling EM (%)", 100.0),
-        (axes[1], "l2r_loss", "held-out left-to-right loss (nats/token)", 1.0),
-    ):
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
+    for ax, (key, (label, k)) in zip(axes, METRICS.items(), strict=True):
         means = [k * summary[n][key]["mean"] for n in names]
         stds = [k * summary[n][key]["std"] for n in names]
         ax.bar(names, means, yerr=stds, capsize=4, color=["#888", "#4a7", "#47a"])
@@ -246,7 +307,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
                 "k.",
             )
         ax.set_title(label, fontsize=9)
-        if key == "l2r_loss":
+        ax.tick_params(axis="x", labelsize=7)
+        if k == 1.0:  # losses: zoom on the differences
             lo, hi = min(means) - 2 * max(stds) - 0.02, max(means) + 2 * max(stds) + 0.02
             ax.set_ylim(lo, hi)
     fig.suptitle(title, fontsize=9)
@@ -310,7 +372,8 @@ def main() -> int:
             t3 = time.monotonic()
             runs.append({"setting": name, "fim_rate": rate, "seed": seed, **result,
                          "preprocess_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2})  # fmt: skip
-            print(f"{tag}: loss {result['l2r_loss']:.4f} EM {result['infill_em']:.3f} "
+            print(f"{tag}: loss {result['l2r_loss']:.4f} FIM {result['fim_loss_psm']:.4f} "
+                  f"EM {result['infill_em']:.3f} sim {result['infill_edit_sim']:.3f} "
                   f"({t3 - t0:.0f}s)", flush=True)  # fmt: skip
     summary = summarize(runs)
     tokens = scale.train_iters * scale.global_batch_size * scale.seq_length
@@ -329,7 +392,7 @@ def main() -> int:
     plot(summary, out / "fim_ablation.png", title)
     print(text)
     print(f"total {timings['total_s']:.0f}s; wrote {out}/results.json, fim_ablation.md/.png")
-    return 0 if all(math.isfinite(r["l2r_loss"]) for r in runs) else 1
+    return 0 if all(math.isfinite(r[key]) for r in runs for key in METRICS) else 1
 
 
 if __name__ == "__main__":

@@ -64,13 +64,14 @@ class TimedIterator:
 
 
 def schedule_of(run: RunConfig) -> LRSchedule:
-    """The run's LR schedule."""
+    """The run's LR and weight-decay schedule (applied to every optimizer parameter group)."""
     t = run.train
     return LRSchedule(
         style=t.lr_decay_style,
         peak_lr=t.lr,
         warmup_iters=t.lr_warmup_iters,
         train_iters=t.train_iters,
+        weight_decay=t.weight_decay,
         min_lr=t.min_lr,
     )
 
