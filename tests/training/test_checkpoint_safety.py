@@ -108,7 +108,7 @@ def _fake_checkpoint(root, iteration: int, run_id: str | None) -> None:
 def test_pruning_keeps_other_runs_and_foreign_save_is_refused(tmp_path):
     for it, rid in ((1, "mine"), (2, "theirs"), (3, "mine"), (4, "mine")):
         _fake_checkpoint(tmp_path, it, rid)
-    checkpointing._prune(tmp_path, 1, "mine")
+    checkpointing.prune(tmp_path, 1, "mine")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_0000002", "iter_0000004"]
     with pytest.raises(outputs.OutputError, match=r"iter_0000002 \(run theirs\)"):
         outputs.check_own(tmp_path, "mine", adopt_legacy=False)
