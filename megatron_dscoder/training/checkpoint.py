@@ -298,6 +298,12 @@ def _disk_full(err: BaseException, root: Path) -> bool:
         return False
 
 
+def _first_line(err: BaseException) -> str:
+    """torch's distributed-checkpoint errors carry every rank's traceback: their last line says it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 else str(err)
+
+
 def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) -> CheckpointError:
     full = _disk_full(err, root)  # before the cleanup frees the space
     if torch.distributed.get_rank() == 0:
@@ -348,8 +354,8 @@ def load_checkpoint(
         loaded = dist_checkpointing.load(
             state, str(ckpt_dir), sharded_strategy=ckpt_format.load_strategy()
         )
-    except Exception as err:
-        raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({err})") from err
+    except (Exception, CheckpointException) as err:  # DCP's is not an Exception
+        raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({_first_line(err)})") from err
     unwrap(model[0]).load_state_dict(loaded.pop("model"), strict=True)
     if optimizer is not None:
         optimizer.load_state_dict(loaded.pop("optimizer"))
