@@ -12,7 +12,8 @@ one a save uses decides the host memory and the bytes per rank at scale:
   ``--dist-ckpt-optim-fully-reshardable``): the state in model space (one tensor per parameter),
   which loads at any TP, PP and DP. Writing it gathers the whole TP x PP shard: here on DP rank 0
   only (megatron-core's memory-efficient variant, over gloo), so one rank per DP group holds the
-  shard's state (12 bytes per parameter) for the save; every rank reads the whole of it at load.
+  shard's state (12 bytes per parameter) for the save; at load every rank holds the whole of it
+  for a moment (read once per DP group and exchanged).
   The format of this project's checkpoints before routine saves became ``dp_reshardable``.
 * ``fully_sharded_model_space`` (megatron-core's own default) cannot be saved by 0.16.1: it
   describes each slice with ``ShardedTensor.flattened_range``, which that release's
