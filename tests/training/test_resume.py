@@ -95,7 +95,7 @@ def runs(tmp_path_factory):
     for src, dst in (
         ("tp2", "reshard"),
         ("bf16_dp2_distopt", "dp1"),
-        ("bf16_dp2_distopt_full_async", "full_tp2"),
+        ("bf16_dp2_distopt_full_async", "fully_to_tp2"),
     ):
         shutil.copytree(out / f"ckpt_{src}", out / f"ckpt_{dst}")
     args = [str(out)]
@@ -106,8 +106,8 @@ def runs(tmp_path_factory):
             f"{COMMON} {flags} --save {ckpt} --load {ckpt} --save-interval 4",
         ]
     args += ["reshard", f"{COMMON} {LAYOUTS['pp2']} --load {out / 'ckpt_reshard'}"]
-    args += ["full_tp2", f"{COMMON} {DISTOPT} --tensor-model-parallel-size 2 --load "]
-    args[-1] += str(out / "ckpt_full_tp2")
+    args += ["fully_to_tp2", f"{COMMON} {DISTOPT} --tensor-model-parallel-size 2 --load "]
+    args[-1] += str(out / "ckpt_fully_to_tp2")
     args += ["resumed_term", term_flags]
     torchrun(2, WORKERS / "layouts.py", *args)  # all resumes, one launch
     # DP=2 -> 1 in one process, and the same checkpoint without the distributed optimizer.
@@ -160,7 +160,7 @@ def test_reshard_tp2_to_pp2_continues_the_same_loss(runs):
         assert value == pytest.approx(full[it], rel=1e-5), it
 
 
-@pytest.mark.parametrize("case", ["full_tp2", "dp1"])
+@pytest.mark.parametrize("case", ["fully_to_tp2", "dp1"])
 def test_distributed_optimizer_checkpoint_at_another_layout(runs, case):
     """--ckpt-fully-reshardable: DP=2 -> TP=2 (DP=1); dp_reshardable: DP=2 -> DP=1."""
     out, _, tracker, _, outcome = runs
