@@ -266,6 +266,15 @@ class CheckpointConfig:
     no_load_optim: bool = opt(False)
     no_load_rng: bool = opt(False)
     keep_checkpoints: int | None = opt(None, "keep only the newest K complete checkpoints")
+    async_save: bool = opt(
+        False, "write checkpoints in background processes while training continues"
+    )
+    ckpt_fully_reshardable: bool = opt(
+        False,
+        "save the distributed optimizer's state so that it loads at any TP/PP (default: "
+        "dp_reshardable, which loads at any DP size but only at the saving TP/PP); gathers "
+        "each TP x PP shard's state on one rank per DP group",
+    )
 
     def __post_init__(self) -> None:
         # ``finetune`` without ``load`` is a valid recipe (the 16K stage before the command line
@@ -273,6 +282,9 @@ class CheckpointConfig:
         require_positive(self, "save_interval", "keep_checkpoints")
         if self.save_interval is not None and self.save is None:
             raise ConfigError(f"--save-interval {self.save_interval} needs --save DIR")
+        for name in ("async_save", "ckpt_fully_reshardable"):
+            if getattr(self, name) and self.save is None:
+                raise ConfigError(f"{flag(name)} needs --save DIR")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -110,7 +110,9 @@ ONE_BUCKET = 1 << 62
 
 def bucket_size(run: RunConfig, features: Features) -> int | None:
     """The DDP bucket size: ``--ddp-bucket-size``, megatron-core's default (None), or one bucket
-    when the distributed optimizer saves in the ``fully_reshardable`` format.
+    when the distributed optimizer saves in the ``fully_reshardable`` format
+    (``--ckpt-fully-reshardable``; routine saves are ``dp_reshardable``, which is right for any
+    number of buckets).
 
     megatron-core 0.16.1 writes that format wrongly for more than one bucket: it packs the
     buckets' optimizer state without the padding between buckets, then slices it with the padded
@@ -118,23 +120,19 @@ def bucket_size(run: RunConfig, features: Features) -> int | None:
     resumed DP=2 debug run departs from the uninterrupted one at its first iteration). Several
     buckets exist only with overlapped gradient reduction.
     """
-    from megatron_dscoder.training import checkpoint
-
-    fully_reshardable = (
-        checkpoint._OPTIM_METADATA.get("distrib_optim_sharding_type") == "fully_reshardable"
-    )
     if not (
         features.overlap_grad_reduce
         and run.parallel.use_distributed_optimizer
         and run.checkpoint.save
-        and fully_reshardable
+        and run.checkpoint.ckpt_fully_reshardable
     ):
         return features.ddp_bucket_size
     if features.ddp_bucket_size is not None:
         raise ConfigError(
             f"--ddp-bucket-size {features.ddp_bucket_size} with --use-distributed-optimizer and "
-            "--save: the fully_reshardable optimizer checkpoint of megatron-core 0.16.1 is "
-            "wrong for more than one bucket; leave --ddp-bucket-size out (one bucket)"
+            "--save --ckpt-fully-reshardable: that optimizer checkpoint format of megatron-core "
+            "0.16.1 is wrong for more than one bucket; leave --ddp-bucket-size out (one bucket) "
+            "or save without --ckpt-fully-reshardable"
         )
     logger.warning(
         "overlap grad reduce: one gradient bucket (megatron-core 0.16.1's fully_reshardable "

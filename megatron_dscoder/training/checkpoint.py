@@ -18,9 +18,17 @@ Every checkpoint records the ``run_id`` of the run that wrote it (inherited on r
 ``--keep-checkpoints`` prunes only the run's own checkpoints, and ``resume.preflight`` refuses a
 ``--save`` directory holding another run's.
 
-Loading reshards: the model and optimizer are stored in megatron-core's layout-independent
-sharded form, so a checkpoint written at TP=2, PP=1 loads at TP=1, PP=2. Per-rank RNG states are
-restored only when the layout is unchanged (they are meaningless across layouts).
+Loading reshards: the model (and the optimizer without ``--use-distributed-optimizer``) is
+stored in megatron-core's layout-independent sharded form, so a checkpoint written at TP=2, PP=1
+loads at TP=1, PP=2. The distributed optimizer's state is written in the ``dp_reshardable``
+layout (each DP rank its own slice, no gather; it loads at any DP size but only at the TP x PP
+it was written at) unless ``--ckpt-fully-reshardable`` asks for the layout-free one: see
+``training/ckpt_format.py``. ``run_config.json`` records which, and a load that cannot work is
+refused before the model is built. Replicated tensors are written and read once per DP group
+(megatron-core's fully-parallel wrappers). ``--async-save`` writes in the background
+(``training/async_save.py``). A checkpoint of the local spec loads into the Transformer Engine
+spec and back (``training/extra_state.py``). Per-rank RNG states are restored only when the
+layout is unchanged (they are meaningless across layouts).
 """
 
 from __future__ import annotations
@@ -42,109 +50,37 @@ from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_dscoder import lifeline
-from megatron_dscoder.model.registry import ModelArch
-from megatron_dscoder.training import checksums, distopt_state, safe_load
+from megatron_dscoder.training import (
+    async_save,
+    checksums,
+    ckpt_format,
+    distopt_state,
+    extra_state,
+    safe_load,
+)
+from megatron_dscoder.training.ckpt_files import (  # noqa: F401 - the checkpoint API, re-exported
+    FORMAT_VERSION,
+    METADATA,
+    SHAPE_FIELDS,
+    TRACKER,
+    CheckpointError,
+    check_architecture,
+    check_optimizer_layout,
+    complete_checkpoints,
+    find_latest_checkpoint,
+    iteration_dir,
+    optimizer_format,
+    prune,
+    read_checkpoint_metadata,
+    run_id_of,
+    verify_checkpoint,
+)
+from megatron_dscoder.training.ckpt_format import SaveFormat
 
 logger = logging.getLogger(__name__)
 
-TRACKER = "latest_checkpointed_iteration.txt"
-METADATA = "run_config.json"
-FORMAT_VERSION = 1
-_OPTIM_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
-# Fields that fix tensor shapes: a checkpoint must agree on all of them to be loadable.
-SHAPE_FIELDS = (
-    "num_layers",
-    "hidden_size",
-    "ffn_hidden_size",
-    "num_attention_heads",
-    "num_query_groups",
-)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used; the message names the file."""
-
-
-def iteration_dir(root: str | Path, iteration: int) -> Path:
-    """``ROOT/iter_0001200`` for iteration 1200."""
-    return Path(root) / f"iter_{iteration:07d}"
-
-
-def _is_complete(path: Path) -> bool:
-    return path.is_dir() and (path / METADATA).is_file() and (path / ".metadata").is_file()
-
-
-def find_latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``root`` (tracker first, then a directory scan)."""
-    root = Path(root)
-    tracker = root / TRACKER
-    if tracker.is_file():
-        text = tracker.read_text().strip()
-        if text.isdigit() and _is_complete(iteration_dir(root, int(text))):
-            return iteration_dir(root, int(text))
-        logger.warning("%s names %r, which is not a complete checkpoint; scanning", tracker, text)
-    candidates = complete_checkpoints(root)
-    return candidates[-1] if candidates else None
-
-
-def read_checkpoint_metadata(ckpt_dir: str | Path) -> dict[str, Any]:
-    """The ``run_config.json`` of a checkpoint directory."""
-    path = Path(ckpt_dir) / METADATA
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint description ({err})") from err
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported format_version {meta.get('format_version')}")
-    return meta
-
-
-def verify_checkpoint(ckpt_dir: str | Path) -> None:
-    """Fail fast, naming the file, if any shard that ``.metadata`` references is missing or short."""
-    ckpt_dir = Path(ckpt_dir)
-    read_checkpoint_metadata(ckpt_dir)
-    safe_load.install()
-    try:
-        metadata = safe_load.read_metadata(ckpt_dir)
-    except safe_load.ForbiddenGlobal as err:
-        raise CheckpointError(f"{ckpt_dir / '.metadata'}: refused ({err})") from err
-    except Exception as err:  # noqa: BLE001 - any failure here means an unreadable checkpoint
-        raise CheckpointError(
-            f"{ckpt_dir / '.metadata'}: unreadable, corrupted? ({type(err).__name__}: {err})"
-        ) from err
-    needed: dict[str, int] = {}
-    for info in (metadata.storage_data or {}).values():
-        needed[info.relative_path] = max(
-            needed.get(info.relative_path, 0), info.offset + info.length
-        )
-    for name, size in sorted(needed.items()):
-        path = ckpt_dir / name
-        actual = path.stat().st_size if path.is_file() else -1
-        if actual < size:
-            state = "missing" if actual < 0 else f"truncated ({actual} of {size} bytes)"
-            raise CheckpointError(f"{path}: shard {state}")
-    if not (ckpt_dir / "common.pt").is_file():
-        raise CheckpointError(f"{ckpt_dir / 'common.pt'}: missing")
-
-
-def check_architecture(meta: dict[str, Any], arch: ModelArch, ckpt_dir: Path) -> None:
-    """Refuse a checkpoint of another model size, naming the differing fields."""
-    saved = meta.get("arch", {})
-    diffs = [
-        f"{f}: checkpoint {saved.get(f)} vs run {getattr(arch, f)}"
-        for f in SHAPE_FIELDS
-        if saved.get(f) != getattr(arch, f)
-    ]
-    saved_rows = ModelArch(**saved).padded_vocab_size() if saved else None
-    if saved_rows is not None and saved_rows != arch.padded_vocab_size():
-        diffs.append(
-            f"padded vocabulary: checkpoint {saved_rows} vs run {arch.padded_vocab_size()}"
-        )
-    if diffs:
-        raise CheckpointError(
-            f"{ckpt_dir / METADATA}: checkpoint of another model "
-            f"({meta.get('model')}); " + "; ".join(diffs)
-        )
+ROUTINE = SaveFormat()
+"""The format of routine saves: ``dp_reshardable``, fully parallel, synchronous."""
 
 
 def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
@@ -190,7 +126,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _sharded_state(
-    model: list, optimizer: Any | None, *, with_rng: bool, is_loading: bool
+    model: list,
+    optimizer: Any | None,
+    optim_meta: dict[str, Any],
+    *,
+    with_rng: bool,
+    is_loading: bool,
 ) -> dict[str, Any]:
     assert len(model) == 1, "one model chunk per rank (no virtual pipeline)"
     model_sd = unwrap(model[0]).sharded_state_dict()
@@ -200,7 +141,7 @@ def _sharded_state(
             distopt_state.install()
             distopt_state.allocate_state(optimizer)
         state["optimizer"] = optimizer.sharded_state_dict(
-            model_sd, is_loading=is_loading, metadata=_OPTIM_METADATA
+            model_sd, is_loading=is_loading, metadata=optim_meta
         )
     if with_rng:
         state["rng_state"] = ShardedObject(
@@ -218,19 +159,54 @@ def save_checkpoint(
     run_meta: dict[str, Any],
     common: dict[str, Any] | None = None,
     keep_last: int | None = None,
+    fmt: SaveFormat = ROUTINE,
 ) -> Path:
     """Collective: write ``ROOT/iter_XXXXXXX`` atomically and make it the latest.
 
     ``run_meta`` goes into ``run_config.json`` (it must hold ``arch``); ``common`` (iteration
     counters, scheduler state) goes into the checkpoint itself. Returns the final directory.
+    With ``fmt.async_save`` the shards are written in the background and the directory appears
+    when :func:`finalize_saves` runs after every rank's writer is done (a save in flight is
+    finalised before the next one starts).
     """
+    async_save.finalize(blocking=True)
     root = Path(root)
     final = iteration_dir(root, iteration)
     partial = final.with_name(final.name + ".partial")
-    rank0 = torch.distributed.get_rank() == 0
+    meta = {
+        "format_version": FORMAT_VERSION,
+        **run_meta,
+        "iteration": iteration,
+        "layout": dict(zip(("pp", "tp", "dp"), _layout(), strict=True)),
+        "optimizer_format": fmt.optimizer if ckpt_format.is_distributed(optimizer) else None,
+    }
+    request = _attempt(
+        lambda: _write_shards(partial, iteration, model, optimizer, common, fmt),
+        root,
+        partial,
+        iteration,
+    )
+    if request is None:
+        _complete(root, partial, final, meta, keep_last, ())
+        return final
+    finish = request.finalize_fns[:]  # megatron-core's own: the global .metadata, metadata.json
+    request = request._replace(finalize_fns=[])
+    async_save.schedule(request, lambda: _complete(root, partial, final, meta, keep_last, finish))
+    return final
+
+
+def finalize_saves(blocking: bool = True) -> None:
+    """Collective: promote the ``--async-save`` checkpoints whose shards are written (all of
+    them, waiting, when ``blocking``). Raises :class:`CheckpointError` for one that failed."""
+    async_save.finalize(blocking)
+
+
+def _attempt(step: Any, root: Path, partial: Path, iteration: int) -> Any:  # noqa: ANN401
+    """Run one collective step of a save; a failure on any rank raises on every rank."""
     error: BaseException | None = None
+    result = None
     try:
-        _write(partial, iteration, model, optimizer, run_meta, common)
+        result = step()
     except BaseException as err:  # DCP's CheckpointException is not an Exception
         if not isinstance(err, Exception | CheckpointException):
             raise
@@ -238,48 +214,66 @@ def save_checkpoint(
     if _on_any_rank(error is not None):  # every rank raises, none waits in the next barrier
         error = error or RuntimeError("another rank failed to write its part")
         raise _save_failed(error, root, partial, iteration) from error
+    return result
+
+
+def _write_shards(
+    partial: Path,
+    iteration: int,
+    model: list,
+    optimizer: Any | None,
+    common: dict[str, Any] | None,
+    fmt: SaveFormat,
+) -> Any:  # noqa: ANN401 - megatron-core's AsyncRequest, or None when written already
+    if torch.distributed.get_rank() == 0:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+    torch.distributed.barrier()
+    state = _sharded_state(
+        model, optimizer, fmt.optimizer_metadata(), with_rng=True, is_loading=False
+    )
+    state.update(common or {})
+    state["iteration"] = iteration
+    lifeline.tie_checkpoint_writer()
+    return dist_checkpointing.save(
+        state,
+        str(partial),
+        sharded_strategy=ckpt_format.save_strategy(fmt.fully_parallel),
+        async_sharded_save=fmt.async_save,
+    )
+
+
+def _complete(
+    root: Path,
+    partial: Path,
+    final: Path,
+    meta: dict[str, Any],
+    keep_last: int | None,
+    finish: Any,  # noqa: ANN401 - megatron-core's finalisation functions of an async save
+) -> None:
+    """Collective, once every rank's shards are on disk: describe, hash, rename, track."""
+    rank0 = torch.distributed.get_rank() == 0
+
+    def describe() -> None:
+        for fn in finish:
+            fn()
+        torch.distributed.barrier()  # every rank's shards are on disk
+        if rank0:
+            (partial / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        checksums.write_manifest(partial)
+
+    _attempt(describe, root, partial, meta["iteration"])
     if rank0:
         if final.exists():  # re-saving an iteration: replace the old copy only now
             shutil.rmtree(final)
         os.replace(partial, final)
         tmp = root / (TRACKER + ".tmp")
-        tmp.write_text(f"{iteration}\n")
+        tmp.write_text(f"{meta['iteration']}\n")
         os.replace(tmp, root / TRACKER)
         if keep_last:
-            _prune(root, keep_last, run_meta.get("run_id"))
+            prune(root, keep_last, meta.get("run_id"))
     torch.distributed.barrier()
-    return final
-
-
-def _write(
-    partial: Path,
-    iteration: int,
-    model: list,
-    optimizer: Any | None,
-    run_meta: dict[str, Any],
-    common: dict[str, Any] | None,
-) -> None:
-    rank0 = torch.distributed.get_rank() == 0
-    if rank0:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-    torch.distributed.barrier()
-    state = _sharded_state(model, optimizer, with_rng=True, is_loading=False)
-    state.update(common or {})
-    state["iteration"] = iteration
-    lifeline.tie_checkpoint_writer()
-    dist_checkpointing.save(state, str(partial))
-    torch.distributed.barrier()  # every rank's shards are on disk
-    if rank0:
-        meta = {
-            "format_version": FORMAT_VERSION,
-            **run_meta,
-            "iteration": iteration,
-            "layout": dict(zip(("pp", "tp", "dp"), _layout(), strict=True)),
-        }
-        (partial / METADATA).write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    checksums.write_manifest(partial)
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -304,6 +298,12 @@ def _disk_full(err: BaseException, root: Path) -> bool:
         return False
 
 
+def _first_line(err: BaseException) -> str:
+    """torch's distributed-checkpoint errors carry every rank's traceback: their last line says it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 else str(err)
+
+
 def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) -> CheckpointError:
     full = _disk_full(err, root)  # before the cleanup frees the space
     if torch.distributed.get_rank() == 0:
@@ -319,25 +319,6 @@ def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) 
         f"{partial}: checkpoint of iteration {iteration} failed ({type(err).__name__}: {err}); "
         f"partial copy removed; {kept}"
     )
-
-
-def run_id_of(ckpt_dir: Path) -> str | None:
-    """The ``run_id`` recorded in a checkpoint (None: written before run ids existed)."""
-    return read_checkpoint_metadata(ckpt_dir).get("run_id")
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete ``iter_*`` directories under ``root``, oldest first."""
-    return sorted(p for p in root.glob("iter_*") if p.name[5:].isdigit() and _is_complete(p))
-
-
-def _prune(root: Path, keep_last: int, run_id: str | None) -> None:
-    # Only this run's checkpoints: another run's (or a legacy one) is never deleted here.
-    own = [p for p in complete_checkpoints(root) if run_id_of(p) in (run_id, None)]
-    for old in own[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob("iter_*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_checkpoint(
@@ -360,11 +341,21 @@ def load_checkpoint(
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckpointError(f"{problems[0]}{more}; checkpoint refused")
     safe_load.install()
-    state = _sharded_state(model, optimizer, with_rng=with_rng, is_loading=True)
+    layout = optimizer_format(meta)
+    if optimizer is not None:
+        tp, pp = _layout()[1], _layout()[0]
+        distributed = ckpt_format.is_distributed(optimizer)
+        check_optimizer_layout(meta, ckpt_dir, distributed, tp=tp, pp=pp)
+    optim_meta = ckpt_format.optimizer_metadata(layout or ckpt_format.LEGACY)
+    state = _sharded_state(model, optimizer, optim_meta, with_rng=with_rng, is_loading=True)
+    saved = extra_state.checkpoint_objects(ckpt_dir)
+    state["model"] = extra_state.align(state["model"], saved, ckpt_dir)
     try:
-        loaded = dist_checkpointing.load(state, str(ckpt_dir))
-    except Exception as err:
-        raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({err})") from err
+        loaded = dist_checkpointing.load(
+            state, str(ckpt_dir), sharded_strategy=ckpt_format.load_strategy()
+        )
+    except (Exception, CheckpointException) as err:  # DCP's is not an Exception
+        raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({_first_line(err)})") from err
     unwrap(model[0]).load_state_dict(loaded.pop("model"), strict=True)
     if optimizer is not None:
         optimizer.load_state_dict(loaded.pop("optimizer"))

@@ -4,7 +4,9 @@ A same-size corruption (a bad disk, a partial copy) passes every size check and 
 loads it silently (a loss of 7 becomes 2e7). At save, each rank hashes the files it wrote
 (``__R_*.distcp``; rank 0 also ``.metadata``, ``common.pt``, ``metadata.json`` and
 ``run_config.json``), rank 0 gathers the digests into ``checksums.json``, written atomically
-inside ``iter_XXXXXXX.partial`` before the rename. At load every rank verifies a disjoint subset
+inside ``iter_XXXXXXX.partial`` before the rename (with ``--async-save``, once the background
+writers are done). Whatever the optimizer format, a rank's shards are its ``__RANK_*.distcp``
+files, so the manifest covers every file. At load every rank verifies a disjoint subset
 of the files and the failures are gathered, so all ranks raise the same error. A checkpoint
 written before manifests existed is loaded with a warning.
 

@@ -7,11 +7,14 @@ paths of ``DistributedOptimizer`` then fail on resume (on CPU always, on GPU wit
 * ``state_dict()`` (called to describe the optimizer for loading) reads every parameter's
   ``step``, which a fresh optimizer does not have yet: :func:`allocate_state` allocates the state
   its ``init_state_fn`` would, plus ``step``; the load overwrites all of it;
-* loading the fully reshardable format copies every per-parameter state tensor from the
-  checkpoint, ``step`` included, although that format stores ``step`` in the param groups (from
-  which megatron-core already restored it): :func:`install` makes that copy skip what the
-  checkpoint does not hold, and gives each parameter its own ``step`` tensor (megatron-core
-  restores one tensor shared by all, which torch's Adam would then advance once per parameter).
+* loading copies every per-parameter state tensor, ``step`` included, although both formats
+  this project writes store ``step`` in the param groups (from which megatron-core already
+  restored it): the fully reshardable format does not hold a ``step`` tensor at all, and the
+  ``dp_reshardable`` one hands back the fresh optimizer's (a non-persistent entry, next to a
+  ``padding`` flag). :func:`install` makes that copy take only the tensors the optimizer keeps
+  (``param``, ``exp_avg``, ``exp_avg_sq``), and gives each parameter its own ``step`` tensor
+  (megatron-core restores one tensor shared by all, which torch's Adam would then advance once
+  per parameter).
 
 The resumed run is bitwise the uninterrupted one (``tests/training/test_resume.py``).
 """
@@ -38,7 +41,8 @@ def _set_main_param_and_optimizer_states(
         state["step"] = state["step"].clone()
     targets = {"param": main_param, **state}
     for key, value in tensors.items():
-        targets[key].copy_(value)
+        if key in targets and key != "step":
+            targets[key].copy_(value)
     return None
 
 

@@ -20,8 +20,10 @@ from megatron.core import parallel_state
 
 from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.model.flops import MFU_CONVENTION, device_peak_tflops, flops_per_iteration
+from megatron_dscoder.training import async_save
 from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training.build import params_synced
+from megatron_dscoder.training.ckpt_format import SaveFormat
 from megatron_dscoder.training.data import MicroBatchSampler, loader
 from megatron_dscoder.training.manual_gc import ManualGC
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
@@ -170,6 +172,9 @@ class Trainer:
             },
             common={"train_state": dataclasses.asdict(self.state)},
             keep_last=ckpt.keep_checkpoints,
+            fmt=SaveFormat.of(
+                fully_reshardable=ckpt.ckpt_fully_reshardable, async_save=ckpt.async_save
+            ),
         )
         self.metrics.update_config({"last_checkpoint": str(path)})
 
@@ -183,8 +188,11 @@ class Trainer:
         )
         try:
             with self._gc:
-                return self._train(stop)
+                state = self._train(stop)
+            checkpointing.finalize_saves(blocking=True)  # --async-save: the last one is complete
+            return state
         finally:
+            async_save.abort()  # a failed run leaves its unfinished save unpromoted
             stop.close()
 
     def _train(self, stop: StopConditions) -> TrainState:
@@ -235,6 +243,8 @@ class Trainer:
                 self._evaluate(iteration)
                 window_start = time.perf_counter()
             ckpt = self.run.checkpoint
+            if ckpt.async_save:  # promote the background save as soon as every rank wrote it
+                checkpointing.finalize_saves(blocking=False)
             saved = bool(ckpt.save and ckpt.save_interval and iteration % ckpt.save_interval == 0)
             if saved:
                 self.save()
@@ -260,6 +270,7 @@ class Trainer:
         save = self.run.checkpoint.save
         if save:
             self.save()
+            checkpointing.finalize_saves(blocking=True)
         kept = f"last good state saved under {save}" if save else "nothing saved (no --save)"
         raise NonFiniteLossError(
             f"{count} consecutive non-finite losses at iteration {self.state.iteration}; {kept}"

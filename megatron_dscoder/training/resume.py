@@ -1,10 +1,10 @@
 """Where a run starts: from scratch, resumed from ``--load``, or fine-tuned from its weights.
 
 :func:`preflight` runs before the model is built: a missing or truncated data prefix, a
-checkpoint of another size or a truncated one, an unwritable or foreign ``--save`` directory,
-an empty training split fail there, naming the file, before any memory is allocated for the model.
-It also fixes the run's identity (``run_id``): inherited from the checkpoint it resumes, fresh
-otherwise.
+checkpoint of another size or a truncated one, an optimizer state this layout cannot load, an
+unwritable or foreign ``--save`` directory, an empty training split fail there, naming the
+file, before any memory is allocated for the model. It also fixes the run's identity
+(``run_id``): inherited from the checkpoint it resumes, fresh otherwise.
 """
 
 from __future__ import annotations
@@ -85,6 +85,15 @@ def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
     checkpointing.verify_checkpoint(path)
     meta = checkpointing.read_checkpoint_metadata(path)
     checkpointing.check_architecture(meta, run.arch, path)
+    if not (ckpt.finetune or ckpt.no_load_optim):
+        par = run.parallel
+        checkpointing.check_optimizer_layout(
+            meta,
+            path,
+            par.use_distributed_optimizer,
+            tp=par.tensor_model_parallel_size,
+            pp=par.pipeline_model_parallel_size,
+        )
     return run, path
 
 

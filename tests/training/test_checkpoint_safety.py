@@ -108,7 +108,7 @@ def _fake_checkpoint(root, iteration: int, run_id: str | None) -> None:
 def test_pruning_keeps_other_runs_and_foreign_save_is_refused(tmp_path):
     for it, rid in ((1, "mine"), (2, "theirs"), (3, "mine"), (4, "mine")):
         _fake_checkpoint(tmp_path, it, rid)
-    checkpointing._prune(tmp_path, 1, "mine")
+    checkpointing.prune(tmp_path, 1, "mine")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_0000002", "iter_0000004"]
     with pytest.raises(outputs.OutputError, match=r"iter_0000002 \(run theirs\)"):
         outputs.check_own(tmp_path, "mine", adopt_legacy=False)
@@ -145,3 +145,36 @@ def test_splits_that_will_be_used_are_checked(tmp_path, caplog):
             check_splits([few], split, evaluate=False)
     with pytest.raises(ConfigError, match="--split 'abc'"):
         check_splits([few], "abc", evaluate=False)
+
+
+@pytest.mark.parametrize("flag", ["--async-save", "--ckpt-fully-reshardable"])
+def test_checkpoint_format_flags_need_save(flag, capsys):
+    from megatron_dscoder.config import cli as arguments
+
+    argv = ["--model", "debug", "--mock-data", "--train-iters", "2", flag]
+    with pytest.raises(SystemExit) as done:
+        arguments.parse(argv, 1)
+    assert done.value.code == 2
+    assert f"{flag} needs --save DIR" in capsys.readouterr().err
+
+
+def test_optimizer_format_of_older_checkpoints_and_what_each_loads_at():
+    from megatron_dscoder.training import ckpt_format
+
+    older = {"parallel": {"use_distributed_optimizer": True}}  # written before the field
+    assert checkpointing.optimizer_format(older) == "fully_reshardable"
+    assert checkpointing.optimizer_format({"parallel": {}}) is None
+    assert checkpointing.optimizer_format({"optimizer_format": "dp_reshardable"}) == (
+        "dp_reshardable"
+    )
+    at = {"tp": 2, "pp": 1, "dp": 4}
+    for layout, tp, pp, distributed, refused in [
+        ("dp_reshardable", 2, 1, True, False),  # any DP: the saved TP and PP
+        ("dp_reshardable", 1, 1, True, True),
+        ("dp_reshardable", 2, 2, True, True),
+        ("dp_reshardable", 2, 1, False, True),
+        ("fully_reshardable", 1, 2, True, False),
+        (None, 1, 2, True, False),
+    ]:
+        why = ckpt_format.layout_problem(at, layout, tp=tp, pp=pp, distributed=distributed)
+        assert (why is not None) == refused, (layout, tp, pp, distributed)
