@@ -40,9 +40,10 @@ def _set_main_param_and_optimizer_states(
     if "step" in state:
         state["step"] = state["step"].clone()
     targets = {"param": main_param, **state}
-    for key, value in tensors.items():
-        if key in targets and key != "step":
-            targets[key].copy_(value)
+    with torch.no_grad():  # fp32 without bf16: the main param is a view of the model's (a leaf)
+        for key, value in tensors.items():
+            if key in targets and key != "step":
+                targets[key].copy_(value)
     return None
 
 

@@ -166,7 +166,10 @@ def test_overlaps_default_on_with_cuda_and_the_distributed_optimizer():
 
 
 def test_several_buckets_are_refused_for_fully_reshardable_saves(tmp_path):
-    save = f"--use-distributed-optimizer --overlap-grad-reduce --save {tmp_path}"
+    routine = f"--use-distributed-optimizer --overlap-grad-reduce --save {tmp_path}"
+    run = make(f"{routine} --ddp-bucket-size 1000", 2)
+    assert bucket_size(run, resolve(run, "sdpa", CPU)) == 1000  # dp_reshardable: any buckets
+    save = f"{routine} --ckpt-fully-reshardable"
     run = make(save, 2)
     assert bucket_size(run, resolve(run, "sdpa", CPU)) == ONE_BUCKET
     run = make(f"{save} --ddp-bucket-size 1000", 2)
