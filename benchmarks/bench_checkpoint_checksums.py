@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
+from megatron_dscoder.checkpointing import checksums
 from megatron_dscoder.config import cli as arguments
 from megatron_dscoder.parallel import distributed
-from megatron_dscoder.training import checkpoint as checkpointing
-from megatron_dscoder.training import checksums
 from megatron_dscoder.training.build import build_model_chunks, build_transformer_config
 
 BENCH = dict(num_layers=8, hidden_size=768, ffn_hidden_size=2048, num_attention_heads=8)

@@ -57,7 +57,7 @@ def _reset_peak() -> int:
 
 
 def _save_format(name: str):  # noqa: ANN202
-    from megatron_dscoder.training.ckpt_format import FULLY_RESHARDABLE, SaveFormat
+    from megatron_dscoder.checkpointing.formats import FULLY_RESHARDABLE, SaveFormat
 
     if name == "before":
         return SaveFormat(optimizer=FULLY_RESHARDABLE, mem_efficient=False, fully_parallel=False)
@@ -68,10 +68,10 @@ def worker(fmt_name: str, hidden: int, root: Path, out: Path) -> None:
     """One rank: build the model and the distributed optimizer, save twice, report the second."""
     import torch
 
+    from megatron_dscoder.checkpointing import checkpoint as checkpointing
+    from megatron_dscoder.checkpointing import checksums, distopt_state
     from megatron_dscoder.config import cli as arguments
     from megatron_dscoder.parallel import distributed
-    from megatron_dscoder.training import checkpoint as checkpointing
-    from megatron_dscoder.training import checksums, distopt_state
     from megatron_dscoder.training.build import (
         build_model_chunks,
         build_optimizer,

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.datasets.mock import MockTokens
 from megatron_dscoder.parallel import distributed
 from megatron_dscoder.training.build import (
     build_model_chunks,
@@ -33,7 +34,6 @@ from megatron_dscoder.training.build import (
 )
 from megatron_dscoder.training.loop import Trainer, TrainState
 from megatron_dscoder.training.metrics import JsonlSink, MetricsLogger
-from megatron_dscoder.training.mock_data import MockTokens
 from megatron_dscoder.training.step import make_forward_step
 
 

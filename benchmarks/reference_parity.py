@@ -11,7 +11,7 @@ imported with ``dscoder-convert from-hf``. One corpus: standard-library Python, 
 - ours: ``python -m megatron_dscoder.pretrain --load IMPORTED --finetune --data-path ...`` (the
   real entry point; torchrun over gloo for TP=2 with sequence parallelism and for PP=2), fp32,
   per-iteration ``lm_loss`` and ``grad_norm`` from ``--metrics-jsonl``;
-- reference: :mod:`reference_trainer` (transformers + ``torch.optim.AdamW``, written from the
+- reference: ``benchmarks/reference_trainer.py`` (transformers + ``torch.optim.AdamW``, written from the
   definitions; its docstring lists every choice it matches) on the same HF weights and on our
   batches in our order. The package is used here only to read those batches: the run's flags are
   parsed as the trainer parses them and its datasets and micro-batch sampler are read through.
@@ -242,7 +242,7 @@ def finish_ours(layout: str, started: tuple, work: Path) -> dict:
 def our_batches(flags: list[str], scale: Scale):  # noqa: ANN201 - a generator of micro-batch lists
     """The global batches our trainer consumes, in its order (read through the package)."""
     from megatron_dscoder.config import cli
-    from megatron_dscoder.training.data import MicroBatchSampler, build_train_valid, loader
+    from megatron_dscoder.datasets.gpt import MicroBatchSampler, build_train_valid, loader
 
     _, run = cli.parse(flags, 1)
     dataset, _ = build_train_valid(run, with_valid=False)

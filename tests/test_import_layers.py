@@ -17,9 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "megatron_dscoder"
 MAX_LINES = 400
 MAX_MODULES = 12
-#: Folders allowed more modules, for now: training keeps its 17 until checkpointing becomes a
-#: room of its own.
-WIDER = {"training": 17}
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -72,7 +69,7 @@ def test_no_folder_over_12_modules() -> None:
         if p.name != "__init__.py":
             key = str(p.parent.relative_to(PACKAGE))
             counts[key] = counts.get(key, 0) + 1
-    wide = {d: n for d, n in counts.items() if n > WIDER.get(d, MAX_MODULES)}
+    wide = {d: n for d, n in counts.items() if n > MAX_MODULES}
     assert wide == {}
 
 

@@ -235,7 +235,7 @@ class DataConfig:
     for the cores."""
     sft: bool = opt(False, cli=False)
     """Instruction tuning (``--stage sft``): one ``dscoder-preprocess-sft`` prefix, packed, the
-    loss on responses only (``training/sft_data.py``)."""
+    loss on responses only (``datasets/sft.py``)."""
 
     def __post_init__(self) -> None:
         if self.data_path is not None:

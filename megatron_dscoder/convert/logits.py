@@ -43,9 +43,9 @@ def hf_logits(hf_dir: str | Path, ids: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def megatron_logits(ckpt_dir: str | Path, arch: ModelArch, ids: torch.Tensor) -> torch.Tensor:
     """fp32 logits ``[1, s, padded vocab]`` of a torch_dist checkpoint, loaded at TP=PP=1."""
+    from megatron_dscoder.checkpointing import checkpoint as checkpointing
     from megatron_dscoder.convert.megatron import one_rank_group
     from megatron_dscoder.model.build import build_model, transformer_config
-    from megatron_dscoder.training import checkpoint as checkpointing
 
     with one_rank_group():
         model = build_model(arch, transformer_config(arch), attention_backend="unfused")

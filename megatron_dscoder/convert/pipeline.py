@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
 from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
 from megatron_dscoder.convert import ConversionError, hf, instruct
 from megatron_dscoder.convert.keymap import (
@@ -48,7 +49,6 @@ from megatron_dscoder.convert.keymap import (
     stacked_key,
 )
 from megatron_dscoder.model.registry import MODELS, ModelArch
-from megatron_dscoder.training import checkpoint as checkpointing
 
 logger = logging.getLogger(__name__)
 

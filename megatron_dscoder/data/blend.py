@@ -1,6 +1,6 @@
 """Megatron's blend and split arithmetic over ``.bin``/``.idx`` prefixes, shared by pretraining
-data (:mod:`megatron_dscoder.training.data`) and packed instruction data
-(:mod:`megatron_dscoder.training.sft_data`).
+data (:mod:`megatron_dscoder.datasets.gpt`) and packed instruction data
+(:mod:`megatron_dscoder.datasets.sft`).
 
 ``--data-path`` takes Megatron's syntax, ``PREFIX`` or ``W1 PREFIX1 W2 PREFIX2 ...``, or a
 manifest of parts (:mod:`.manifest`); ``--split`` shares cut each prefix's documents into

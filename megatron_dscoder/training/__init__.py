@@ -1,1 +1,2 @@
-"""The training loop's parts: data feeding, the parallel step, logging."""
+"""The training loop's parts: model and optimizer build, the parallel step, the schedule, logging,
+where a run starts (resume) and the --dry-run planner."""

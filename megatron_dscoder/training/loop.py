@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import torch
 from megatron.core import parallel_state
 
+from megatron_dscoder.checkpointing import async_save
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
+from megatron_dscoder.checkpointing.formats import SaveFormat
 from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.datasets.gpt import MicroBatchSampler, loader
 from megatron_dscoder.model.flops import MFU_CONVENTION, device_peak_tflops, flops_per_iteration
-from megatron_dscoder.training import async_save
-from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training.build import params_synced
-from megatron_dscoder.training.ckpt_format import SaveFormat
-from megatron_dscoder.training.data import MicroBatchSampler, loader
 from megatron_dscoder.training.manual_gc import ManualGC
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
 from megatron_dscoder.training.schedule import LRSchedule

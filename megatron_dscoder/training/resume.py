@@ -14,14 +14,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
+from megatron_dscoder.checkpointing import outputs
 from megatron_dscoder.config.run import ConfigError, RunConfig
 from megatron_dscoder.data.indexed import check_prefix
+from megatron_dscoder.datasets.gpt import check_splits, parse_blend
+from megatron_dscoder.datasets.sft import check_sft_prefix
 from megatron_dscoder.model.build import have_transformer_engine
-from megatron_dscoder.training import checkpoint as checkpointing
-from megatron_dscoder.training import outputs
-from megatron_dscoder.training.data import check_splits, parse_blend
 from megatron_dscoder.training.loop import TrainState
-from megatron_dscoder.training.sft_data import check_sft_prefix
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from megatron_dscoder.training import planner
 
 def latest_checkpoint_metadata(load: str) -> dict[str, Any] | None:
     """What the latest checkpoint under ``load`` records (model, architecture), or None."""
-    from megatron_dscoder.training.checkpoint import (
+    from megatron_dscoder.checkpointing.checkpoint import (
         find_latest_checkpoint,
         read_checkpoint_metadata,
     )
@@ -77,13 +77,13 @@ def work(launch: Launch, *, keep_process_group: bool = False) -> int:
             launch.run, launch.args.gpu_memory_gib, launch.args.assumed_efficiency
         )
 
+    from megatron_dscoder.datasets.gpt import build_train_valid
     from megatron_dscoder.parallel import distributed
     from megatron_dscoder.training.build import (
         build_model_chunks,
         build_optimizer,
         build_transformer_config,
     )
-    from megatron_dscoder.training.data import build_train_valid
     from megatron_dscoder.training.loop import Trainer, run_metadata
     from megatron_dscoder.training.metrics import MetricsLogger, sinks_for
     from megatron_dscoder.training.resume import restore
@@ -122,7 +122,7 @@ def _as_user_error(step: Callable[[Plan], int | Launch], arg: Plan) -> int | Lau
     except UserError:
         raise
     except Exception as err:
-        from megatron_dscoder.training.checkpoint import CheckpointError
+        from megatron_dscoder.checkpointing.checkpoint import CheckpointError
         from megatron_dscoder.training.loop import NonFiniteLossError
 
         if isinstance(err, CheckpointError | NonFiniteLossError):

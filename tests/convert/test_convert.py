@@ -427,7 +427,7 @@ def test_pretrain_finetunes_from_an_imported_checkpoint(runs):
 
 
 def test_from_hf_checkpoint_is_what_pretrain_loads(runs):
-    from megatron_dscoder.training.checkpoint import (
+    from megatron_dscoder.checkpointing.checkpoint import (
         find_latest_checkpoint,
         read_checkpoint_metadata,
     )

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from megatron_dscoder.data.blend import parse_blend
-from megatron_dscoder.training.data import DataError, MicroBatchSampler
+from megatron_dscoder.datasets.gpt import DataError, MicroBatchSampler
 from tests.launch import WORKERS, read_jsonl, torchrun
 from tests.wandb_reader import history
 

@@ -25,8 +25,8 @@ import sys
 
 import pytest
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
 from megatron_dscoder.config import cli as arguments
-from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training import resume
 from tests.launch import (
     REPO,

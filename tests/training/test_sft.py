@@ -16,9 +16,9 @@ import pytest
 from megatron_dscoder.config import cli, recipes
 from megatron_dscoder.config.run import ConfigError
 from megatron_dscoder.data.indexed import read_documents
+from megatron_dscoder.datasets.sft import PackedSFT
 from megatron_dscoder.instruct.encode import mask_prefix, write_sft
 from megatron_dscoder.tokenizer import EOT, load_tokenizer
-from megatron_dscoder.training.sft_data import PackedSFT
 from tests.launch import WORKERS, python_module, read_jsonl, torchrun
 from tests.training.sft_helpers import SYSTEM, WORDS, answer, instruction_set, prompt
 

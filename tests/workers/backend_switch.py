@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from te_spec import extra_state_modules
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
+from megatron_dscoder.checkpointing import distopt_state, extra_state
 from megatron_dscoder.config import cli as arguments
 from megatron_dscoder.parallel import distributed
-from megatron_dscoder.training import checkpoint as checkpointing
-from megatron_dscoder.training import distopt_state, extra_state
 from megatron_dscoder.training.build import (
     build_model_chunks,
     build_optimizer,

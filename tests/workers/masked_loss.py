@@ -12,10 +12,10 @@ batch is cut into micro-batches and data-parallel ranks; with a mean of per-micr
 import shlex
 import sys
 
-from megatron_dscoder.training import data
+from megatron_dscoder.datasets import gpt
 from megatron_dscoder.training import train as pretrain
 
-BUILD = data.build_train_valid
+BUILD = gpt.build_train_valid
 
 
 class MaskedTokens:
@@ -42,7 +42,7 @@ def build_masked(run, with_valid: bool = True) -> tuple:  # noqa: ANN001
 
 
 def main() -> None:
-    data.build_train_valid = build_masked
+    gpt.build_train_valid = build_masked
     out_dir, pairs = sys.argv[1], sys.argv[2:]
     for name, flags in zip(pairs[::2], pairs[1::2], strict=True):
         argv = shlex.split(flags) + ["--metrics-jsonl", f"{out_dir}/{name}.jsonl"]

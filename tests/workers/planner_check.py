@@ -7,6 +7,8 @@ import json
 import sys
 
 from megatron_dscoder.config import cli as arguments
+from megatron_dscoder.datasets.gpt import MicroBatchSampler, loader
+from megatron_dscoder.datasets.mock import MockTokens
 from megatron_dscoder.parallel import distributed
 from megatron_dscoder.training import planner
 from megatron_dscoder.training.build import (
@@ -14,8 +16,6 @@ from megatron_dscoder.training.build import (
     build_optimizer,
     build_transformer_config,
 )
-from megatron_dscoder.training.data import MicroBatchSampler, loader
-from megatron_dscoder.training.mock_data import MockTokens
 from megatron_dscoder.training.step import train_step
 
 

@@ -24,12 +24,12 @@ def save_case(out: Path, tokenizer: str, spec: str) -> None:
 
     from megatron.core import parallel_state
 
+    from megatron_dscoder.checkpointing import checkpoint as checkpointing
     from megatron_dscoder.config.run import ParallelConfig
     from megatron_dscoder.model.build import build_model, transformer_config
     from megatron_dscoder.model.weight_init import initialize_model
     from megatron_dscoder.parallel import distributed
     from megatron_dscoder.tokenizer import load_tokenizer, vocab_size
-    from megatron_dscoder.training import checkpoint as checkpointing
     from tests.convert.helpers import debug_arch
 
     name, tp, pp, mha, ext = spec.split(":")

@@ -6,7 +6,7 @@ Layout of a checkpoint root (``--save`` / ``--load``)::
     ROOT/iter_0001200/                         # one complete checkpoint
         *.distcp, .metadata, common.pt         # torch_dist shards written by every rank
         run_config.json                        # architecture, layout, counters, run_id
-        checksums.json                         # per-file digests (see training/checksums.py)
+        checksums.json                         # per-file digests (see checkpointing/checksums.py)
 
 Protocol: every rank writes its shards into ``iter_XXXXXXX.partial``; after a barrier rank 0
 adds ``run_config.json``, renames the directory to ``iter_XXXXXXX`` and only then rewrites the
@@ -23,11 +23,11 @@ stored in megatron-core's layout-independent sharded form, so a checkpoint writt
 loads at TP=1, PP=2. The distributed optimizer's state is written in the ``dp_reshardable``
 layout (each DP rank its own slice, no gather; it loads at any DP size but only at the TP x PP
 it was written at) unless ``--ckpt-fully-reshardable`` asks for the layout-free one: see
-``training/ckpt_format.py``. ``run_config.json`` records which, and a load that cannot work is
+``checkpointing/formats.py``. ``run_config.json`` records which, and a load that cannot work is
 refused before the model is built. Replicated tensors are written and read once per DP group
 (megatron-core's fully-parallel wrappers). ``--async-save`` writes in the background
-(``training/async_save.py``). A checkpoint of the local spec loads into the Transformer Engine
-spec and back (``training/extra_state.py``). Per-rank RNG states are restored only when the
+(``checkpointing/async_save.py``). A checkpoint of the local spec loads into the Transformer Engine
+spec and back (``checkpointing/extra_state.py``). Per-rank RNG states are restored only when the
 layout is unchanged (they are meaningless across layouts).
 """
 
@@ -50,15 +50,15 @@ from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_dscoder import lifeline
-from megatron_dscoder.training import (
+from megatron_dscoder.checkpointing import (
     async_save,
     checksums,
-    ckpt_format,
     distopt_state,
     extra_state,
+    formats,
     safe_load,
 )
-from megatron_dscoder.training.ckpt_files import (  # noqa: F401 - the checkpoint API, re-exported
+from megatron_dscoder.checkpointing.files import (  # noqa: F401 - the checkpoint API, re-exported
     FORMAT_VERSION,
     METADATA,
     SHAPE_FIELDS,
@@ -75,7 +75,7 @@ from megatron_dscoder.training.ckpt_files import (  # noqa: F401 - the checkpoin
     run_id_of,
     verify_checkpoint,
 )
-from megatron_dscoder.training.ckpt_format import SaveFormat
+from megatron_dscoder.checkpointing.formats import SaveFormat
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def save_checkpoint(
         **run_meta,
         "iteration": iteration,
         "layout": dict(zip(("pp", "tp", "dp"), _layout(), strict=True)),
-        "optimizer_format": fmt.optimizer if ckpt_format.is_distributed(optimizer) else None,
+        "optimizer_format": fmt.optimizer if formats.is_distributed(optimizer) else None,
     }
     request = _attempt(
         lambda: _write_shards(partial, iteration, model, optimizer, common, fmt),
@@ -239,7 +239,7 @@ def _write_shards(
     return dist_checkpointing.save(
         state,
         str(partial),
-        sharded_strategy=ckpt_format.save_strategy(fmt.fully_parallel),
+        sharded_strategy=formats.save_strategy(fmt.fully_parallel),
         async_sharded_save=fmt.async_save,
     )
 
@@ -344,15 +344,15 @@ def load_checkpoint(
     layout = optimizer_format(meta)
     if optimizer is not None:
         tp, pp = _layout()[1], _layout()[0]
-        distributed = ckpt_format.is_distributed(optimizer)
+        distributed = formats.is_distributed(optimizer)
         check_optimizer_layout(meta, ckpt_dir, distributed, tp=tp, pp=pp)
-    optim_meta = ckpt_format.optimizer_metadata(layout or ckpt_format.LEGACY)
+    optim_meta = formats.optimizer_metadata(layout or formats.LEGACY)
     state = _sharded_state(model, optimizer, optim_meta, with_rng=with_rng, is_loading=True)
     saved = extra_state.checkpoint_objects(ckpt_dir)
     state["model"] = extra_state.align(state["model"], saved, ckpt_dir)
     try:
         loaded = dist_checkpointing.load(
-            state, str(ckpt_dir), sharded_strategy=ckpt_format.load_strategy()
+            state, str(ckpt_dir), sharded_strategy=formats.load_strategy()
         )
     except (Exception, CheckpointException) as err:  # DCP's is not an Exception
         raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({_first_line(err)})") from err

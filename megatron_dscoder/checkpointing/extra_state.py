@@ -27,7 +27,7 @@ from typing import Any
 from megatron.core.dist_checkpointing.dict_utils import nested_values
 from megatron.core.dist_checkpointing.mapping import LocalNonpersistentObject, ShardedObject
 
-from megatron_dscoder.training import safe_load
+from megatron_dscoder.checkpointing import safe_load
 
 logger = logging.getLogger(__name__)
 

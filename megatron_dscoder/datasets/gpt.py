@@ -23,7 +23,7 @@ import torch
 from megatron_dscoder.config.run import RunConfig, parse_split
 from megatron_dscoder.data.blend import parse_blend, split_bounds, split_tokens
 from megatron_dscoder.data.indexed import DataError, read_lengths
-from megatron_dscoder.training.sft_data import build_sft
+from megatron_dscoder.datasets.sft import build_sft
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -169,7 +169,7 @@ def build_train_valid(run: RunConfig, with_valid: bool = True) -> tuple:
     """(train, valid) datasets for the run: mock tokens, or the blend through GPTDataset.
 
     ``with_valid`` False (from :func:`check_splits`) builds no validation set."""
-    from megatron_dscoder.training.mock_data import MockTokens
+    from megatron_dscoder.datasets.mock import MockTokens
 
     t, d = run.train, run.data
     if d.mock_data:

@@ -5,7 +5,7 @@ checkpoint describes itself in ``run_config.json`` (architecture, layout, optimi
 counters, run id). The checks here read only those files and torch_dist's index, so they run in
 ``resume.preflight`` before any memory is spent on the model: incomplete or truncated shards,
 another model size, or an optimizer state this layout cannot load fail there, naming the file.
-Writing and loading are in ``training/checkpoint.py``.
+Writing and loading are in ``checkpointing/checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from megatron_dscoder.checkpointing import formats, safe_load
 from megatron_dscoder.model.registry import ModelArch
-from megatron_dscoder.training import ckpt_format, safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def optimizer_format(meta: dict[str, Any]) -> str | None:
     if "optimizer_format" in meta:
         return meta["optimizer_format"]
     distributed = meta.get("parallel", {}).get("use_distributed_optimizer")
-    return ckpt_format.LEGACY if distributed else None
+    return formats.LEGACY if distributed else None
 
 
 def check_optimizer_layout(
@@ -134,7 +134,7 @@ def check_optimizer_layout(
 ) -> None:
     """Refuse, saying what to do, an optimizer state this run cannot load (before the model is
     built when called from ``resume.preflight``)."""
-    why = ckpt_format.layout_problem(
+    why = formats.layout_problem(
         meta.get("layout", {}), optimizer_format(meta), tp=tp, pp=pp, distributed=distributed
     )
     if why:

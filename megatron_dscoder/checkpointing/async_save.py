@@ -4,7 +4,7 @@ megatron-core's torch_dist strategy turns a save into an ``AsyncRequest``; its
 ``AsyncCallsQueue`` forks one writer process per save (``TemporalAsyncCaller``) and, once every
 rank's writer is done, runs the request's finalisation on all ranks: the global ``.metadata``,
 ``metadata.json``, then this project's own (``run_config.json``, the checksum manifest, the
-rename of ``iter_XXXXXXX.partial`` and the tracker; see ``training/checkpoint.py``). Until then
+rename of ``iter_XXXXXXX.partial`` and the tracker; see ``checkpointing/checkpoint.py``). Until then
 the previous checkpoint stays the latest, so a kill mid-write loses only the unfinished one.
 
 The writer works on a snapshot: on a GPU megatron-core copies the tensors to host memory before

@@ -15,8 +15,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
 from megatron_dscoder.paths import OutputPathError, check_output_path
-from megatron_dscoder.training import checkpoint as checkpointing
 
 OutputError = OutputPathError
 """An output location that cannot be used; the message names the flag and the path."""

@@ -14,11 +14,11 @@ import pickle
 import pytest
 import torch
 
+from megatron_dscoder.checkpointing import checkpoint as checkpointing
+from megatron_dscoder.checkpointing import checksums, outputs, safe_load
 from megatron_dscoder.config.run import ConfigError
 from megatron_dscoder.data.indexed import DataError
-from megatron_dscoder.training import checkpoint as checkpointing
-from megatron_dscoder.training import checksums, outputs, safe_load
-from megatron_dscoder.training.data import check_splits
+from megatron_dscoder.datasets.gpt import check_splits
 from tests.training.conftest import write_prefix
 
 
@@ -159,7 +159,7 @@ def test_checkpoint_format_flags_need_save(flag, capsys):
 
 
 def test_optimizer_format_of_older_checkpoints_and_what_each_loads_at():
-    from megatron_dscoder.training import ckpt_format
+    from megatron_dscoder.checkpointing import formats
 
     older = {"parallel": {"use_distributed_optimizer": True}}  # written before the field
     assert checkpointing.optimizer_format(older) == "fully_reshardable"
@@ -176,5 +176,5 @@ def test_optimizer_format_of_older_checkpoints_and_what_each_loads_at():
         ("fully_reshardable", 1, 2, True, False),
         (None, 1, 2, True, False),
     ]:
-        why = ckpt_format.layout_problem(at, layout, tp=tp, pp=pp, distributed=distributed)
+        why = formats.layout_problem(at, layout, tp=tp, pp=pp, distributed=distributed)
         assert (why is not None) == refused, (layout, tp, pp, distributed)
