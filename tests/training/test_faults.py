@@ -16,9 +16,9 @@ import sys
 
 import pytest
 
+from tests.checkpointing.test_checkpoint_safety import Payload, flip
 from tests.launch import REPO, WORKERS, python_module, read_jsonl
 from tests.training.conftest import write_prefix
-from tests.checkpointing.test_checkpoint_safety import Payload, flip
 
 BASE = "--model debug --seq-length 64 --global-batch-size 4 --lr-decay-style constant"
 
