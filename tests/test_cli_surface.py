@@ -56,6 +56,7 @@ def test_console_scripts_match_the_entry_points() -> None:
 
 CLI_SURFACE: dict[str, list[str]] = {
     "dscoder-convert": [
+        "--bos",
         "--chat-template",
         "--check-logits",
         "--dtype",
@@ -63,12 +64,14 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--load",
         "--logits-tolerance",
         "--max-shard-size-gb",
+        "--no-bos",
         "--pipeline-model-parallel-size",
         "--save",
         "--tensor-model-parallel-size",
         "--tokenizer-model",
     ],
     "dscoder-eval-humaneval": [
+        "--bos",
         "--dtype",
         "--fim-corpus",
         "--fim-lines-per-file",
@@ -77,6 +80,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--limit",
         "--max-new-tokens",
         "--model",
+        "--no-bos",
         "--output",
         "--samples",
         "--seed",
@@ -86,6 +90,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--workers",
     ],
     "dscoder-generate": [
+        "--bos",
         "--chat",
         "--device",
         "--dtype",
@@ -162,9 +167,11 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--adam-beta1",
         "--adam-beta2",
         "--adam-eps",
+        "--allow-vocab-mismatch",
         "--assumed-efficiency",
         "--attention-backend",
         "--bf16",
+        "--bos",
         "--clip-grad",
         "--context-parallel-size",
         "--data-cache-path",
@@ -224,6 +231,7 @@ CLI_SURFACE: dict[str, list[str]] = {
     "dscoder-train-tokenizer": [
         "--help",
         "--input",
+        "--layout",
         "--max-chars",
         "--no-filters",
         "--output",

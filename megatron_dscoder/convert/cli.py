@@ -93,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(auto: when the checkpoint was trained with --stage sft)",
     )
     parser.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="to-hf: the exported tokenizer prepends BOS (default: as the checkpoint was "
+        "trained, its data's --bos; DeepSeek's published models: yes)",
+    )
+    parser.add_argument(
         "--max-shard-size-gb",
         type=float,
         default=2.0,
@@ -129,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.chat_template
                 ],
                 max_shard_bytes=int(args.max_shard_size_gb * 1024**3),
+                bos=args.bos,
             )
             ckpt_dir, hf_dir = pipeline.resolve_checkpoint(args.load), result.output
         else:

@@ -39,6 +39,16 @@ def truncate_at(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def model_bos(model_dir: Path) -> bool:
+    """Whether prompts of this model start with BOS: the ``add_bos_token`` of its
+    ``tokenizer_config.json`` (an export states the policy its checkpoint was trained with),
+    else True (DeepSeek's published models)."""
+    from megatron_dscoder.convert.export_files import read_add_bos
+
+    stated = read_add_bos(Path(model_dir))
+    return True if stated is None else stated
+
+
 class Generator:
     """Greedy (or sampled) generation from an HF causal LM directory, on CPU by default."""
 
@@ -48,8 +58,10 @@ class Generator:
         *,
         dtype: torch.dtype = torch.float32,
         device: str = "cpu",
-        add_bos: bool = True,
+        add_bos: bool | None = None,
     ) -> None:
+        """``add_bos`` None follows the export (:func:`model_bos`): the BOS policy the model
+        was trained with."""
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
@@ -65,6 +77,7 @@ class Generator:
             .eval()
         )
         self.device = device
+        add_bos = model_bos(self.dir) if add_bos is None else add_bos
         self.add_bos = add_bos and self.ids.bos is not None
         self.stop_ids = [i for i in (self.ids.eos, self.ids.eot) if i is not None]
 
@@ -192,7 +205,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    p.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="prepend BOS to the prompt (default: as the model was trained: its "
+        "tokenizer_config.json's add_bos_token, else yes)",
+    )
     p.add_argument(
         "--show-full",
         action="store_true",
@@ -212,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.manual_seed(args.seed)
     gen = Generator(
-        args.model, dtype=getattr(torch, args.dtype), device=args.device, add_bos=not args.no_bos
+        args.model, dtype=getattr(torch, args.dtype), device=args.device, add_bos=args.bos
     )
     options = dict(
         max_new_tokens=args.max_new_tokens,

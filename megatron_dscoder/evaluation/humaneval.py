@@ -275,10 +275,13 @@ class HFCodeModel:
         )
 
 
-def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeModel:
+def load_hf_model(
+    model_dir: str, *, temperature: float, dtype: str, bos: bool | None = None
+) -> CodeModel:
+    """``bos`` None: prompts start with BOS as the model was trained (:func:`.model_bos`)."""
     import torch
 
-    return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype)), temperature)
+    return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype), add_bos=bos), temperature)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -297,6 +300,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--output", help="write the summary and every record to this JSON file")
+    p.add_argument(
+        "--bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="prompts start with BOS (default: as the model was trained: its "
+        "tokenizer_config.json's add_bos_token, else yes)",
+    )
     return p.parse_args(argv)
 
 
@@ -336,7 +346,9 @@ def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
     args = parse_args(argv)
     try:
         if model is None:
-            model = load_hf_model(args.model, temperature=args.temperature, dtype=args.dtype)
+            model = load_hf_model(
+                args.model, temperature=args.temperature, dtype=args.dtype, bos=args.bos
+            )
         result = run(args, model)
     except ValueError as err:
         sys.stderr.write(f"error: {err}\n")

@@ -95,6 +95,24 @@ def check_splits(data_path: list[str], split: str, evaluate: bool) -> bool:
     return True
 
 
+def check_bos(data_path: list[str], bos_id: int | None, bos: bool) -> None:
+    """Refuse data whose first document does not start the way ``--bos`` says: the BOS policy
+    is recorded in the checkpoint and followed at export and generation, so it must be true."""
+    prefixes, _ = parse_blend(data_path)
+    for prefix in prefixes:
+        header, lengths, _ = read_lengths(prefix)
+        if not len(lengths) or not lengths[0]:
+            continue
+        first = int(np.fromfile(f"{prefix}.bin", dtype=header.dtype, count=1)[0])
+        if (bos_id is not None and first == bos_id) != bos:
+            has = "starts" if not bos else "does not start"
+            raise DataError(
+                f"{prefix}: its first document {has} with BOS; "
+                + ("pass --bos (it was made with dscoder-preprocess --bos)" if not bos
+                   else "drop --bos (it was made without dscoder-preprocess --bos)")
+            )  # fmt: skip
+
+
 class DatasetTokenizer:
     """The few tokenizer facts megatron-core's GPTDataset needs (ids found by string upstream)."""
 

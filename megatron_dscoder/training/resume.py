@@ -19,7 +19,7 @@ from megatron_dscoder.data.indexed import check_prefix
 from megatron_dscoder.model.build import have_transformer_engine
 from megatron_dscoder.training import checkpoint as checkpointing
 from megatron_dscoder.training import outputs
-from megatron_dscoder.training.data import check_splits, parse_blend
+from megatron_dscoder.training.data import check_bos, check_splits, parse_blend
 from megatron_dscoder.training.loop import TrainState
 from megatron_dscoder.training.sft_data import check_sft_prefix
 
@@ -53,6 +53,11 @@ def preflight(run: RunConfig) -> Start:
     evaluate = bool(log.eval_interval)
     if run.data.data_path:
         evaluate = check_splits(run.data.data_path, run.data.split, evaluate)
+        if not run.data.sft:
+            from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids
+
+            tok = load_tokenizer(run.data.tokenizer_model)
+            check_bos(list(run.data.data_path), special_token_ids(tok, ()).bos, run.data.bos)
     return Start(run, path, run_id, with_valid=evaluate)
 
 

@@ -47,3 +47,12 @@ def test_configs_are_frozen():
     run = recipes.pretrain("debug")
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_continue_pretrain_is_deepseek_coder_v15():
+    run = recipes.continue_pretrain(recipes.pretrain("7b-v1.5"))
+    assert run.train.seq_length == 4096 and run.checkpoint.finetune
+    assert run.train.global_batch_size == 2304 and run.train.lr == pytest.approx(4.2e-4)
+    assert run.train.train_iters == 211_928  # 2T tokens / (2304 x 4096)
+    assert sum(w for w, _ in recipes.V15_DATA_MIX) == pytest.approx(1.0)
+    assert [w for w, _ in recipes.V15_DATA_MIX] == [0.70, 0.10, 0.07, 0.07, 0.06]

@@ -367,7 +367,8 @@ def test_export_loads_offline_with_transformers(runs, tokenizer_dir):
     assert config.rope_parameters["factor"] == 4.0
     assert config.rope_parameters["rope_theta"] == 100000.0
     raw = json.loads((hf_dir / "config.json").read_text())
-    assert raw["rope_scaling"] == {"type": "linear", "rope_type": "linear", "factor": 4.0}
+    assert raw["rope_scaling"] == {"type": "linear", "factor": 4.0}  # DeepSeek's two keys
+    assert raw["rope_theta"] == 100000 and isinstance(raw["rope_theta"], int)  # as DeepSeek's
     assert json.loads((runs.hf / "gqa_tp1" / "config.json").read_text())["rope_scaling"] is None
     tok = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
     assert len(tok) == TOKENS
@@ -399,9 +400,17 @@ def test_hf_megatron_hf_is_bit_identical(runs, name):
         "num_key_value_heads",
         "max_position_embeddings",
         "rms_norm_eps",
-        "rope_parameters",
     ):
         assert back_cfg[key] == src_cfg[key], key
+    from transformers import AutoConfig
+
+    src_rope, back_rope = (
+        AutoConfig.from_pretrained(str(d / name), local_files_only=True).rope_parameters
+        for d in (runs.src, runs.back)
+    )
+    assert back_rope.items() >= src_rope.items()  # the same RoPE (the legacy form adds "type")
+    theta = src_cfg["rope_parameters"]["rope_theta"]
+    assert back_cfg["rope_theta"] == theta and type(back_cfg["rope_theta"]) is type(theta)
     assert (runs.back / name / "tokenizer.json").read_bytes() == (
         runs.src / name / "tokenizer.json"
     ).read_bytes()
@@ -409,7 +418,9 @@ def test_hf_megatron_hf_is_bit_identical(runs, name):
         assert back_cfg[key] == src_cfg[key], key
     generation = "generation_config.json"
     src_gen = json.loads((runs.src / name / generation).read_text())
-    assert json.loads((runs.back / name / generation).read_text()) == src_gen
+    src_gen.pop("transformers_version", None)
+    back_gen = json.loads((runs.back / name / generation).read_text())
+    assert back_gen == {**src_gen, "_from_model_config": True}
     if name == "hf_mha":
         assert back_cfg["eos_token_id"] == src_gen["eos_token_id"] == 32021
 
@@ -443,6 +454,10 @@ def test_from_hf_checkpoint_is_what_pretrain_loads(runs):
 
     assert ModelArch(**meta["arch"]).padded_vocab_size(2) == ROWS
     assert (Path(meta["tokenizer"]) / "tokenizer.json").is_file()
+    from megatron_dscoder.training.checksums import MANIFEST, verify_manifest
+
+    # written with a manifest like a trained checkpoint: loads verified, not "older version"
+    assert (ckpt / MANIFEST).is_file() and verify_manifest(ckpt) == []
 
 
 def test_from_hf_chunks_like_megatron_core(runs):
