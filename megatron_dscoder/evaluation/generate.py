@@ -7,6 +7,10 @@
         --fim-suffix $'\\n\\nprint(add(1, 2))\\n'
     # an instruct model: the prompt is the user's turn in DeepSeek-Coder-Instruct's template
     python tools/generate.py --model out/instruct_hf --chat --prompt "Write a quicksort in Python."
+    # cross-file completion: the end of FILE, after BM25-retrieved code of the repository's other
+    # files (512 tokens, each under its path comment as in pretraining; the paper's CrossCodeEval
+    # setup, see megatron_dscoder/evaluation/crossfile.py)
+    python tools/generate.py --model out/hf --repo myproject --file pkg/module.py
     # CPU toy run on the debug model exported (with a tokenizer) by convert_checkpoint.py's toy run
     python tools/generate.py --model out/toy_hf --prompt "import os" --max-new-tokens 16
 
@@ -194,6 +198,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--chat", action="store_true", help="the prompt is a user turn of the instruct template"
     )
     p.add_argument("--system", help="with --chat: system message (default: the template's)")
+    p.add_argument("--repo", help="complete --file with cross-file context from this repository")
+    p.add_argument("--file", help="with --repo: the file (relative to it) whose end to complete")
+    p.add_argument(
+        "--repo-context-tokens",
+        type=int,
+        default=512,
+        help="with --repo: tokens of retrieved context (default: %(default)s, as in the paper)",
+    )
     p.add_argument("--fim-prefix", help="infilling: code before the hole")
     p.add_argument("--fim-prefix-file")
     p.add_argument("--fim-suffix", help="infilling: code after the hole")
@@ -220,12 +232,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _repo_problem(args: argparse.Namespace, prompt: str | None, infilling: bool) -> str:
+    """What is wrong with a ``--repo`` invocation ('' when nothing)."""
+    if prompt is not None or infilling or args.chat:
+        return "--repo completes --file: give no --prompt, --fim-* or --chat with it"
+    if not args.file:
+        return "--repo needs --file PATH (relative to the repository)"
+    if not Path(args.repo).is_dir() or not (Path(args.repo) / args.file).is_file():
+        return f"--file {args.file}: no such file in --repo {args.repo}"
+    if args.repo_context_tokens < 0:
+        return f"--repo-context-tokens must be >= 0, got {args.repo_context_tokens}"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prompt = _text(args.prompt, args.prompt_file)
     prefix = _text(args.fim_prefix, args.fim_prefix_file)
     suffix = _text(args.fim_suffix, args.fim_suffix_file)
     infilling = prefix is not None or suffix is not None
+    if args.file is not None and args.repo is None:
+        sys.stderr.write("error: --file needs --repo DIR\n")
+        return 2
+    if args.repo is not None:
+        problem = _repo_problem(args, prompt, infilling)
+        if problem:
+            sys.stderr.write(f"error: {problem}\n")
+            return 2
+        prompt = (Path(args.repo) / args.file).read_text("utf-8")
     if (prompt is None) == (not infilling) or (args.chat and infilling):
         sys.stderr.write("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix\n")
         return 2
@@ -247,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         completion = gen.text_after(ids, **options).removesuffix("\n")
         text = f"{prompt}\n{completion}" if args.show_full else completion
     else:
+        if args.repo is not None:
+            from megatron_dscoder.evaluation.crossfile import cross_file_prompt
+
+            budget = args.repo_context_tokens
+            prompt, _ = cross_file_prompt(args.repo, args.file, prompt, lambda t: len(gen.encode(t)),
+                                          budget=budget)  # fmt: skip
         completion = gen.complete(prompt, **options)
         text = prompt + completion if args.show_full else completion
     sys.stdout.write(text + "\n")

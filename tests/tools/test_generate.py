@@ -131,3 +131,16 @@ def test_added_token_text_in_a_prompt_stays_text(models):
     controls = {tok.token_to_id(t) for t in (FIM_HOLE, FIM_BEGIN, FIM_END, EOT, "<pad>", BOS, EOS)}
     assert not controls & set(ids)
     assert gen.decode(ids) == text
+
+
+def test_repo_completion_runs_with_cross_file_context(models, tmp_path, capsys):
+    """``--repo DIR --file PATH``: the file's end completed after retrieved context."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "shapes.py").write_text("class Point:\n    def __init__(self, x):\n")
+    (tmp_path / "pkg" / "use.py").write_text("from pkg.shapes import Point\np = Point(1)\n")
+    argv = ["--model", str(models["eos"]), "--repo", str(tmp_path), "--file", "pkg/use.py",
+            "--max-new-tokens", "50", "--show-full"]  # fmt: skip
+    assert generate.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# pkg/shapes.py\nclass Point:") and "# pkg/use.py\nfrom pkg" in out
+    assert out.endswith("p = Point(1)\n return a + b\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from megatron_dscoder.training.data import DataError, MicroBatchSampler, parse_blend
@@ -106,3 +107,17 @@ def test_sampler_deals_the_same_global_batch_at_any_dp(dp):
     ]
     dealt = sorted(i for rank in per_rank for mb in rank for i in mb)
     assert dealt == list(range(8, 32))
+
+
+def test_bos_flag_is_checked_against_the_data(token_corpus):
+    """``--bos`` must say how the data starts (the fixture's documents have no BOS)."""
+    from megatron_dscoder.data.indexed import DataError
+    from megatron_dscoder.training.data import check_bos
+
+    prefix = [str(token_corpus["code"])]
+    check_bos(prefix, bos_id=token_corpus["eos"] + 1000, bos=False)
+    with pytest.raises(DataError, match="does not start with BOS; drop --bos"):
+        check_bos(prefix, bos_id=token_corpus["eos"] + 1000, bos=True)
+    first = int(np.fromfile(str(token_corpus["code"]) + ".bin", dtype=np.uint16, count=1)[0])
+    with pytest.raises(DataError, match="starts with BOS; pass --bos"):
+        check_bos(prefix, bos_id=first, bos=False)
