@@ -247,7 +247,8 @@ def export_tokens(
             template = declared_chat_template(tok.path) if tok else None
 
     def name(token_id: object) -> str | None:
-        return vocab.id_to_token(token_id) if vocab and isinstance(token_id, int) else None
+        known = vocab is not None and isinstance(token_id, int)
+        return vocab.id_to_token(token_id) if known else None
 
     return ExportTokens(
         bos=name(bos_id),

@@ -9,6 +9,7 @@ Acceptance: ``to-hf --check-logits`` within 1e-4 (fp32) for each layout; HF -> m
 bit-identical; a non-Llama config, a missing shard and a too-large tokenizer fail with a clear
 message and write nothing. Also: exports of one model from three layouts are identical, the
 from-hf checkpoint is chunked exactly like megatron-core's own TP=2 save, and conversion streams.
+The same interpreter runs the BOS-policy and v1.5 jobs of :mod:`tests.convert.fidelity_jobs`.
 """
 
 from __future__ import annotations
