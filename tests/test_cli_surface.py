@@ -205,6 +205,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--mock-data",
         "--model",
         "--no-bf16",
+        "--no-bos",
         "--no-load-optim",
         "--no-load-rng",
         "--num-workers",

@@ -136,7 +136,7 @@ def sft(run: RunConfig, stage: InstructTuning = INSTRUCT) -> RunConfig:
         lr_warmup_iters=stage.lr_warmup_iters,
     )
     checkpoint = dataclasses.replace(run.checkpoint, finetune=True)
-    data = dataclasses.replace(run.data, sft=True, bos=True)  # every conversation opens with BOS
+    data = dataclasses.replace(run.data, sft=True)
     return dataclasses.replace(run, train=train, checkpoint=checkpoint, data=data)
 
 

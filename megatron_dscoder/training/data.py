@@ -95,22 +95,33 @@ def check_splits(data_path: list[str], split: str, evaluate: bool) -> bool:
     return True
 
 
-def check_bos(data_path: list[str], bos_id: int | None, bos: bool) -> None:
-    """Refuse data whose first document does not start the way ``--bos`` says: the BOS policy
-    is recorded in the checkpoint and followed at export and generation, so it must be true."""
+def check_bos(data_path: list[str], bos_id: int | None, bos: bool | None) -> bool:
+    """The BOS policy of the data: whether its documents start with BOS, read from the first
+    document of every prefix. It is recorded in the checkpoint and followed at export and
+    generation, so a stated ``--bos``/``--no-bos`` (``bos``; None when not given) must agree,
+    and so must every prefix of a blend."""
     prefixes, _ = parse_blend(data_path)
+    starts: dict[str, bool] = {}
     for prefix in prefixes:
         header, lengths, _ = read_lengths(prefix)
-        if not len(lengths) or not lengths[0]:
-            continue
-        first = int(np.fromfile(f"{prefix}.bin", dtype=header.dtype, count=1)[0])
-        if (bos_id is not None and first == bos_id) != bos:
-            has = "starts" if not bos else "does not start"
-            raise DataError(
-                f"{prefix}: its first document {has} with BOS; "
-                + ("pass --bos (it was made with dscoder-preprocess --bos)" if not bos
-                   else "drop --bos (it was made without dscoder-preprocess --bos)")
-            )  # fmt: skip
+        if len(lengths) and lengths[0]:
+            first = int(np.fromfile(f"{prefix}.bin", dtype=header.dtype, count=1)[0])
+            starts[prefix] = bos_id is not None and first == bos_id
+    if len(set(starts.values())) > 1:
+        with_bos = [p for p, b in starts.items() if b]
+        raise DataError(
+            f"--data-path mixes prefixes with BOS ({', '.join(with_bos)}) and without; "
+            "preprocess them alike (dscoder-preprocess --bos for all or none)"
+        )
+    found = next(iter(starts.values()), bool(bos))
+    if bos is not None and bos != found:
+        state = "starts" if found else "does not start"
+        raise DataError(
+            f"{next(iter(starts))}: its first document {state} with BOS, but "
+            f"{'--bos' if bos else '--no-bos'} says otherwise; leave the flag out (the policy "
+            "is read from the data)"
+        )
+    return found
 
 
 class DatasetTokenizer:

@@ -53,12 +53,24 @@ def preflight(run: RunConfig) -> Start:
     evaluate = bool(log.eval_interval)
     if run.data.data_path:
         evaluate = check_splits(run.data.data_path, run.data.split, evaluate)
-        if not run.data.sft:
-            from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids
-
-            tok = load_tokenizer(run.data.tokenizer_model)
-            check_bos(list(run.data.data_path), special_token_ids(tok, ()).bos, run.data.bos)
+    run = _with_bos_policy(run)
     return Start(run, path, run_id, with_valid=evaluate)
+
+
+def _with_bos_policy(run: RunConfig) -> RunConfig:
+    """The run with its data's BOS policy (read from the data, checked against ``--bos``):
+    SFT data always opens with BOS, mock tokens never."""
+    data = run.data
+    if data.sft:
+        bos = True
+    elif data.data_path:
+        from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids
+
+        bos_id = special_token_ids(load_tokenizer(data.tokenizer_model), ()).bos
+        bos = check_bos(list(data.data_path), bos_id, data.bos)
+    else:
+        bos = bool(data.bos)
+    return dataclasses.replace(run, data=dataclasses.replace(data, bos=bos))
 
 
 def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:

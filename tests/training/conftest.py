@@ -47,8 +47,8 @@ def token_corpus(tiny_tokenizer_dir, tmp_path_factory) -> dict:
         lines = text.splitlines(keepends=True)
         chunks += ["".join(lines[i : i + 40]) for i in range(0, len(lines), 40)]
     prose = [c for c in chunks if '"""' in c]
-    code = [e.ids + [eos] for e in tok.encode_batch(chunks, add_special_tokens=False)]
-    english = [e.ids + [eos] for e in tok.encode_batch(prose, add_special_tokens=False)]
+    code = [e.ids + [eos] for e in tok.encode_batch(chunks)]
+    english = [e.ids + [eos] for e in tok.encode_batch(prose)]
     return {
         "tokenizer": tiny_tokenizer_dir,
         "eos": eos,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from megatron_dscoder.training.data import DataError, MicroBatchSampler, parse_blend
@@ -109,15 +108,22 @@ def test_sampler_deals_the_same_global_batch_at_any_dp(dp):
     assert dealt == list(range(8, 32))
 
 
-def test_bos_flag_is_checked_against_the_data(token_corpus):
-    """``--bos`` must say how the data starts (the fixture's documents have no BOS)."""
+def test_bos_policy_is_read_from_the_data_and_checked(token_corpus, tmp_path):
+    """The fixture's documents open with BOS: the policy is read as True, ``--no-bos``
+    contradicts it, and a blend must agree across its prefixes."""
     from megatron_dscoder.data.indexed import DataError
+    from megatron_dscoder.tokenizer import BOS, load_tokenizer
     from megatron_dscoder.training.data import check_bos
+    from tests.training.conftest import write_prefix
 
-    prefix = [str(token_corpus["code"])]
-    check_bos(prefix, bos_id=token_corpus["eos"] + 1000, bos=False)
-    with pytest.raises(DataError, match="does not start with BOS; drop --bos"):
-        check_bos(prefix, bos_id=token_corpus["eos"] + 1000, bos=True)
-    first = int(np.fromfile(str(token_corpus["code"]) + ".bin", dtype=np.uint16, count=1)[0])
-    with pytest.raises(DataError, match="starts with BOS; pass --bos"):
-        check_bos(prefix, bos_id=first, bos=False)
+    bos = load_tokenizer(token_corpus["tokenizer"]).token_to_id(BOS)
+    code = str(token_corpus["code"])
+    assert check_bos([code], bos, None) is True and check_bos([code], bos, True) is True
+    with pytest.raises(DataError, match="starts with BOS, but --no-bos says otherwise"):
+        check_bos([code], bos, False)
+    plain = str(write_prefix(tmp_path / "plain", [[5, 6, 7, token_corpus["eos"]]] * 3))
+    assert check_bos([plain], bos, None) is False
+    with pytest.raises(DataError, match="does not start with BOS, but --bos says otherwise"):
+        check_bos([plain], bos, True)
+    with pytest.raises(DataError, match="mixes prefixes with BOS"):
+        check_bos(["1", code, "1", plain], bos, None)
