@@ -261,7 +261,8 @@ def export_tokens(
 
 
 def declared_chat_template(tok_dir: Path) -> str | None:
-    """The chat template a tokenizer directory declares (its config's, or ``chat_template.jinja``)."""
+    """The chat template a tokenizer directory declares (its config's or
+    ``chat_template.jinja``)."""
     jinja = tok_dir / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text("utf-8")

@@ -166,8 +166,8 @@ def to_hf(
 
     ``chat_template`` (None: when the checkpoint's run was ``--stage sft``) makes it an instruct
     model: ``<|EOT|>`` is its eos and the tokenizer carries DeepSeek-Coder-Instruct's template.
-    ``bos`` (None: the checkpoint's BOS policy, :func:`.export_files.checkpoint_bos`) decides whether the
-    exported tokenizer prepends BOS; every file of the export then agrees
+    ``bos`` (None: the checkpoint's BOS policy, :func:`.export_files.checkpoint_bos`) decides
+    whether the exported tokenizer prepends BOS; every file of the export then agrees
     (:mod:`.export_files`)."""
     from megatron_dscoder.convert.megatron import CheckpointFormatError, CheckpointReader
 

@@ -11,11 +11,11 @@ from the repository's other files before the file being completed. With it, Deep
 3. Identifiers are the BM25 terms. ``bm25s`` ranks the windows, and no two overlapping
    windows of one file are kept.
 4. The best windows fill ``budget`` tokens of the model's tokenizer, each window headed by its
-   file's path comment as in pretraining (:func:`megatron_dscoder.preprocess.records.
-   with_path_comment`). The best window goes last, next to the code being completed; then
-   comes the file itself under its own path comment.
+   file's path comment as in pretraining
+   (:func:`~megatron_dscoder.preprocess.records.with_path_comment`). The best window goes last,
+   next to the code being completed; then comes the file itself under its own path comment.
 
-    prompt = cross_file_prompt(repo, "json/__init__.py", prefix, count_tokens)
+    prompt, chunks = cross_file_prompt(repo, "json/__init__.py", prefix, count_tokens)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Chunk:
 
 
 def terms(text: str) -> list[str]:
-    """BM25 terms of code: its identifiers, lower-cased (``JSONDecoder`` and ``jsondecoder`` meet)."""
+    """BM25 terms of code: its identifiers, lower-cased (``JSONDecoder`` meets ``jsondecoder``)."""
     return [t.lower() for t in _IDENTIFIER.findall(text)]
 
 
@@ -70,7 +70,8 @@ def repository_files(repo: Path, language: str) -> Iterator[tuple[str, str]]:
 
 
 def chunks_of(path: str, text: str) -> list[Chunk]:
-    """Windows of :data:`CHUNK_LINES` lines every :data:`CHUNK_STRIDE` lines (blank ones dropped)."""
+    """Windows of :data:`CHUNK_LINES` lines every :data:`CHUNK_STRIDE` lines (blank ones
+    dropped; the last window ends at the end of the file)."""
     lines = text.splitlines(keepends=True)
     starts = range(0, max(len(lines) - CHUNK_LINES, 0) + 1, CHUNK_STRIDE)
     out = [Chunk(path, i + 1, "".join(lines[i : i + CHUNK_LINES])) for i in starts]
@@ -111,7 +112,7 @@ def cross_file_prompt(
     """(prompt, chunks used): retrieved context within ``budget`` tokens, then ``prefix`` (the
     text of ``file`` before the cursor) under ``file``'s path comment."""
     repo = Path(repo)
-    rel = Path(file).as_posix()
+    rel = (repo / file).resolve().relative_to(repo.resolve()).as_posix()  # "./a.py" is "a.py"
     language = language_of("", rel)
     candidates = [
         chunk

@@ -284,9 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.repo is not None:
             from megatron_dscoder.evaluation.crossfile import cross_file_prompt
 
-            budget = args.repo_context_tokens
-            prompt, _ = cross_file_prompt(args.repo, args.file, prompt, lambda t: len(gen.encode(t)),
-                                          budget=budget)  # fmt: skip
+            def count(text: str) -> int:
+                return len(gen.encode(text))
+
+            prompt, _ = cross_file_prompt(
+                args.repo, args.file, prompt, count, budget=args.repo_context_tokens
+            )
         completion = gen.complete(prompt, **options)
         text = prompt + completion if args.show_full else completion
     sys.stdout.write(text + "\n")

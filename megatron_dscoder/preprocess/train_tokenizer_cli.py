@@ -55,8 +55,8 @@ class TokenizerTrainingConfig:
     )
     layout: str = opt(
         "deepseek-coder",
-        "added tokens: deepseek-coder (its 9 special tokens) or deepseek-llm (DeepSeek-Coder-v1.5's:"
-        " BOS and EOS only, no FIM sentinels) (default: %(default)s)",
+        "added tokens: deepseek-coder (its 9 special tokens) or deepseek-llm "
+        "(DeepSeek-Coder-v1.5's: BOS and EOS only, no FIM sentinels) (default: %(default)s)",
         choices=tuple(LAYOUTS),
     )
     max_chars: float = opt(

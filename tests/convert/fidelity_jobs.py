@@ -84,7 +84,8 @@ def jobs(d: SimpleNamespace, tokenizer_dir: Path) -> list[dict]:
                  *TINY_RUN, "--save", d.err / "out_bos"),
     )  # fmt: skip
     continue_v15 = ["--stage", "continue-pretrain", "--mock-data", "--lr-warmup-iters", "0",
-                    "--train-iters", "2", "--global-batch-size", "2", "--seq-length", "64"]  # fmt: skip
+                    "--train-iters", "2", "--global-batch-size", "2",
+                    "--seq-length", "64"]  # fmt: skip
     out += [
         convert("import_v15", "from-hf", "--load", d.src / "hf_v15", "--save", d.meg / "v15",
                 "--check-logits"),

@@ -65,7 +65,8 @@ def old_transformers_python() -> Path:
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(partial)], check=True)
         install = [sys.executable, "-m", "pip", "--python", str(partial / "bin" / "python"),
-                   "install", "--quiet", "--disable-pip-version-check", "-r", str(PINS)]  # fmt: skip
+                   "install", "--quiet", "--disable-pip-version-check",
+                   "-r", str(PINS)]  # fmt: skip
         done = subprocess.run(install, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"installing {PINS.name} failed:\n{done.stderr[-3000:]}"
         (partial / ".complete").write_text(OLDEST + "\n")
@@ -74,6 +75,13 @@ def old_transformers_python() -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return python
+
+
+def _run_checker(python: Path, *dirs: str) -> subprocess.CompletedProcess:
+    """``export_check.py`` under ``python``, offline, in a clean environment."""
+    env = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
+    cmd = [str(python), str(CHECKER), *dirs]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def _instruct_release(src: Path, out: Path) -> Path:
@@ -176,8 +184,7 @@ def test_every_export_loads_and_agrees_under_the_pinned_transformers(exports):
 def test_every_export_loads_and_agrees_under_transformers_4_34(exports):
     python = old_transformers_python()
     dirs = [str(b["dir"]) for b in exports.values()]
-    done = subprocess.run([str(python), str(CHECKER), *dirs], capture_output=True, text=True,
-                          timeout=300, env={"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    done = _run_checker(python, *dirs)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     for name, built in exports.items():
@@ -192,6 +199,5 @@ def test_the_three_key_rope_scaling_is_what_4_34_rejects(exports, tmp_path):
     config = json.loads((bad / "config.json").read_text())
     config["rope_scaling"] = {"type": "linear", "rope_type": "linear", "factor": 4.0}
     (bad / "config.json").write_text(json.dumps(config))
-    done = subprocess.run([str(python), str(CHECKER), str(bad)], capture_output=True, text=True,
-                          timeout=300, env={"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    done = _run_checker(python, str(bad))
     assert "two fields" in json.loads(done.stdout.strip().splitlines()[-1])[str(bad)]["error"]
