@@ -2,7 +2,7 @@
 
 4.34.1 is the version DeepSeek-Coder's published configs name, the oldest this project
 promises. It is installed (configs and tokenizers only, no torch) into a throwaway environment
-cached under ``.cache/compat/`` (gitignored; the first run takes about 15 s and needs PyPI),
+cached under ``.cache/compat/`` (gitignored; the first run needs PyPI, 10 s to a minute),
 and reads the exports through ``workers/export_check.py``; the pinned transformers runs the
 same checks in-process.
 
