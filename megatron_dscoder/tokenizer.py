@@ -251,3 +251,16 @@ def get_tokenizer(path: str) -> tuple[Tokenizer, bool]:
         tok = text_tokenizer(load_tokenizer(path))
         _TOKENIZERS[path] = (tok, newline_safe(tok))
     return _TOKENIZERS[path]
+
+
+TOKENIZER_CONFIG = "tokenizer_config.json"
+"""transformers' tokenizer settings in an HF tokenizer or model directory."""
+
+
+def read_add_bos(tok_dir: Path) -> bool | None:
+    """The BOS policy an HF tokenizer directory states (``add_bos_token``), None if unstated."""
+    file = tok_dir / TOKENIZER_CONFIG
+    if not file.is_file():
+        return None
+    value = json.loads(file.read_text("utf-8")).get("add_bos_token")
+    return value if isinstance(value, bool) else None

@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="pretrain",
         help="extend-context: the 16K stage (RoPE base 1e5, interpolation x4) from --load; "
         "sft: instruction tuning (LR 1e-5, 100 warm-up, cosine) from --load on "
-        "dscoder-preprocess-sft data",
+        "dscoder-preprocess-sft data; continue-pretrain: DeepSeek-Coder-v1.5's run (2T tokens, "
+        "4K, next-token only) from --load",
+    )
+    model.add_argument(
+        "--allow-vocab-mismatch",
+        action="store_true",
+        help="train with a --tokenizer-model whose length differs from the --load "
+        "checkpoint's tokenizer (still refused when its ids exceed the embedding rows)",
     )
     for section, cls in SECTIONS.items():
         group = p.add_argument_group(GROUP_TITLES.get(section, section))
@@ -133,16 +140,44 @@ def base_run(
         run = recipes.for_arch(ModelArch(**meta["arch"]), size, model=model)
     else:
         raise ConfigError("--model is required (or --load a checkpoint that records one)")
-    if args.model is not None and getattr(args, "tokenizer_model", None):
+    if getattr(args, "tokenizer_model", None):
         from megatron_dscoder.tokenizer import load_tokenizer, vocab_size
 
-        arch = with_vocab_size(run.arch, vocab_size(load_tokenizer(args.tokenizer_model)))
-        run = dataclasses.replace(run, arch=arch)
+        tokens = vocab_size(load_tokenizer(args.tokenizer_model))
+        loaded = getattr(args, "load", None)
+        meta = checkpoint_metadata(loaded) if loaded and checkpoint_metadata else None
+        check_tokenizer_fits(args, tokens, meta)
+        if args.model is not None:
+            run = dataclasses.replace(run, arch=with_vocab_size(run.arch, tokens))
     if args.stage == "extend-context":
         run = recipes.extend_context(run)
     elif args.stage == "sft":
         run = recipes.sft(run)
+    elif args.stage == "continue-pretrain":
+        run = recipes.continue_pretrain(run)
     return run
+
+
+def check_tokenizer_fits(
+    args: argparse.Namespace, tokens: int, meta: dict[str, Any] | None
+) -> None:
+    """Refuse, before anything is built, a tokenizer that is not the ``--load`` checkpoint's
+    (``meta``: what its latest checkpoint records): more tokens than its embedding rows (ids out
+    of range), or another length (another vocabulary: DeepSeek-Coder's 32K tokenizer on
+    DeepSeek-LLM's 102,400 rows trains on meaningless embeddings) unless
+    ``--allow-vocab-mismatch``."""
+    if meta is None:
+        return
+    arch = ModelArch(**meta["arch"])
+    rows = arch.padded_vocab_size()
+    where = f"--tokenizer-model {args.tokenizer_model} has {tokens} tokens"
+    if tokens > rows:
+        raise ConfigError(f"{where}, more than the {rows} embedding rows of --load {args.load}")
+    if tokens != arch.vocab_size and not args.allow_vocab_mismatch:
+        raise ConfigError(
+            f"{where}, but --load {args.load} was trained with a {arch.vocab_size}-token "
+            "tokenizer; pass that tokenizer, or --allow-vocab-mismatch to train anyway"
+        )
 
 
 def config_from_args(
@@ -164,8 +199,8 @@ def config_from_args(
     if run.checkpoint.finetune and not run.checkpoint.load:
         if args.stage == "extend-context":
             raise ConfigError("--stage extend-context needs --load CHECKPOINT (the 4K model)")
-        if args.stage == "sft":
-            raise ConfigError("--stage sft needs --load CHECKPOINT (the base model)")
+        if args.stage in ("sft", "continue-pretrain"):
+            raise ConfigError(f"--stage {args.stage} needs --load CHECKPOINT (the base model)")
         raise ConfigError("--finetune needs --load DIR")
     return run
 

@@ -37,13 +37,16 @@ SIZES: dict[str, SizeDefaults] = {
     "1.3b": SizeDefaults(lr=5.3e-4, global_batch_size=1024),
     "6.7b": SizeDefaults(lr=4.2e-4, global_batch_size=2304),
     "33b": SizeDefaults(lr=3.5e-4, global_batch_size=3840),
+    # DeepSeek-LLM-7B's own pretraining (DeepSeek LLM Table 2: batch 2304, LR 4.2e-4, 2T
+    # tokens); ``--stage continue-pretrain`` turns it into DeepSeek-Coder-v1.5's run.
+    "7b-v1.5": SizeDefaults(lr=4.2e-4, global_batch_size=2304, train_tokens=2e12),
 }
 UNREGISTERED = SizeDefaults(lr=3e-4, global_batch_size=8, lr_warmup_iters=0, train_tokens=None,
                             train_iters=10)  # fmt: skip
 """For a checkpoint whose architecture is no registry size (e.g. another Llama imported from
 Hugging Face): a short fine-tune unless ``--lr``, ``--global-batch-size``, ``--train-iters`` say
 otherwise."""
-STAGES = ("pretrain", "extend-context", "sft")
+STAGES = ("pretrain", "extend-context", "sft", "continue-pretrain")
 
 
 def pretrain(model: str) -> RunConfig:
@@ -134,6 +137,54 @@ def sft(run: RunConfig, stage: InstructTuning = INSTRUCT) -> RunConfig:
     checkpoint = dataclasses.replace(run.checkpoint, finetune=True)
     data = dataclasses.replace(run.data, sft=True)
     return dataclasses.replace(run, train=train, checkpoint=checkpoint, data=data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContinuedPretraining:
+    """DeepSeek-Coder-v1.5 (paper §5): DeepSeek-LLM-7B-Base continued on 2T tokens of
+    next-token prediction (no FIM) at 4K, the data mix of :data:`V15_DATA_MIX`.
+
+    The paper gives the horizon, the context and the objective only. Assumed, each a flag:
+    the peak LR and batch are DeepSeek-LLM-7B's own (``--lr 4.2e-4``, ``--global-batch-size
+    2304``), with DeepSeek's 2000 warm-up iterations (``--lr-warmup-iters``) and three-stage
+    decay (``--lr-decay-style``). Weights load from the imported base model (``--finetune``)."""
+
+    train_tokens: float = 2e12
+    seq_length: int = 4096
+    lr: float = 4.2e-4
+    global_batch_size: int = 2304
+    lr_warmup_iters: int = 2000
+    lr_decay_style: str = "three-stage"
+
+
+CONTINUE_V15 = ContinuedPretraining()
+#: The paper's §5 data mix as a blend template: (weight, what the prefix must hold). Prefixes
+#: preprocessed with ``--fim-rate 0``; ``examples/continue_v15_7b.sh`` fills in the paths.
+V15_DATA_MIX: tuple[tuple[float, str], ...] = (
+    (0.70, "source code"),
+    (0.10, "Markdown and StackExchange"),
+    (0.07, "natural language related to code"),
+    (0.07, "natural language related to math"),
+    (0.06, "bilingual (Chinese-English) natural language"),
+)
+
+
+def continue_pretrain(run: RunConfig, stage: ContinuedPretraining = CONTINUE_V15) -> RunConfig:
+    """DeepSeek-Coder-v1.5's run from a base model's (a registry size or an imported one):
+    4K sequences, next-token prediction, 2T tokens, weights-only load."""
+    seq = min(stage.seq_length, run.arch.max_position_embeddings)
+    train = dataclasses.replace(
+        run.train,
+        seq_length=seq,
+        global_batch_size=stage.global_batch_size,
+        train_iters=None,
+        train_tokens=stage.train_tokens,
+        lr=stage.lr,
+        lr_warmup_iters=stage.lr_warmup_iters,
+        lr_decay_style=stage.lr_decay_style,
+    )
+    checkpoint = dataclasses.replace(run.checkpoint, finetune=True)
+    return dataclasses.replace(run, train=train, checkpoint=checkpoint)
 
 
 assert set(SIZES) == set(MODELS), "every registry size has a recipe"

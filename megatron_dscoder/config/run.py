@@ -230,6 +230,11 @@ class DataConfig:
     split: str = opt("99,1,0", "train,valid,test proportions of each prefix (default: 99,1,0)")
     data_cache_path: str | None = opt(None, "where megatron-core caches its index arrays")
     tokenizer_model: str | None = opt(None, "HF tokenizer directory (tokenizer.json)")
+    bos: bool | None = opt(
+        None,
+        "whether the data begins every document with BOS (dscoder-preprocess --bos); default: "
+        "read from the data; recorded in checkpoints, whose exports and generation follow it",
+    )
     num_workers: int | None = opt(None, "DataLoader processes; default: 2 on GPU, 0 on CPU")
     """On CPU loading runs inline (<1 % of a step): worker processes would compete with training
     for the cores."""

@@ -90,6 +90,11 @@ class ConvertConfig:
         "(auto: when the checkpoint was trained with --stage sft)",
         choices=tuple(CHAT_TEMPLATE),
     )
+    bos: bool | None = opt(
+        None,
+        "to-hf: the exported tokenizer prepends BOS (default: as the checkpoint was trained, its "
+        "data's --bos; DeepSeek's published models: yes)",
+    )
     max_shard_size_gb: float = opt(2.0, "to-hf: safetensors shard size (default: %(default)s)")
 
     def __post_init__(self) -> None:
@@ -143,6 +148,7 @@ def work(plan: tuple[str, ConvertConfig]) -> int:
             dtype=config.dtype,
             chat_template=CHAT_TEMPLATE[config.chat_template],
             max_shard_bytes=int(config.max_shard_size_gb * 1024**3),
+            bos=config.bos,
         )
         ckpt_dir, hf_dir = pipeline.resolve_checkpoint(config.load), result.output
     else:

@@ -1,13 +1,11 @@
-"""The Hugging Face side of a conversion: ``config.json``, tokenizer files, safetensors shards.
+"""The Hugging Face side of a conversion: reading ``config.json``, tokenizer files, safetensors.
 
 An exported directory loads offline with ``AutoModelForCausalLM.from_pretrained(dir)`` and
-``AutoTokenizer.from_pretrained(dir)``: ``LlamaForCausalLM`` with ``rope_theta``, linear
-``rope_scaling`` (factor 4 for 16K models, written both the legacy way and as transformers v5's
-``rope_parameters``), ``vocab_size`` = the padded embedding rows (32256 for DeepSeek-Coder, as
-published), bos/eos ids looked up by their token *strings* in the tokenizer unless generation
-settings travel with the model (see :func:`generation_settings`: an HF -> megatron -> HF round
-trip keeps the source's ``eos_token_id``, e.g. 32021 for DeepSeek-Coder-Instruct's ``<|EOT|>``,
-and its ``generation_config.json``). Weights are
+``AutoTokenizer.from_pretrained(dir)`` under transformers 4.34 through 5.x: ``LlamaForCausalLM``
+in DeepSeek's own ``config.json`` form, ``vocab_size`` = the padded embedding rows (32256 for
+DeepSeek-Coder, as published); the files that state special tokens are written together by
+:mod:`.export_files` (an HF -> megatron -> HF round trip keeps the source's ids, e.g. 32021 for
+DeepSeek-Coder-Instruct's ``<|EOT|>``, and its other generation settings). Weights are
 safetensors, split into ``model-0000i-of-0000n.safetensors`` plus ``model.safetensors.index.json``
 when larger than one shard. Reading is lazy: :class:`SafetensorsReader` returns slices straight
 from the memory-mapped files.
@@ -97,11 +95,17 @@ def read_config(hf_dir: str | Path) -> dict[str, Any]:
     return config
 
 
+def rope_theta_of(config: dict[str, Any]) -> int | float:
+    """``rope_theta`` exactly as written (legacy key or transformers v5's ``rope_parameters``)."""
+    params = config.get("rope_parameters") or {}
+    return config.get("rope_theta", params.get("rope_theta", 10000.0))
+
+
 def rope_settings(config: dict[str, Any], where: str = CONFIG) -> tuple[float, float | None]:
     """``(rope_theta, linear factor or None)`` from a legacy or a transformers-v5 config."""
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or params
-    theta = config.get("rope_theta", params.get("rope_theta", 10000.0))
+    theta = rope_theta_of(config)
     kind = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
     if kind == "default":
         return float(theta), None
@@ -164,53 +168,6 @@ def arch_from_config(
         layernorm_epsilon=config.get("rms_norm_eps", 1e-6),
         init_method_std=config.get("initializer_range", 0.02),
     )
-
-
-def config_from_arch(
-    arch: ModelArch,
-    *,
-    vocab_rows: int,
-    dtype: torch.dtype,
-    bos_token_id: int | list[int] | None,
-    eos_token_id: int | list[int] | None,
-) -> dict[str, Any]:
-    """``config.json`` for ``arch`` as ``LlamaForCausalLM`` (legacy and v5 RoPE keys both)."""
-    factor = arch.seq_len_interpolation_factor
-    theta = float(arch.rotary_base)
-    scaling = (
-        None
-        if factor is None
-        else {"type": "linear", "rope_type": "linear", "factor": float(factor)}
-    )
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": vocab_rows,
-        "hidden_size": arch.hidden_size,
-        "intermediate_size": arch.ffn_hidden_size,
-        "num_hidden_layers": arch.num_layers,
-        "num_attention_heads": arch.num_attention_heads,
-        "num_key_value_heads": arch.num_query_groups,
-        "head_dim": arch.kv_channels,
-        "hidden_act": "silu",
-        "max_position_embeddings": arch.max_position_embeddings,
-        "rms_norm_eps": arch.layernorm_epsilon,
-        "rope_theta": theta,
-        "rope_scaling": scaling,
-        "rope_parameters": {"rope_type": "default", "rope_theta": theta}
-        if factor is None
-        else {"rope_type": "linear", "factor": float(factor), "rope_theta": theta},
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "tie_word_embeddings": False,
-        "initializer_range": arch.init_method_std,
-        "pretraining_tp": 1,
-        "use_cache": True,
-        "bos_token_id": bos_token_id,
-        "eos_token_id": eos_token_id,
-        "torch_dtype": DTYPE_NAMES[dtype],
-    }
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

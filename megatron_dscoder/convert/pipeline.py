@@ -35,8 +35,9 @@ from typing import Any
 import torch
 
 from megatron_dscoder.checkpointing import checkpoint as checkpointing
+from megatron_dscoder.checkpointing import checksums
 from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
-from megatron_dscoder.convert import ConversionError, hf, instruct
+from megatron_dscoder.convert import ConversionError, export_files, hf
 from megatron_dscoder.convert.keymap import (
     MAPPINGS,
     Geometry,
@@ -159,11 +160,15 @@ def to_hf(
     dtype: str | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     chat_template: bool | None = None,
+    bos: bool | None = None,
 ) -> Result:
     """Export a torch_dist checkpoint to an HF ``LlamaForCausalLM`` directory.
 
     ``chat_template`` (None: when the checkpoint's run was ``--stage sft``) makes it an instruct
-    model: ``<|EOT|>`` is its eos and the tokenizer carries DeepSeek-Coder-Instruct's template."""
+    model: ``<|EOT|>`` is its eos and the tokenizer carries DeepSeek-Coder-Instruct's template.
+    ``bos`` (None: the checkpoint's BOS policy, :func:`.export_files.checkpoint_bos`) decides
+    whether the exported tokenizer prepends BOS; every file of the export then agrees
+    (:mod:`.export_files`)."""
     from megatron_dscoder.convert.megatron import CheckpointFormatError, CheckpointReader
 
     ckpt_dir = resolve_checkpoint(load)
@@ -228,32 +233,23 @@ def to_hf(
             for name, value in hf_tensors(m, layer, tensor, geometry).items():
                 yield name, value.to(out_dtype)
 
-    generation = hf.carried_generation(tok_dir) or meta.get("converted_from", {}).get(
-        "generation", {}
-    )
-    ids = dict(
-        bos_token_id=generation.get("bos_token_id", tok.bos_token_id if tok else None),
-        eos_token_id=generation.get("eos_token_id", tok.eos_token_id if tok else None),
-    )
-    if chat_template is None:
-        chat_template = bool(meta.get("data", {}).get("sft"))
-    if chat_template:
-        if tok is None:
-            raise ConversionError("--chat-template needs a tokenizer (--tokenizer-model DIR)")
-        ids["eos_token_id"] = instruct.instruct_eos(tok.path)
-        generation = {**generation, "eos_token_id": ids["eos_token_id"]}
+    carried = hf.carried_generation(tok_dir) or meta.get("converted_from", {}).get("generation", {})
+    tokens = export_files.export_tokens(meta, tok, carried, chat_template=chat_template, bos=bos)
     save = Path(save)
     with staged(save) as tmp:
         total = hf.write_shards(tmp, plan, tensors())
-        config = hf.config_from_arch(arch, vocab_rows=rows, dtype=out_dtype, **ids)
-        if generation.get("pad_token_id") is not None:
-            config["pad_token_id"] = generation["pad_token_id"]
-        hf.write_json(tmp / hf.CONFIG, config)
-        hf.write_json(tmp / hf.GENERATION_CONFIG, generation or {**ids, "do_sample": False})
         if tok is not None:
             hf.copy_tokenizer(tok.path, tmp)
-            if chat_template:
-                instruct.add_chat_template(tmp)
+        export_files.write_export_files(
+            tmp,
+            arch,
+            vocab_rows=rows,
+            dtype=out_dtype,
+            tokens=tokens,
+            carried_generation=carried,
+            theta=meta.get("converted_from", {}).get("rope_theta"),
+            pad_token_id=carried.get("pad_token_id"),
+        )
     logger.info(
         "exported %s (%.1f MB in %d shard(s)) to %s", ckpt_dir, total / 1e6, len(plan), save
     )
@@ -374,9 +370,12 @@ def from_hf(
                 "tensor_model_parallel_size": tp,
                 "pipeline_model_parallel_size": pp,
                 "generation": generation,
+                "rope_theta": hf.rope_theta_of(config),
+                "add_bos": export_files.read_add_bos(tok.path) if tok else None,
             },
         }
         (ckpt_dir / checkpointing.METADATA).write_text(json.dumps(run_config, indent=2) + "\n")
+        checksums.write_manifest(ckpt_dir)  # loads verified, like a checkpoint training saved
         (tmp / checkpointing.TRACKER).write_text(f"{FROM_HF_ITERATION}\n")
     logger.info("imported %s to %s (TP=%d chunks, PP=%d recorded)", src, final_dir, tp, pp)
     return Result(final_dir, arch, out_dtype, rows, tok.path if tok else None)

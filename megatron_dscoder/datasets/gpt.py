@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from megatron_dscoder.config.run import RunConfig, parse_split
@@ -51,6 +52,35 @@ def check_splits(data_path: list[str], split: str, evaluate: bool) -> bool:
         )
         return False
     return True
+
+
+def check_bos(data_path: list[str], bos_id: int | None, bos: bool | None) -> bool:
+    """The BOS policy of the data: whether its documents start with BOS, read from the first
+    document of every prefix. It is recorded in the checkpoint and followed at export and
+    generation, so a stated ``--bos``/``--no-bos`` (``bos``; None when not given) must agree,
+    and so must every prefix of a blend."""
+    prefixes, _ = parse_blend(data_path)
+    starts: dict[str, bool] = {}
+    for prefix in prefixes:
+        header, lengths, _ = read_lengths(prefix)
+        if len(lengths) and lengths[0]:
+            first = int(np.fromfile(f"{prefix}.bin", dtype=header.dtype, count=1)[0])
+            starts[prefix] = bos_id is not None and first == bos_id
+    if len(set(starts.values())) > 1:
+        with_bos = [p for p, b in starts.items() if b]
+        raise DataError(
+            f"--data-path mixes prefixes with BOS ({', '.join(with_bos)}) and without; "
+            "preprocess them alike (dscoder-preprocess --bos for all or none)"
+        )
+    found = next(iter(starts.values()), bool(bos))
+    if bos is not None and bos != found:
+        state = "starts" if found else "does not start"
+        raise DataError(
+            f"{next(iter(starts))}: its first document {state} with BOS, but "
+            f"{'--bos' if bos else '--no-bos'} says otherwise; leave the flag out (the policy "
+            "is read from the data)"
+        )
+    return found
 
 
 class DatasetTokenizer:

@@ -7,6 +7,10 @@
         --fim-suffix $'\\n\\nprint(add(1, 2))\\n'
     # an instruct model: the prompt is the user's turn in DeepSeek-Coder-Instruct's template
     python tools/generate.py --model out/instruct_hf --chat --prompt "Write a quicksort in Python."
+    # cross-file completion: the end of FILE, after BM25-retrieved code of the repository's other
+    # files (512 tokens, each under its path comment as in pretraining; the paper's CrossCodeEval
+    # setup, see megatron_dscoder/evaluation/crossfile.py)
+    python tools/generate.py --model out/hf --repo myproject --file pkg/module.py
     # CPU toy run on the debug model exported (with a tokenizer) by convert_checkpoint.py's toy run
     python tools/generate.py --model out/toy_hf --prompt "import os" --max-new-tokens 16
 
@@ -21,6 +25,7 @@ code from the model directory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass
@@ -52,6 +57,16 @@ def truncate_at(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def model_bos(model_dir: Path) -> bool:
+    """Whether prompts of this model start with BOS: the ``add_bos_token`` of its
+    ``tokenizer_config.json`` (an export states the policy its checkpoint was trained with),
+    else True (DeepSeek's published models)."""
+    from megatron_dscoder.tokenizer import read_add_bos
+
+    stated = read_add_bos(Path(model_dir))
+    return True if stated is None else stated
+
+
 class Generator:
     """Greedy (or sampled) generation from an HF causal LM directory, on CPU by default."""
 
@@ -61,8 +76,10 @@ class Generator:
         *,
         dtype: torch.dtype = torch.float32,
         device: str = "cpu",
-        add_bos: bool = True,
+        add_bos: bool | None = None,
     ) -> None:
+        """``add_bos`` None follows the export (:func:`model_bos`): the BOS policy the model
+        was trained with."""
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
@@ -78,6 +95,7 @@ class Generator:
             .eval()
         )
         self.device = device
+        add_bos = model_bos(self.dir) if add_bos is None else add_bos
         self.add_bos = add_bos and self.ids.bos is not None
         self.stop_ids = [i for i in (self.ids.eos, self.ids.eot) if i is not None]
 
@@ -205,11 +223,21 @@ class GenerateConfig:
     stop: tuple[str, ...] = opt((), "stop string (repeatable)", action="append")
     dtype: str = opt("float32", choices=("float32", "bfloat16"))
     device: str = opt("cpu")
-    add_bos: bool = opt(True, "do not prepend the BOS token", flag="--no-bos")
+    bos: bool | None = opt(
+        None,
+        "prepend BOS to the prompt (default: as the model was trained: its "
+        "tokenizer_config.json's add_bos_token, else yes)",
+    )
+    repo: str | None = opt(None, "complete --file with cross-file context from this repository")
+    file: str | None = opt(None, "with --repo: the file (relative to it) whose end to complete")
+    repo_context_tokens: int = opt(
+        512, "with --repo: tokens of retrieved context (default: %(default)s, as in the paper)"
+    )
     show_full: bool = opt(False, "print prompt + completion (infilling: prefix + middle + suffix)")
 
     def __post_init__(self) -> None:
         require_positive(self, "max_new_tokens")
+        require_positive(self, "repo_context_tokens", allow_zero=True)
         require_positive(self, "temperature", allow_zero=True)
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
@@ -237,6 +265,20 @@ class Request:
         return self.prefix is not None or self.suffix is not None
 
 
+def _repo_problem(config: GenerateConfig, request: Request) -> str:
+    """What is wrong with a ``--repo`` invocation ('' when nothing)."""
+    if request.prompt is not None or request.infilling or config.chat:
+        return "--repo completes --file: give no --prompt, --fim-* or --chat with it"
+    if not config.file:
+        return "--repo needs --file PATH (relative to the repository)"
+    if (
+        not Path(config.repo or "").is_dir()
+        or not (Path(config.repo or "") / config.file).is_file()
+    ):
+        return f"--file {config.file}: no such file in --repo {config.repo}"
+    return ""
+
+
 def prepare(argv: list[str] | None) -> tuple[Request, Generator]:
     """The options, the texts and the model, loaded before any generation."""
     args = build_parser().parse_args(argv)
@@ -247,6 +289,15 @@ def prepare(argv: list[str] | None) -> tuple[Request, Generator]:
         _text(config.fim_prefix, config.fim_prefix_file),
         _text(config.fim_suffix, config.fim_suffix_file),
     )
+    if config.file is not None and config.repo is None:
+        raise UserError("--file needs --repo DIR")
+    if config.repo is not None:
+        problem = _repo_problem(config, request)
+        if problem:
+            raise UserError(problem)
+        request = dataclasses.replace(
+            request, prompt=(Path(config.repo) / str(config.file)).read_text("utf-8")
+        )
     if (request.prompt is None) == (not request.infilling) or (config.chat and request.infilling):
         raise UserError("give either --prompt/--prompt-file or --fim-prefix/--fim-suffix")
     torch.manual_seed(config.seed)
@@ -254,7 +305,7 @@ def prepare(argv: list[str] | None) -> tuple[Request, Generator]:
         config.model,
         dtype=getattr(torch, config.dtype),
         device=config.device,
-        add_bos=config.add_bos,
+        add_bos=config.bos,
     )
     return request, gen
 
@@ -277,8 +328,18 @@ def work(plan: tuple[Request, Generator]) -> int:
         completion = gen.text_after(ids, **options).removesuffix("\n")
         text = f"{prompt}\n{completion}" if config.show_full else completion
     else:
-        completion = gen.complete(prompt or "", **options)
-        text = (prompt or "") + completion if config.show_full else completion
+        prompt = prompt or ""
+        if config.repo is not None:
+            from megatron_dscoder.evaluation.crossfile import cross_file_prompt
+
+            def count(text: str) -> int:
+                return len(gen.encode(text))
+
+            prompt, _ = cross_file_prompt(
+                config.repo, str(config.file), prompt, count, budget=config.repo_context_tokens
+            )
+        completion = gen.complete(prompt, **options)
+        text = prompt + completion if config.show_full else completion
     sys.stdout.write(text + "\n")
     return 0
 

@@ -283,10 +283,13 @@ class HFCodeModel:
         )
 
 
-def load_hf_model(model_dir: str, *, temperature: float, dtype: str) -> CodeModel:
+def load_hf_model(
+    model_dir: str, *, temperature: float, dtype: str, bos: bool | None = None
+) -> CodeModel:
+    """``bos`` None: prompts start with BOS as the model was trained (:func:`.model_bos`)."""
     import torch
 
-    return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype)), temperature)
+    return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype), add_bos=bos), temperature)
 
 
 TASKS = ("humaneval", "fim")
@@ -310,6 +313,11 @@ class EvalConfig:
     seed: int = opt(0)
     dtype: str = opt("float32", choices=("float32", "bfloat16"))
     output: str | None = opt(None, "write the summary and every record to this JSON file")
+    bos: bool | None = opt(
+        None,
+        "prompts start with BOS (default: as the model was trained: its "
+        "tokenizer_config.json's add_bos_token, else yes)",
+    )
 
     def __post_init__(self) -> None:
         require_positive(self, "limit", "samples", "max_new_tokens", "timeout", "workers")
@@ -365,7 +373,9 @@ def prepare(argv: list[str] | None, model: CodeModel | None) -> tuple[EvalConfig
     """The options, checked, and the model, loaded before any evaluation."""
     config = EvalConfig(**values_from_args(EvalConfig, build_parser().parse_args(argv)))
     if model is None:
-        model = load_hf_model(config.model, temperature=config.temperature, dtype=config.dtype)
+        model = load_hf_model(
+            config.model, temperature=config.temperature, dtype=config.dtype, bos=config.bos
+        )
     return config, model
 
 

@@ -73,15 +73,35 @@ def read_records(paths: Iterable[str | Path], stats: SFTStats) -> Iterator[objec
                 stats.skipped["bad_json"] += 1
 
 
+def text_runs(pieces: list[TemplatePiece]) -> list[TemplatePiece]:
+    """``pieces`` with each run of consecutive text pieces of equal ``loss`` joined into one.
+
+    transformers encodes the rendered text between control tokens as one string, so a system
+    message that does not end in a newline (``"Be terse "``) merges with the next turn's
+    ``###``: encoding pieces apart would give ``Ġ``, ``###`` where it gives ``Ġ#``, ``##``.
+    A loss boundary always follows a newline (``### Response:\n`` before a response, the
+    response's own ``\n`` before ``<|EOT|>``), which DeepSeek's pre-tokenizer isolates, so
+    splitting there changes no id."""
+    runs: list[TemplatePiece] = []
+    for p in pieces:
+        if runs and not p.control and not runs[-1].control and runs[-1].loss == p.loss:
+            runs[-1] = TemplatePiece(runs[-1].text + p.text, loss=p.loss)
+        else:
+            runs.append(p)
+    return runs
+
+
 def encode_pieces(
     pieces: list[TemplatePiece], tok: Tokenizer, control_ids: dict[str, int]
 ) -> tuple[list[int], list[int]]:
-    """(ids, mask) of rendered pieces; text through ``tok`` (an added-tokens-as-text copy)."""
+    """(ids, mask) of rendered pieces; text through ``tok`` (an added-tokens-as-text copy),
+    run by run (:func:`text_runs`): the ids of ``apply_chat_template`` on the same messages."""
     ids: list[int] = []
     mask: list[int] = []
-    texts = [p.text for p in pieces if not p.control]
+    runs = text_runs(pieces)
+    texts = [p.text for p in runs if not p.control]
     encoded = iter(tok.encode_batch_fast(texts, add_special_tokens=False))
-    for p in pieces:
+    for p in runs:
         part = [control_ids[p.text]] if p.control else next(encoded).ids
         ids += part
         mask += [int(p.loss)] * len(part)

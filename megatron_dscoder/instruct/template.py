@@ -9,9 +9,10 @@ the conversation has no system message, then per turn ``### Instruction:\\n{user
 named by its string (BOS, ``<|EOT|>``), each flagged ``loss`` when it is part of a response.
 A response's loss covers its text, the newline after it and ``<|EOT|>`` (DeepSeek's finetuning
 script's target is ``{output}\\n<|EOT|>``); the template's own words and the user's never do.
-Every text piece ends with a newline or is followed by a control token, so with a tokenizer
-that isolates newlines (DeepSeek-Coder's) encoding the pieces one by one gives exactly the ids
-of encoding the rendered text.
+Encoded run by run (:func:`megatron_dscoder.preprocess.sft.text_runs`: consecutive text of
+equal loss together; loss boundaries fall after a newline, which DeepSeek-Coder's pre-tokenizer
+isolates), the pieces give exactly the ids of ``apply_chat_template`` on the same messages, for
+any system text (a system message need not end in a newline).
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 DEEPSEEK_CODER_VOCAB = 32022
 """``len(tokenizer)`` of DeepSeek-Coder's published tokenizer: 32,000 BPE ids + 22 added tokens."""
+DEEPSEEK_LLM_VOCAB_ROWS = 102400
+"""Embedding rows of DeepSeek-LLM-7B, hence of DeepSeek-Coder-v1.5 (DeepSeek LLM, Table 2:
+vocabulary 102,400); its tokenizer (100K BPE ids + special tokens) is padded up to them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +130,19 @@ MODELS: dict[str, ModelArch] = {
         ffn_hidden_size=19200,
         num_attention_heads=56,
         num_query_groups=8,
+    ),
+    # DeepSeek-Coder-v1.5 = DeepSeek-LLM-7B continued on 2T tokens (DeepSeek-Coder paper §5;
+    # dimensions from DeepSeek LLM, arXiv 2401.02954, Table 2: 30 layers, d_model 4096, 32 heads
+    # MHA, 4K context, vocabulary 102,400; FFN 11008 and RoPE base 10000 as its HF config).
+    # 6,910,365,696 parameters: the published checkpoint's 6.91B.
+    "7b-v1.5": ModelArch(
+        num_layers=30,
+        hidden_size=4096,
+        ffn_hidden_size=11008,
+        num_attention_heads=32,
+        num_query_groups=32,
+        vocab_size=DEEPSEEK_LLM_VOCAB_ROWS,
+        make_vocab_size_divisible_by=4096,  # a 100K-token tokenizer pads to the 102,400 rows
     ),
 }
 # The debug model at the real sizes' 4K-stage length: ``--stage extend-context`` takes it to

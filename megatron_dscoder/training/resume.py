@@ -18,7 +18,7 @@ from megatron_dscoder.checkpointing import checkpoint as checkpointing
 from megatron_dscoder.checkpointing import outputs
 from megatron_dscoder.config.run import ConfigError, RunConfig
 from megatron_dscoder.data.indexed import check_prefix
-from megatron_dscoder.datasets.gpt import check_splits, parse_blend
+from megatron_dscoder.datasets.gpt import check_bos, check_splits, parse_blend
 from megatron_dscoder.datasets.sft import check_sft_prefix
 from megatron_dscoder.model.build import have_transformer_engine
 from megatron_dscoder.training.loop import TrainState
@@ -53,7 +53,24 @@ def preflight(run: RunConfig) -> Start:
     evaluate = bool(log.eval_interval)
     if run.data.data_path:
         evaluate = check_splits(run.data.data_path, run.data.split, evaluate)
+    run = _with_bos_policy(run)
     return Start(run, path, run_id, with_valid=evaluate)
+
+
+def _with_bos_policy(run: RunConfig) -> RunConfig:
+    """The run with its data's BOS policy (read from the data, checked against ``--bos``):
+    SFT data always opens with BOS, mock tokens never."""
+    data = run.data
+    if data.sft:
+        bos = True
+    elif data.data_path:
+        from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids
+
+        bos_id = special_token_ids(load_tokenizer(data.tokenizer_model), ()).bos
+        bos = check_bos(list(data.data_path), bos_id, data.bos)
+    else:
+        bos = bool(data.bos)
+    return dataclasses.replace(run, data=dataclasses.replace(data, bos=bos))
 
 
 def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:

@@ -47,3 +47,27 @@ def test_configs_are_frozen():
     run = recipes.pretrain("debug")
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_continue_pretrain_is_deepseek_coder_v15():
+    run = recipes.continue_pretrain(recipes.pretrain("7b-v1.5"))
+    assert run.train.seq_length == 4096 and run.checkpoint.finetune
+    assert run.train.global_batch_size == 2304 and run.train.lr == pytest.approx(4.2e-4)
+    assert run.train.train_iters == 211_928  # 2T tokens / (2304 x 4096)
+    assert sum(w for w, _ in recipes.V15_DATA_MIX) == pytest.approx(1.0)
+    assert [w for w, _ in recipes.V15_DATA_MIX] == [0.70, 0.10, 0.07, 0.07, 0.06]
+
+
+def test_dry_run_plans_v15_on_one_h800_node():
+    """``--dry-run --model 7b-v1.5`` on 8 GPUs: DeepSeek-LLM-7B's 6.91B parameters, and it fits."""
+    import re
+
+    from megatron_dscoder.config import cli
+    from megatron_dscoder.training import planner
+
+    argv = ["--model", "7b-v1.5", "--dry-run", "--world-size", "8", "--use-distributed-optimizer"]
+    _, run = cli.parse(argv, 1)
+    report, fits = planner.describe(run, gpu_memory_gib=80.0)
+    total = int(re.search(r"model 7b-v1.5: ([\d,]+) parameters", report).group(1).replace(",", ""))
+    assert abs(total - 6.91e9) / 6.91e9 < 1e-3 and "padded vocab 102,400" in report
+    assert fits and "DP=8" in report

@@ -9,6 +9,7 @@ Acceptance: ``to-hf --check-logits`` within 1e-4 (fp32) for each layout; HF -> m
 bit-identical; a non-Llama config, a missing shard and a too-large tokenizer fail with a clear
 message and write nothing. Also: exports of one model from three layouts are identical, the
 from-hf checkpoint is chunked exactly like megatron-core's own TP=2 save, and conversion streams.
+The same interpreter runs the BOS-policy and v1.5 jobs of :mod:`tests.convert.fidelity_jobs`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.convert import fidelity_jobs
 from tests.convert.conftest import TOKENS
 from tests.convert.helpers import make_hf_llama
 from tests.launch import REPO, torchrun_cmd
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 ROWS = 384  # TOKENS padded by the debug model's make_vocab_size_divisible_by=128
+TOKENS_TEXT = f"has {TOKENS} tokens"
 SAVES = {  # name: (TP, PP, MHA, 16K recipe: RoPE base 1e5 with linear scaling 4)
     "gqa_tp1": (1, 1, False, False),
     "gqa_tp2": (2, 1, False, True),
@@ -285,6 +288,7 @@ def runs(tmp_path_factory, tokenizer_dir: Path, big_tokenizer_dir: Path) -> Simp
         sharded = AutoModelForCausalLM.from_pretrained(str(d.err / "missing_shard"))
         shutil.rmtree(d.err / "missing_shard")
         sharded.save_pretrained(str(d.err / "missing_shard"), max_shard_size="100KB")
+        fidelity_jobs.prepare(d, tokenizer_dir)
         shards = sorted((d.err / "missing_shard").glob("model-*.safetensors"))
         assert len(shards) > 2
         shards[1].unlink()
@@ -294,7 +298,7 @@ def runs(tmp_path_factory, tokenizer_dir: Path, big_tokenizer_dir: Path) -> Simp
         next((d.err / "missing_distcp").glob("iter_*/*.distcp")).unlink()
 
         tmp_jobs = root / "jobs.json.tmp"
-        tmp_jobs.write_text(json.dumps(_jobs(d)))
+        tmp_jobs.write_text(json.dumps(_jobs(d) + fidelity_jobs.jobs(d, tokenizer_dir)))
         tmp_jobs.rename(jobs_file)  # the waiting worker starts now
         out, err = converting.communicate(timeout=300)
         assert converting.returncode == 0, err[-6000:]
@@ -367,7 +371,8 @@ def test_export_loads_offline_with_transformers(runs, tokenizer_dir):
     assert config.rope_parameters["factor"] == 4.0
     assert config.rope_parameters["rope_theta"] == 100000.0
     raw = json.loads((hf_dir / "config.json").read_text())
-    assert raw["rope_scaling"] == {"type": "linear", "rope_type": "linear", "factor": 4.0}
+    assert raw["rope_scaling"] == {"type": "linear", "factor": 4.0}  # DeepSeek's two keys
+    assert raw["rope_theta"] == 100000 and isinstance(raw["rope_theta"], int)  # as DeepSeek's
     assert json.loads((runs.hf / "gqa_tp1" / "config.json").read_text())["rope_scaling"] is None
     tok = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
     assert len(tok) == TOKENS
@@ -399,9 +404,17 @@ def test_hf_megatron_hf_is_bit_identical(runs, name):
         "num_key_value_heads",
         "max_position_embeddings",
         "rms_norm_eps",
-        "rope_parameters",
     ):
         assert back_cfg[key] == src_cfg[key], key
+    from transformers import AutoConfig
+
+    src_rope, back_rope = (
+        AutoConfig.from_pretrained(str(d / name), local_files_only=True).rope_parameters
+        for d in (runs.src, runs.back)
+    )
+    assert back_rope.items() >= src_rope.items()  # the same RoPE (the legacy form adds "type")
+    theta = src_cfg["rope_parameters"]["rope_theta"]
+    assert back_cfg["rope_theta"] == theta and type(back_cfg["rope_theta"]) is type(theta)
     assert (runs.back / name / "tokenizer.json").read_bytes() == (
         runs.src / name / "tokenizer.json"
     ).read_bytes()
@@ -409,7 +422,9 @@ def test_hf_megatron_hf_is_bit_identical(runs, name):
         assert back_cfg[key] == src_cfg[key], key
     generation = "generation_config.json"
     src_gen = json.loads((runs.src / name / generation).read_text())
-    assert json.loads((runs.back / name / generation).read_text()) == src_gen
+    src_gen.pop("transformers_version", None)
+    back_gen = json.loads((runs.back / name / generation).read_text())
+    assert back_gen == {**src_gen, "_from_model_config": True}
     if name == "hf_mha":
         assert back_cfg["eos_token_id"] == src_gen["eos_token_id"] == 32021
 
@@ -443,6 +458,10 @@ def test_from_hf_checkpoint_is_what_pretrain_loads(runs):
 
     assert ModelArch(**meta["arch"]).padded_vocab_size(2) == ROWS
     assert (Path(meta["tokenizer"]) / "tokenizer.json").is_file()
+    from megatron_dscoder.checkpointing.checksums import MANIFEST, verify_manifest
+
+    # written with a manifest like a trained checkpoint: loads verified, not "older version"
+    assert (ckpt / MANIFEST).is_file() and verify_manifest(ckpt) == []
 
 
 def test_from_hf_chunks_like_megatron_core(runs):
@@ -499,3 +518,63 @@ def test_conversion_streams(runs):
         assert growth < 0.35 * model_mb, (name, growth, model_mb)
     src, back = _hf_tensors(runs.src / "big"), _hf_tensors(runs.back / "big")
     assert all(torch.equal(src[k], back[k]) for k in src) and src.keys() == back.keys()
+
+
+def test_bos_policy_from_data_to_generation(runs, tokenizer_dir):
+    """Trained without (the default) and with ``--bos``: the data's stats, the checkpoint, every
+    file of the export, generation and evaluation say the same; the first prompt id is BOS
+    exactly for the ``--bos`` model, and equals what ``AutoTokenizer`` gives."""
+    from transformers import AutoTokenizer
+
+    from megatron_dscoder.checkpointing.checkpoint import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
+    from megatron_dscoder.evaluation.generate import Generator
+    from megatron_dscoder.evaluation.humaneval import load_hf_model
+    from megatron_dscoder.tokenizer import BOS, load_tokenizer
+
+    bos_id = load_tokenizer(tokenizer_dir).token_to_id(BOS)
+    prompt = "def add(a, b):\n"
+    for bos in (False, True):
+        _ok(runs, f"train_bos_{int(bos)}")
+        _ok(runs, f"export_bos_{int(bos)}")
+        assert json.loads((runs.data / f"bos_{int(bos)}.json").read_text())["bos"] is bos
+        meta = read_checkpoint_metadata(find_latest_checkpoint(runs.meg / f"train_bos_{int(bos)}"))
+        assert meta["data"]["bos"] is bos
+        export = runs.hf / f"train_bos_{int(bos)}"
+        assert json.loads((export / "tokenizer_config.json").read_text())["add_bos_token"] is bos
+        ids = Generator(export).prompt_ids(prompt)
+        assert (ids[0] == bos_id) is bos, (bos, ids[:3])
+        hf_ids = AutoTokenizer.from_pretrained(str(export), local_files_only=True)(prompt)
+        assert hf_ids["input_ids"] == ids
+        assert load_hf_model(str(export), temperature=0.0, dtype="float32").generator.add_bos is bos
+        assert (Generator(export, add_bos=not bos).prompt_ids(prompt)[0] == bos_id) is not bos
+    assert runs.results["err_bos_on_plain_data"]["rc"] == 2
+    assert not (runs.err / "out_bos").exists()
+
+
+def test_v15_imports_continues_with_the_recipe_and_exports(runs):
+    """A DeepSeek-Coder-v1.5-shaped model (102,400 rows, DeepSeek-LLM's tokenizer structure)
+    through from-hf, two iterations of ``--stage continue-pretrain``, and to-hf."""
+    from megatron_dscoder.checkpointing.checkpoint import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
+
+    assert _logits_diff(_ok(runs, "import_v15")) <= 1e-4
+    _ok(runs, "continue_v15")
+    meta = read_checkpoint_metadata(find_latest_checkpoint(runs.meg / "v15_continued"))
+    assert meta["iteration"] == 2 and meta["train"]["lr"] == pytest.approx(4.2e-4)
+    assert meta["train"]["train_tokens"] == 2e12 and meta["data"]["bos"] is False
+    assert _logits_diff(_ok(runs, "export_v15")) <= 1e-4
+    config = json.loads((runs.hf / "v15" / "config.json").read_text())
+    assert config["vocab_size"] == 102400 and config["rope_theta"] == 10000.0
+    assert config["rope_scaling"] is None and config["num_key_value_heads"] == 4
+
+
+def test_a_tokenizer_not_the_checkpoints_is_refused_before_anything_is_built(runs):
+    refused = runs.results["err_v15_coder_tokenizer"]
+    assert refused["rc"] == 2, refused
+    assert "--allow-vocab-mismatch" in refused["stderr"] and TOKENS_TEXT in refused["stderr"]
+    assert not (runs.err / "out_v15").exists()

@@ -1,5 +1,7 @@
 """The size registry: parameter counts match the names, padding, and the 16K recipe."""
 
+import dataclasses
+
 import pytest
 
 from megatron_dscoder.model.registry import MODELS, get_model, with_long_context
@@ -53,3 +55,20 @@ def test_extend_context_recipe():
 def test_unknown_model_lists_known_names():
     with pytest.raises(ValueError, match="unknown model '7b'.*debug, 1.3b, 6.7b, 33b"):
         get_model("7b")
+
+
+def test_v15_is_deepseek_llm_7b():
+    """DeepSeek LLM (arXiv 2401.02954) Table 2: 30 layers, d_model 4096, 32 heads (MHA), 4K,
+    vocabulary 102,400; FFN 11008; the published checkpoint holds 6.91B parameters."""
+    m = MODELS["7b-v1.5"]
+    assert (m.num_layers, m.hidden_size, m.num_attention_heads, m.num_query_groups) == (
+        30,
+        4096,
+        32,
+        32,
+    )
+    assert (m.ffn_hidden_size, m.rotary_base, m.max_position_embeddings) == (11008, 10000, 4096)
+    assert m.padded_vocab_size() == 102400 and m.num_parameters() == 6_910_365_696
+    assert m.num_parameters() == pytest.approx(6.91e9, rel=1e-3)
+    tokenizer_sized = dataclasses.replace(m, vocab_size=100_015)  # a 100K tokenizer
+    assert all(tokenizer_sized.padded_vocab_size(tp) == 102400 for tp in (1, 2, 4, 8))

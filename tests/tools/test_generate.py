@@ -33,10 +33,25 @@ def models(tmp_path_factory) -> dict:
 
 
 def test_completion_stops_at_eos_and_drops_it(models):
-    gen = generate.Generator(models["eos"])
+    gen = generate.Generator(models["eos"], add_bos=True)
     assert gen.complete("def add(a, b):\n   ", max_new_tokens=50) == " return a + b"
     prompt = gen.prompt_ids("def add(a, b):")
     assert prompt[0] == models["tok"].token_to_id(BOS)
+
+
+def test_bos_follows_the_model_unless_told(models, tmp_path):
+    """The default is the export's ``add_bos_token`` (the policy it was trained with)."""
+    import json
+    import shutil
+
+    bos = models["tok"].token_to_id(BOS)
+    assert generate.Generator(models["eos"]).prompt_ids("x")[0] != bos  # add_bos_token false
+    assert generate.Generator(models["eos"], add_bos=True).prompt_ids("x")[0] == bos
+    with_bos = shutil.copytree(models["eos"], tmp_path / "with_bos")
+    config = json.loads((with_bos / "tokenizer_config.json").read_text())
+    (with_bos / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True}))
+    assert generate.Generator(with_bos).prompt_ids("x")[0] == bos
+    assert generate.Generator(with_bos, add_bos=False).prompt_ids("x")[0] != bos
 
 
 def test_completion_stops_at_eot(models):
@@ -46,7 +61,7 @@ def test_completion_stops_at_eot(models):
 
 
 def test_fim_prompt_is_psm_with_sentinels_found_by_string(models):
-    gen = generate.Generator(models["eos"])
+    gen = generate.Generator(models["eos"], add_bos=True)
     tok = models["tok"]
     prefix, suffix = "def f(x):\n", "\n    return y\n"
     ids = gen.fim_prompt_ids(prefix, suffix)
@@ -116,3 +131,16 @@ def test_added_token_text_in_a_prompt_stays_text(models):
     controls = {tok.token_to_id(t) for t in (FIM_HOLE, FIM_BEGIN, FIM_END, EOT, "<pad>", BOS, EOS)}
     assert not controls & set(ids)
     assert gen.decode(ids) == text
+
+
+def test_repo_completion_runs_with_cross_file_context(models, tmp_path, capsys):
+    """``--repo DIR --file PATH``: the file's end completed after retrieved context."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "shapes.py").write_text("class Point:\n    def __init__(self, x):\n")
+    (tmp_path / "pkg" / "use.py").write_text("from pkg.shapes import Point\np = Point(1)\n")
+    argv = ["--model", str(models["eos"]), "--repo", str(tmp_path), "--file", "pkg/use.py",
+            "--max-new-tokens", "50", "--show-full"]  # fmt: skip
+    assert generate.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# pkg/shapes.py\nclass Point:") and "# pkg/use.py\nfrom pkg" in out
+    assert out.endswith("p = Point(1)\n return a + b\n")

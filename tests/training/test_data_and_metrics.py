@@ -107,3 +107,24 @@ def test_sampler_deals_the_same_global_batch_at_any_dp(dp):
     ]
     dealt = sorted(i for rank in per_rank for mb in rank for i in mb)
     assert dealt == list(range(8, 32))
+
+
+def test_bos_policy_is_read_from_the_data_and_checked(token_corpus, tmp_path):
+    """The fixture's documents open with BOS: the policy is read as True, ``--no-bos``
+    contradicts it, and a blend must agree across its prefixes."""
+    from megatron_dscoder.data.indexed import DataError
+    from megatron_dscoder.datasets.gpt import check_bos
+    from megatron_dscoder.tokenizer import BOS, load_tokenizer
+    from tests.training.conftest import write_prefix
+
+    bos = load_tokenizer(token_corpus["tokenizer"]).token_to_id(BOS)
+    code = str(token_corpus["code"])
+    assert check_bos([code], bos, None) is True and check_bos([code], bos, True) is True
+    with pytest.raises(DataError, match="starts with BOS, but --no-bos says otherwise"):
+        check_bos([code], bos, False)
+    plain = str(write_prefix(tmp_path / "plain", [[5, 6, 7, token_corpus["eos"]]] * 3))
+    assert check_bos([plain], bos, None) is False
+    with pytest.raises(DataError, match="does not start with BOS, but --bos says otherwise"):
+        check_bos([plain], bos, True)
+    with pytest.raises(DataError, match="mixes prefixes with BOS"):
+        check_bos(["1", code, "1", plain], bos, None)

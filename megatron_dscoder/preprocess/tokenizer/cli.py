@@ -12,9 +12,12 @@ Tiny CPU toy run (a few seconds), from the repository root::
     STDLIB=$(python -c 'import sysconfig;print(sysconfig.get_paths()["stdlib"])')
     python tools/train_tokenizer.py --input "$STDLIB/json" --output out/tok-toy --vocab-size 2000
 
-Full size (DeepSeek-Coder: 32,000 BPE tokens + 9 special tokens)::
+Full size (DeepSeek-Coder: 32,000 BPE tokens + 9 special tokens; DeepSeek-Coder-v1.5, i.e.
+DeepSeek-LLM's structure: 100,000 BPE tokens + BOS and EOS)::
 
     python tools/train_tokenizer.py --input data/*.jsonl.zst --output out/tokenizer
+    python tools/train_tokenizer.py --input data/*.jsonl.zst --output out/tok-v15 \
+        --layout deepseek-llm
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from megatron_dscoder.config.flags import OneLineParser, add_flags, opt, values_
 from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.preprocess.inputs.readers import FieldNames
 from megatron_dscoder.preprocess.tokenizer.train import (
-    DEFAULT_VOCAB_SIZE,
+    LAYOUT_VOCAB_SIZE,
+    LAYOUTS,
     iter_training_texts,
     save_tokenizer_dir,
     train_tokenizer,
@@ -51,8 +55,14 @@ class TokenizerTrainingConfig:
         required=True,
     )
     output: str = opt(MISSING, "tokenizer directory to write", metavar="DIR", required=True)
-    vocab_size: int = opt(
-        DEFAULT_VOCAB_SIZE, "BPE vocabulary size, special tokens excluded (default: %(default)s)"
+    vocab_size: int | None = opt(
+        None, "BPE vocabulary size, special tokens excluded (default: 32000; deepseek-llm: 100000)"
+    )
+    layout: str = opt(
+        "deepseek-coder",
+        "added tokens: deepseek-coder (its 9 special tokens) or deepseek-llm "
+        "(DeepSeek-Coder-v1.5's: BOS and EOS only, no FIM sentinels) (default: %(default)s)",
+        choices=tuple(LAYOUTS),
     )
     max_chars: float = opt(
         1e9, "stop reading training text after this many characters (default: %(default)s)"
@@ -89,7 +99,12 @@ def work(config: TokenizerTrainingConfig) -> int:
         fields=FieldNames().with_preferred(text=config.text_field),
         apply_filters=config.apply_filters,
     )
-    tok = train_tokenizer(texts, vocab_size=config.vocab_size, show_progress=sys.stderr.isatty())
+    tok = train_tokenizer(
+        texts,
+        vocab_size=config.vocab_size or LAYOUT_VOCAB_SIZE[config.layout],
+        show_progress=sys.stderr.isatty(),
+        layout=config.layout,
+    )
     out = save_tokenizer_dir(tok, config.output)
     seconds = time.perf_counter() - start
     sys.stdout.write(f"wrote {out} ({vocab_size(tok)} tokens) in {seconds:.1f}s\n")

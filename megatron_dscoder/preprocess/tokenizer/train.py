@@ -22,6 +22,11 @@ post-processor adds nothing; transformers adds BOS from its ``add_bos_token``). 
 normalizer at all instead of an empty ``Sequence`` (the same behaviour). The data pipeline uses
 neither post-processor: BOS is its own ``--bos`` choice.
 
+``--layout deepseek-llm`` writes DeepSeek-LLM's structure instead, the tokenizer of
+DeepSeek-Coder-v1.5: 100,000 BPE ids by default, then only BOS and EOS (ids 100000 and 100001,
+as its config's ``bos_token_id``/``eos_token_id``), no FIM sentinels and no pad token. The
+pre-tokenizer stays DeepSeek-Coder's (DeepSeek-LLM's own split rules are not reproduced).
+
 The saved directory (``tokenizer.json``, ``tokenizer_config.json``,
 ``special_tokens_map.json``) loads offline with ``transformers.AutoTokenizer`` and with
 :func:`megatron_dscoder.tokenizer.load_tokenizer`. Training text is read with the data
@@ -52,6 +57,13 @@ from megatron_dscoder.tokenizer import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_VOCAB_SIZE = 32000
+#: Added tokens per layout: DeepSeek-Coder's nine strings; DeepSeek-LLM's (DeepSeek-Coder-v1.5's)
+#: BOS and EOS only, after 100,000 BPE ids (no FIM sentinels: v1.5 is next-token only).
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "deepseek-coder": SPECIAL_TOKENS,
+    "deepseek-llm": (BOS, EOS),
+}
+LAYOUT_VOCAB_SIZE = {"deepseek-coder": DEFAULT_VOCAB_SIZE, "deepseek-llm": 100000}
 #: The added tokens DeepSeek-Coder's published tokenizer flags special.
 SPECIAL_FLAGGED = frozenset({BOS, EOS})
 MODEL_MAX_LENGTH = 16384
@@ -94,9 +106,15 @@ def new_tokenizer() -> Tokenizer:
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, show_progress: bool = False
+    texts: Iterable[str],
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    show_progress: bool = False,
+    layout: str = "deepseek-coder",
 ) -> Tokenizer:
-    """Train the BPE on ``texts`` (``vocab_size`` BPE tokens) and append the special tokens."""
+    """Train the BPE on ``texts`` (``vocab_size`` BPE tokens) and append the ``layout``'s
+    added tokens (:data:`LAYOUTS`)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if vocab_size < 300:
         raise ValueError("--vocab-size must be at least 300 (256 byte tokens + merges)")
     tok = new_tokenizer()
@@ -108,7 +126,7 @@ def train_tokenizer(
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.add_tokens(
-        [AddedToken(s, special=s in SPECIAL_FLAGGED, normalized=False) for s in SPECIAL_TOKENS]
+        [AddedToken(s, special=s in SPECIAL_FLAGGED, normalized=False) for s in LAYOUTS[layout]]
     )
     bos = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(
@@ -133,7 +151,9 @@ def save_tokenizer_dir(tok: Tokenizer, output_dir: str | Path) -> Path:
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.json").write_text(with_string_merges(tok.to_str()), "utf-8")
-    special_map = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
+    special_map = {"bos_token": BOS, "eos_token": EOS}
+    if tok.token_to_id(PAD) is not None:
+        special_map["pad_token"] = PAD
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special_map,

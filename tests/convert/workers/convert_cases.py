@@ -4,7 +4,8 @@
 
 The process imports torch, megatron-core and transformers, then waits for ``JOBS.json`` (written
 atomically by the caller) to appear: a list of ``{"name", "argv", "measure"}``, where an entry
-with ``"module"`` runs that module's ``main(argv)`` instead (``megatron_dscoder.pretrain``). Each
+with ``"module"`` runs that module's ``main(argv)`` (or its ``"entry"``) instead
+(``megatron_dscoder.pretrain``). Each
 job's exit status, printed output and wall time go to ``RESULTS.json``; with ``measure``, also the
 job's own peak resident memory (Linux: ``/proc/self/clear_refs`` resets the high-water mark).
 """
@@ -38,7 +39,8 @@ def run(job: dict) -> dict:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             if "module" in job:  # another entry point sharing this interpreter (pretrain)
-                rc = importlib.import_module(job["module"]).main(job["argv"])
+                entry = getattr(importlib.import_module(job["module"]), job.get("entry", "main"))
+                rc = entry(job["argv"])
             else:
                 rc = convert_checkpoint.main(job["argv"])
         except SystemExit as exc:  # argparse errors

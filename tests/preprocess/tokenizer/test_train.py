@@ -124,3 +124,20 @@ def test_vocab_size_argument() -> None:
     assert tok.get_vocab_size(with_added_tokens=False) <= 300
     with pytest.raises(ValueError):
         train_tokenizer(["x"], 100)
+
+
+def test_deepseek_llm_layout_has_bos_and_eos_only(tmp_path: Path) -> None:
+    """DeepSeek-Coder-v1.5's structure: the BPE ids, then BOS and EOS; no FIM, no pad."""
+    from megatron_dscoder.preprocess.tokenizer.train import save_tokenizer_dir
+    from tests.conftest import stdlib_texts
+
+    tok = train_tokenizer(stdlib_texts()[:2], vocab_size=600, layout="deepseek-llm")
+    bpe = tok.get_vocab_size(with_added_tokens=False)
+    assert (tok.token_to_id(BOS), tok.token_to_id(EOS)) == (bpe, bpe + 1)
+    assert vocab_size(tok) == bpe + 2
+    assert not special_token_ids(tok, ()).has_fim and special_token_ids(tok, ()).pad is None
+    out = save_tokenizer_dir(tok, tmp_path / "llm")
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert (config["bos_token"], config["eos_token"]) == (BOS, EOS) and "pad_token" not in config
+    with pytest.raises(ValueError, match="unknown layout"):
+        train_tokenizer(["x"], layout="llama")
