@@ -32,3 +32,16 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An HF tokenizer directory: 1,500 BPE tokens + DeepSeek-Coder's 9 special tokens."""
     out = tmp_path_factory.mktemp("tiny_tokenizer")
     return save_tokenizer_dir(train_tokenizer(stdlib_texts(), vocab_size=TINY_VOCAB), out)
+
+
+@pytest.fixture(scope="session")
+def deepseek_tokenizer_dir(
+    tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny trained BPE rebuilt to DeepSeek-Coder's published tokenizer structure."""
+    from megatron_dscoder.tokenizer import load_tokenizer
+    from tests.preprocess.preprocess_helpers import deepseek_layout
+
+    out = tmp_path_factory.mktemp("deepseek_layout")
+    deepseek_layout(load_tokenizer(tiny_tokenizer_dir)).save(str(out / "tokenizer.json"))
+    return out

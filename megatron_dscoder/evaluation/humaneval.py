@@ -286,7 +286,7 @@ class HFCodeModel:
 def load_hf_model(
     model_dir: str, *, temperature: float, dtype: str, bos: bool | None = None
 ) -> CodeModel:
-    """``bos`` None: prompts start with BOS as the model was trained (:func:`.model_bos`)."""
+    """``bos`` None: prompts start with BOS as the model was trained (:func:`megatron_dscoder.evaluation.generate.model_bos`)."""
     import torch
 
     return HFCodeModel(Generator(model_dir, dtype=getattr(torch, dtype), add_bos=bos), temperature)

@@ -9,7 +9,7 @@ the conversation has no system message, then per turn ``### Instruction:\\n{user
 named by its string (BOS, ``<|EOT|>``), each flagged ``loss`` when it is part of a response.
 A response's loss covers its text, the newline after it and ``<|EOT|>`` (DeepSeek's finetuning
 script's target is ``{output}\\n<|EOT|>``); the template's own words and the user's never do.
-Encoded run by run (:func:`megatron_dscoder.preprocess.sft.text_runs`: consecutive text of
+Encoded run by run (:func:`megatron_dscoder.instruct.encode.text_runs`: consecutive text of
 equal loss together; loss boundaries fall after a newline, which DeepSeek-Coder's pre-tokenizer
 isolates), the pieces give exactly the ids of ``apply_chat_template`` on the same messages, for
 any system text (a system message need not end in a newline).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,16 +29,3 @@ def ray_local() -> Iterator[Any]:
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-@pytest.fixture(scope="session")
-def deepseek_tokenizer_dir(
-    tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The tiny trained BPE rebuilt to DeepSeek-Coder's published tokenizer structure."""
-    from megatron_dscoder.tokenizer import load_tokenizer
-    from tests.preprocess.preprocess_helpers import deepseek_layout
-
-    out = tmp_path_factory.mktemp("deepseek_layout")
-    deepseek_layout(load_tokenizer(tiny_tokenizer_dir)).save(str(out / "tokenizer.json"))
-    return out
