@@ -3,10 +3,11 @@
 # interpolation x4, sequences of 16384, 1000 iterations at global batch 512, LR held at the
 # final pretraining LR, weights from the 4K checkpoint (the recipe: --stage extend-context).
 # Laid out for 8 x H800 80GB per node with context parallelism (Transformer Engine) splitting
-# each 16K sequence over 2 GPUs; planner figures per GPU (--dry-run --stage extend-context):
-#   1.3b  16 nodes: TP=1, CP=2, DP=64, distributed optimizer
-#   6.7b  16 nodes: TP=2 + SP, CP=2, DP=32, distributed optimizer   36.8 GiB (margin 43.2)
-#   33b   32 nodes: TP=4 + SP, PP=2, CP=2, DP=16, distributed opt.   50.5 GiB (margin 29.5)
+# each 16K sequence over 2 GPUs; planner figures per GPU (--dry-run --stage extend-context, the
+# sdpa build; a dry run needs no --load):
+#   1.3b  16 nodes: TP=1, CP=2, DP=64, distributed optimizer         26.8 GiB (margin 53.2)
+#   6.7b  16 nodes: TP=2 + SP, CP=2, DP=32, distributed optimizer   44.2 GiB (margin 35.8)
+#   33b   32 nodes: TP=4 + SP, PP=2, CP=2, DP=16, distributed opt.   61.5 GiB (margin 18.5)
 # An interrupted stage resumes from its own checkpoints in CHECKPOINT_DIR.
 #   MODEL=6.7b PRETRAINED=checkpoints/dscoder-6.7b NNODES=16 NODE_RANK=<i> MASTER_ADDR=<node 0> \
 #       bash examples/extend_context_16k.sh [extra args]

@@ -8,8 +8,8 @@
 #       --output-prefix data/sft --stats-json data/sft.json
 # Laid out for 2 nodes of 8 x H800 80GB: TP=2 + SP, DP=8, distributed optimizer, micro-batch 1
 # (128 micro-batches per DP rank). Planner (--model 6.7b --dry-run --world-size 16 with this
-# layout and --global-batch-size 1024): 32.0 GiB per GPU, margin 48.0 GiB, ~27 s per step at
-# 45 % MFU (about 3.6 hours for the 477 steps). An interrupted run resumes from its own checkpoints in
+# layout and --global-batch-size 1024): 35.6 GiB per GPU, margin 44.4 GiB, ~25 s per step at
+# 45 % MFU (about 3.3 hours for the 477 steps). An interrupted run resumes from its own checkpoints in
 # CHECKPOINT_DIR. Export for transformers with the chat template and <|EOT|> as eos:
 #   python tools/convert_checkpoint.py to-hf --load checkpoints/dscoder-6.7b-instruct --save hf
 #   BASE=checkpoints/dscoder-6.7b NNODES=2 NODE_RANK=<0..1> MASTER_ADDR=<node 0> \

@@ -3,7 +3,7 @@
 # Laid out for 8 nodes of 8 x H800 80GB (64 GPUs): TP=1, PP=1, DP=64, distributed optimizer,
 # micro-batch 4 (4 micro-batches per DP rank). The model fits one GPU, so pure data parallelism
 # avoids all model-parallel communication. Planner (--dry-run --world-size 64
-# --use-distributed-optimizer --micro-batch-size 4): 34.9 GiB per GPU, margin 45.1 GiB.
+# --use-distributed-optimizer --micro-batch-size 4): 47.4 GiB per GPU, margin 32.6 GiB (sdpa build).
 #   NNODES=8 NODE_RANK=<0..7> MASTER_ADDR=<node 0> bash examples/pretrain_1.3b.sh [extra args]
 set -euo pipefail
 RUN_NAME=${RUN_NAME:-dscoder-1.3b}

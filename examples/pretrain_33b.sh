@@ -4,8 +4,8 @@
 # parallelism, PP=2 (31 + 31 layers, 1F1B, 120 micro-batches: 0.8 % bubble), DP=32 with the
 # distributed optimizer, no activation recomputation. Planner (--dry-run --world-size 256
 # --tensor-model-parallel-size 4 --pipeline-model-parallel-size 2 --sequence-parallel
-# --use-distributed-optimizer): peak 36.9 GiB per GPU, margin 43.1 GiB. Without the distributed
-# optimizer it needs 82.0 GiB and does not fit.
+# --use-distributed-optimizer): peak 42.4 GiB per GPU, margin 37.6 GiB. Without the distributed
+# optimizer it needs 87.5 GiB and does not fit.
 #   NNODES=32 NODE_RANK=<0..31> MASTER_ADDR=<node 0> bash examples/pretrain_33b.sh [extra args]
 set -euo pipefail
 RUN_NAME=${RUN_NAME:-dscoder-33b}

@@ -3,7 +3,7 @@
 # Laid out for 16 nodes of 8 x H800 80GB (128 GPUs): TP=1, PP=1, DP=128, distributed optimizer,
 # micro-batch 1 (18 micro-batches per DP rank). With ZeRO-1-style sharding the 6.7B model still
 # fits one GPU without tensor parallelism. Planner (--dry-run --world-size 128
-# --use-distributed-optimizer): 55.1 GiB per GPU, margin 24.9 GiB; TP=2 + SP would use 27.8 GiB
+# --use-distributed-optimizer): 62.4 GiB per GPU, margin 17.6 GiB; TP=2 + SP would use 31.5 GiB
 # at the cost of TP all-gathers on every layer.
 #   NNODES=16 NODE_RANK=<0..15> MASTER_ADDR=<node 0> bash examples/pretrain_6.7b.sh [extra args]
 set -euo pipefail

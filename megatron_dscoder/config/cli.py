@@ -196,7 +196,7 @@ def config_from_args(
     run = override(base_run(args, checkpoint_metadata), values)
     if run.data.sft and run.data.mock_data and not args.dry_run:
         raise ConfigError("--stage sft trains on --data-path PREFIX made by dscoder-preprocess-sft")
-    if run.checkpoint.finetune and not run.checkpoint.load:
+    if run.checkpoint.finetune and not run.checkpoint.load and not args.dry_run:
         if args.stage == "extend-context":
             raise ConfigError("--stage extend-context needs --load CHECKPOINT (the 4K model)")
         if args.stage in ("sft", "continue-pretrain"):

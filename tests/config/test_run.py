@@ -92,6 +92,11 @@ def test_checkpoint_flags():
         make("--model debug --save-interval 5")
     with pytest.raises(ConfigError, match="--finetune needs --load"):
         make("--model debug --finetune")
+    with pytest.raises(ConfigError, match="--stage extend-context needs --load"):
+        make("--model debug --stage extend-context --mock-data")
+    # a stage is planned before its base model exists: --dry-run needs no --load
+    run = make("--model 6.7b --stage extend-context --dry-run", world_size=8)
+    assert run.train.seq_length == 16384 and run.checkpoint.finetune
 
 
 def test_recipe_defaults_and_overrides():
