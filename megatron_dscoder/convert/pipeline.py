@@ -50,6 +50,7 @@ from megatron_dscoder.convert.keymap import (
     stacked_key,
 )
 from megatron_dscoder.model.registry import MODELS, ModelArch
+from megatron_dscoder.tokenizer import read_add_bos
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +372,7 @@ def from_hf(
                 "pipeline_model_parallel_size": pp,
                 "generation": generation,
                 "rope_theta": hf.rope_theta_of(config),
-                "add_bos": export_files.read_add_bos(tok.path) if tok else None,
+                "add_bos": read_add_bos(tok.path) if tok else None,
             },
         }
         (ckpt_dir / checkpointing.METADATA).write_text(json.dumps(run_config, indent=2) + "\n")
