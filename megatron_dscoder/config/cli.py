@@ -138,6 +138,12 @@ def base_run(args: argparse.Namespace) -> RunConfig:
         arch = with_vocab_size(run.arch, vocab_size(load_tokenizer(args.tokenizer_model)))
         run = dataclasses.replace(run, arch=arch)
     if args.stage == "extend-context":
+        if run.arch.seq_len_interpolation_factor is not None:  # the --load checkpoint's arch
+            raise ConfigError(
+                f"--load {args.load}: already context-extended (RoPE base {run.arch.rotary_base}, "
+                f"interpolation x{run.arch.seq_len_interpolation_factor:g}); --stage "
+                "extend-context starts from a 4K pretraining checkpoint"
+            )
         run = recipes.extend_context(run)
     elif args.stage == "sft":
         run = recipes.sft(run)

@@ -195,6 +195,8 @@ class TrainConfig:
     exit_interval: int | None = opt(None, "checkpoint and exit when the iteration is a multiple")
     inject_nonfinite_loss_iters: tuple[int, ...] = opt((), hidden=True)
     """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
+    inject_nonfinite_grad_iters: tuple[int, ...] = opt((), hidden=True)
+    """Fault injection for tests: one NaN gradient element on rank 0 (the loss stays finite)."""
     exit_signal_handler: bool = opt(
         False, "on SIGTERM: checkpoint at the next iteration on all ranks and exit 0"
     )
@@ -270,6 +272,9 @@ class CheckpointConfig:
     no_load_optim: bool = opt(False)
     no_load_rng: bool = opt(False)
     keep_checkpoints: int | None = opt(None, "keep only the newest K complete checkpoints")
+    allow_unverified_checkpoint: bool = opt(
+        False, "load a --load checkpoint that has no checksum manifest (checksums.json)"
+    )
 
     def __post_init__(self) -> None:
         # ``finetune`` without ``load`` is a valid recipe (the 16K stage before the command line

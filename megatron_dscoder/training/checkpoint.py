@@ -341,7 +341,12 @@ def _prune(root: Path, keep_last: int, run_id: str | None) -> None:
 
 
 def load_checkpoint(
-    ckpt_dir: str | Path, *, model: list, optimizer: Any | None, load_rng: bool = True
+    ckpt_dir: str | Path,
+    *,
+    model: list,
+    optimizer: Any | None,
+    load_rng: bool = True,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Collective: load model (and optimizer, RNG when given) in place; returns common state.
 
@@ -355,7 +360,7 @@ def load_checkpoint(
     with_rng = load_rng and saved_layout == _layout()
     if load_rng and not with_rng:
         logger.info("layout changed %s -> %s: RNG states not restored", saved_layout, _layout())
-    problems = checksums.verify_manifest(ckpt_dir)
+    problems = checksums.verify_manifest(ckpt_dir, allow_unverified)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckpointError(f"{problems[0]}{more}; checkpoint refused")
@@ -363,8 +368,12 @@ def load_checkpoint(
     state = _sharded_state(model, optimizer, with_rng=with_rng, is_loading=True)
     try:
         loaded = dist_checkpointing.load(state, str(ckpt_dir))
-    except Exception as err:
-        raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({err})") from err
+    except (Exception, CheckpointException) as err:  # DCP's is not an Exception
+        cause = next(iter((getattr(err, "failures", None) or {0: err}).values()))
+        first = (str(cause).strip().splitlines() or [""])[0][:300]  # DCP's holds tracebacks
+        raise CheckpointError(
+            f"{ckpt_dir}: cannot be loaded, corrupted? ({type(err).__name__}: {first})"
+        ) from err
     unwrap(model[0]).load_state_dict(loaded.pop("model"), strict=True)
     if optimizer is not None:
         optimizer.load_state_dict(loaded.pop("optimizer"))
