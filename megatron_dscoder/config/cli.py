@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -183,8 +184,14 @@ def parse(argv: Sequence[str] | None, world_size: int) -> tuple[argparse.Namespa
             args, "pipeline_model_parallel_size", 1
         )
     try:
-        if args.gpu_memory_gib <= 0 or not 0 < args.assumed_efficiency <= 1:
-            raise ConfigError("--gpu-memory-gib must be > 0 and --assumed-efficiency in (0, 1]")
+        if not (math.isfinite(args.gpu_memory_gib) and args.gpu_memory_gib > 0):
+            raise ConfigError(
+                f"--gpu-memory-gib must be a finite number > 0, got {args.gpu_memory_gib}"
+            )
+        if not 0 < args.assumed_efficiency <= 1:  # NaN fails this too
+            raise ConfigError(
+                f"--assumed-efficiency must be in (0, 1], got {args.assumed_efficiency}"
+            )
         run = config_from_args(args, world_size)
     except (ValueError, OSError) as err:
         parser.error(str(err))

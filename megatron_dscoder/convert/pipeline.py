@@ -49,6 +49,7 @@ from megatron_dscoder.convert.keymap import (
 )
 from megatron_dscoder.model.registry import MODELS, ModelArch
 from megatron_dscoder.training import checkpoint as checkpointing
+from megatron_dscoder.training import checksums
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +378,7 @@ def from_hf(
             },
         }
         (ckpt_dir / checkpointing.METADATA).write_text(json.dumps(run_config, indent=2) + "\n")
+        checksums.write_manifest(ckpt_dir)  # an import is verified at --load like a save
         (tmp / checkpointing.TRACKER).write_text(f"{FROM_HF_ITERATION}\n")
     logger.info("imported %s to %s (TP=%d chunks, PP=%d recorded)", src, final_dir, tp, pp)
     return Result(final_dir, arch, out_dtype, rows, tok.path if tok else None)

@@ -29,6 +29,14 @@ from typing import Any
 import torch
 
 from megatron_dscoder.config.flags import OneLineParser
+from megatron_dscoder.evaluation.arg_checks import (
+    InputError,
+    check_model_dir,
+    non_negative_float,
+    positive_int,
+    probability,
+    read_text_file,
+)
 from megatron_dscoder.preprocess.encode import text_tokenizer
 from megatron_dscoder.tokenizer import SpecialTokenIds, load_tokenizer, special_token_ids
 
@@ -168,8 +176,8 @@ class Generator:
         return self.text_after(self.fim_prompt_ids(prefix, suffix), **options)
 
 
-def _text(value: str | None, path: str | None) -> str | None:
-    return Path(path).read_text() if path is not None else value
+def _text(value: str | None, path: str | None, flag: str = "--prompt-file") -> str | None:
+    return read_text_file(path, flag) if path is not None else value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,9 +193,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fim-prefix-file")
     p.add_argument("--fim-suffix", help="infilling: code after the hole")
     p.add_argument("--fim-suffix-file")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-new-tokens", type=positive_int, default=128)
+    p.add_argument(
+        "--temperature", type=non_negative_float, default=0.0, help="0: greedy (default)"
+    )
+    p.add_argument("--top-p", type=probability, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -203,9 +213,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prompt = _text(args.prompt, args.prompt_file)
-    prefix = _text(args.fim_prefix, args.fim_prefix_file)
-    suffix = _text(args.fim_suffix, args.fim_suffix_file)
+    try:
+        prompt = _text(args.prompt, args.prompt_file)
+        prefix = _text(args.fim_prefix, args.fim_prefix_file, "--fim-prefix-file")
+        suffix = _text(args.fim_suffix, args.fim_suffix_file, "--fim-suffix-file")
+        check_model_dir(args.model)
+    except InputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
     infilling = prefix is not None or suffix is not None
     if (prompt is None) == (not infilling) or (args.chat and infilling):
         sys.stderr.write("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix\n")

@@ -32,14 +32,21 @@ import argparse
 import json
 import os
 import random
+import secrets
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from megatron_dscoder.config.flags import OneLineParser
+from megatron_dscoder.evaluation.arg_checks import (
+    check_model_dir,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from megatron_dscoder.evaluation.generate import Generator, truncate_at
 from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
     SandboxError,
@@ -95,7 +102,10 @@ def humaneval_problems(limit: int | None = None) -> list[dict]:
     return problems[:limit] if limit else problems
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
+def humaneval_program(problem: dict, completion: str, sentinel: str = "") -> str:
+    """The program the sandbox runs; with ``sentinel`` it prints that line once ``check()``
+    has returned, so a program that exits 0 before its tests ran (``os._exit(0)``) fails."""
+    done = f"print({sentinel!r}, flush=True)\n" if sentinel else ""
     return (
         problem["prompt"]
         + completion
@@ -103,7 +113,14 @@ def humaneval_program(problem: dict, completion: str) -> str:
         + problem["test"]
         + "\n"
         + f"check({problem['entry_point']})\n"
+        + done
     )
+
+
+def tests_completed(result: SandboxResult, sentinel: str) -> bool:
+    """Passed, and the tests ran to completion: HumanEval's own harness records "passed" only
+    after ``check()`` returned; here the sentinel printed after it must end the output."""
+    return result.passed and result.output.rstrip().endswith(sentinel)
 
 
 def pass_at_k(num_samples: int, correct: Sequence[int], k: int) -> float:
@@ -131,12 +148,20 @@ def evaluate_humaneval(
             )
             completion = truncate_at(raw, HUMANEVAL_STOP)
             jobs.append((problem, sample, completion))
+    sentinel = f"humaneval-tests-completed-{secrets.token_hex(8)}"
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(
             pool.map(
-                lambda job: run_sandboxed(humaneval_program(job[0], job[2]), timeout=timeout), jobs
+                lambda job: run_sandboxed(
+                    humaneval_program(job[0], job[2], sentinel), timeout=timeout
+                ),
+                jobs,
             )
         )
+    results = [
+        r if r.passed <= tests_completed(r, sentinel) else replace(r, status="failed")
+        for r in results
+    ]
     broken = [r for r in results if r.status == "error"]
     if broken:
         raise SandboxError(f"the sandbox failed, scores would be wrong: {broken[0].output[-300:]}")
@@ -285,15 +310,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="HF causal LM directory")
     p.add_argument("--tasks", default="humaneval", help="comma list: humaneval, fim")
-    p.add_argument("--limit", type=int, default=None, help="first N HumanEval problems")
-    p.add_argument("--samples", type=int, default=1, help="completions per problem")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    p.add_argument("--max-new-tokens", type=int, default=384)
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per program")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--limit", type=positive_int, default=None, help="first N HumanEval problems")
+    p.add_argument("--samples", type=positive_int, default=1, help="completions per problem")
+    p.add_argument(
+        "--temperature", type=non_negative_float, default=0.0, help="0: greedy (default)"
+    )
+    p.add_argument("--max-new-tokens", type=positive_int, default=384)
+    p.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per program")
+    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     p.add_argument("--fim-corpus", help="directory of code files, a code file, or JSONL")
-    p.add_argument("--fim-lines-per-file", type=int, default=1)
-    p.add_argument("--fim-max-examples", type=int, default=500)
+    p.add_argument("--fim-lines-per-file", type=positive_int, default=1)
+    p.add_argument("--fim-max-examples", type=positive_int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--output", help="write the summary and every record to this JSON file")
@@ -320,6 +347,8 @@ def run(args: argparse.Namespace, model: CodeModel) -> dict:
     if "fim" in tasks:
         if not args.fim_corpus:
             raise ValueError("the fim task needs --fim-corpus PATH")
+        if not Path(args.fim_corpus).exists():
+            raise ValueError(f"--fim-corpus {args.fim_corpus}: no such file or directory")
         examples = fim_examples(
             corpus_texts(args.fim_corpus),
             lines_per_file=args.fim_lines_per_file,
@@ -336,6 +365,7 @@ def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
     args = parse_args(argv)
     try:
         if model is None:
+            check_model_dir(args.model)
             model = load_hf_model(args.model, temperature=args.temperature, dtype=args.dtype)
         result = run(args, model)
     except ValueError as err:
