@@ -226,9 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("error: give either --prompt/--prompt-file or --fim-prefix/--fim-suffix\n")
         return 2
     torch.manual_seed(args.seed)
-    gen = Generator(
-        args.model, dtype=getattr(torch, args.dtype), device=args.device, add_bos=not args.no_bos
-    )
+    try:
+        gen = Generator(
+            args.model,
+            dtype=getattr(torch, args.dtype),
+            device=args.device,
+            add_bos=not args.no_bos,
+        )
+    except OSError as err:  # a model directory without tokenizer or config: named in the message
+        sys.stderr.write(f"error: {err}\n")
+        return 2
     options = dict(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

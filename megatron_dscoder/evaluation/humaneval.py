@@ -347,8 +347,6 @@ def run(args: argparse.Namespace, model: CodeModel) -> dict:
     if "fim" in tasks:
         if not args.fim_corpus:
             raise ValueError("the fim task needs --fim-corpus PATH")
-        if not Path(args.fim_corpus).exists():
-            raise ValueError(f"--fim-corpus {args.fim_corpus}: no such file or directory")
         examples = fim_examples(
             corpus_texts(args.fim_corpus),
             lines_per_file=args.fim_lines_per_file,
@@ -364,11 +362,13 @@ def run(args: argparse.Namespace, model: CodeModel) -> dict:
 def main(argv: list[str] | None = None, model: CodeModel | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.fim_corpus and not Path(args.fim_corpus).exists():  # before the model loads
+            raise ValueError(f"--fim-corpus {args.fim_corpus}: no such file or directory")
         if model is None:
             check_model_dir(args.model)
             model = load_hf_model(args.model, temperature=args.temperature, dtype=args.dtype)
         result = run(args, model)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # a user's flag or file, named in the message
         sys.stderr.write(f"error: {err}\n")
         return 2
     except SandboxError as err:
