@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
     if args.dry_run:
         return planner.dry_run(run, args.gpu_memory_gib, args.assumed_efficiency)
 
+    import torch
+
     from megatron_dscoder.parallel import distributed
+    from megatron_dscoder.training import exit_marker
     from megatron_dscoder.training.build import (
         build_model_chunks,
         build_optimizer,
@@ -65,7 +68,11 @@ def main(argv: Sequence[str] | None = None, *, keep_process_group: bool = False)
         description = {**run_metadata(run), "save": run.checkpoint.save}
         sinks = sinks_for(run.logging, description) if distributed.is_logging_rank() else []
         metrics = MetricsLogger(sinks)
-        Trainer(run, model, optimizer, datasets, metrics, state, started).train()
+        final = Trainer(run, model, optimizer, datasets, metrics, state, started).train()
+        if metrics is not None:
+            metrics.close()
+            metrics = None
+        exit_marker.record(final.iteration, torch.distributed.get_rank())
     finally:
         if metrics is not None:
             metrics.close()

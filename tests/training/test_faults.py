@@ -175,6 +175,7 @@ def _stage_cases(tmp, good, token_corpus) -> dict[str, str]:
         "extend_into_base": f"--stage extend-context --mock-data --global-batch-size 4 "
         f"--train-iters 4 --load {base} --save {base} --keep-checkpoints 1",
         "sft_into_base": f"--stage sft {sft_data} --global-batch-size 4 --train-iters 4 "
+        "--lr-warmup-iters 0 "
         f"--load {base} --save {base} --keep-checkpoints 1",
         "other_precision": f"{BASE} --mock-data --train-iters 3 --bf16 --load {base} --save {base}",
         "missing_entry": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'no_entry'}",
