@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from megatron_dscoder.config.arg_types import non_negative_float, positive_float, positive_int
 from megatron_dscoder.config.flags import OneLineParser
 from megatron_dscoder.convert import ConversionError
 
@@ -52,13 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tensor-model-parallel-size",
-        type=int,
+        type=positive_int,
         default=1,
         help="from-hf: TP layout to chunk the checkpoint for (default: 1)",
     )
     parser.add_argument(
         "--pipeline-model-parallel-size",
-        type=int,
+        type=positive_int,
         default=1,
         help="from-hf: PP layout to validate and record (default: 1)",
     )
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--logits-tolerance",
-        type=float,
+        type=non_negative_float,
         default=1e-4,
         help="with --check-logits: exit 3 above this (default: %(default)s)",
     )
@@ -94,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-shard-size-gb",
-        type=float,
+        type=positive_float,
         default=2.0,
         help="to-hf: safetensors shard size (default: %(default)s)",
     )

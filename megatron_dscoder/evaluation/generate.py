@@ -28,8 +28,7 @@ from typing import Any
 
 import torch
 
-from megatron_dscoder.config.flags import OneLineParser
-from megatron_dscoder.evaluation.arg_checks import (
+from megatron_dscoder.config.arg_types import (
     InputError,
     check_model_dir,
     non_negative_float,
@@ -37,6 +36,7 @@ from megatron_dscoder.evaluation.arg_checks import (
     probability,
     read_text_file,
 )
+from megatron_dscoder.config.flags import OneLineParser
 from megatron_dscoder.preprocess.encode import text_tokenizer
 from megatron_dscoder.tokenizer import SpecialTokenIds, load_tokenizer, special_token_ids
 

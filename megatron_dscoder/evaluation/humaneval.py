@@ -40,13 +40,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from megatron_dscoder.config.flags import OneLineParser
-from megatron_dscoder.evaluation.arg_checks import (
+from megatron_dscoder.config.arg_types import (
     check_model_dir,
     non_negative_float,
     positive_float,
     positive_int,
 )
+from megatron_dscoder.config.flags import OneLineParser
 from megatron_dscoder.evaluation.generate import Generator, truncate_at
 from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
     SandboxError,

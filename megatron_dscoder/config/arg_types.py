@@ -1,4 +1,4 @@
-"""Argument types and input checks shared by ``dscoder-generate`` and ``dscoder-eval-humaneval``.
+"""Argument types and input checks for the tools' command lines (generate, eval, convert).
 
 Each type rejects, in argparse's one-line ``argument --flag: ...`` form (exit 2), the values that
 would silently produce a wrong result: ``--samples 0`` (pass@1 = 1.0 with nothing run),
