@@ -44,7 +44,7 @@ def test_sigterm_to_the_launcher_saves_and_exits_0(tmp_path, token_corpus):  # n
     }
     metrics = tmp_path / "metrics.jsonl"
     flags = (
-        "--model debug --pipeline-model-parallel-size 1 --tensor-model-parallel-size 1 "
+        "--model debug --pipeline-model-parallel-size 1 --tensor-model-parallel-size 2 "
         "--train-iters 500 --seq-length 64 --global-batch-size 4 --lr-warmup-iters 0"
     )
     log = open(tmp_path / "launcher.log", "w")  # noqa: SIM115 - closed below
