@@ -162,6 +162,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--adam-beta1",
         "--adam-beta2",
         "--adam-eps",
+        "--allow-unverified-checkpoint",
         "--assumed-efficiency",
         "--attention-backend",
         "--bf16",

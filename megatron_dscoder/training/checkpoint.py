@@ -370,9 +370,10 @@ def load_checkpoint(
         loaded = dist_checkpointing.load(state, str(ckpt_dir))
     except (Exception, CheckpointException) as err:  # DCP's is not an Exception
         cause = next(iter((getattr(err, "failures", None) or {0: err}).values()))
-        first = (str(cause).strip().splitlines() or [""])[0][:300]  # DCP's holds tracebacks
+        cause = cause[0] if isinstance(cause, tuple) else cause  # DCP: (exception, traceback)
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{ckpt_dir}: cannot be loaded, corrupted? ({type(err).__name__}: {first})"
+            f"{ckpt_dir}: cannot be loaded, corrupted? ({type(cause).__name__}: {first})"
         ) from err
     unwrap(model[0]).load_state_dict(loaded.pop("model"), strict=True)
     if optimizer is not None:

@@ -154,8 +154,14 @@ def _stage_cases(tmp, good, token_corpus) -> dict[str, str]:
 
     tok = token_corpus["tokenizer"]
     write_sft(instruction_set()[:4], load_tokenizer(tok), str(tmp / "sft_set"))
-    for name in ("stage_base", "no_entry", "nan_adam"):
+    for name in ("stage_base", "no_entry", "nan_adam", "damaged"):
         shutil.copytree(good, tmp / name)
+    damaged = tmp / "damaged" / "iter_0000002"
+    (damaged / "checksums.json").unlink()
+    tail = sorted(damaged.glob("*.distcp"))[0]
+    with open(tail, "r+b") as f:  # the zip directory at the end of a shard
+        f.seek(tail.stat().st_size - 64)
+        f.write(bytes(64))
     manifest = tmp / "no_entry" / "iter_0000002" / "checksums.json"
     entries = json.loads(manifest.read_text())
     shard = sorted((tmp / "no_entry" / "iter_0000002").glob("*.distcp"))[0]
@@ -179,6 +185,8 @@ def _stage_cases(tmp, good, token_corpus) -> dict[str, str]:
         f"--load {base} --save {base} --keep-checkpoints 1",
         "other_precision": f"{BASE} --mock-data --train-iters 3 --bf16 --load {base} --save {base}",
         "missing_entry": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'no_entry'}",
+        "damaged_unverified": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'damaged'} "
+        "--allow-unverified-checkpoint",
         "nan_weights": f"{BASE} --mock-data --train-iters 5 --load {tmp / 'nan_adam'} "
         f"--allow-unverified-checkpoint --max-nonfinite-iters 1 --save {tmp / 'nan_fresh'}",
     }
@@ -221,6 +229,14 @@ def test_resuming_in_another_precision_is_refused_before_the_model(outcomes):
     res = outcomes["other_precision"]
     assert res["status"] == "error" and "saved in fp32 (--no-bf16)" in res["message"], res
     assert "this run is bf16 (--bf16)" in res["message"] and "--no-load-optim" in res["message"]
+
+
+def test_a_damaged_checkpoint_without_manifest_is_one_error_naming_it(outcomes):
+    res = outcomes["damaged_unverified"]
+    assert res["status"] == "error" and res["message"].startswith("CheckpointError: "), res
+    damaged = outcomes["_tmp"] / "damaged" / "iter_0000002"
+    assert f"{damaged}: cannot be loaded, corrupted? (RuntimeError: " in res["message"]
+    assert "\n" not in res["message"]
 
 
 def test_a_deleted_manifest_entry_is_refused_naming_the_file(outcomes):
