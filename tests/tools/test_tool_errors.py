@@ -102,3 +102,12 @@ def test_exiting_before_the_tests_is_not_a_pass():
 
     summary, _ = ev.evaluate_humaneval(Canonical(), problems, timeout=10.0, workers=1)
     assert summary["pass@1"] == 1.0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_dry_run_memory_must_be_finite_and_positive(capsys, value):
+    from megatron_dscoder.config import cli
+
+    argv = ["--model", "33b", "--dry-run", "--gpu-memory-gib", value]
+    err = _one_line_exit_2(capsys, lambda a: cli.parse(a, 1), argv)
+    assert "--gpu-memory-gib must be a finite number > 0" in err
