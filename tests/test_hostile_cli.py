@@ -75,12 +75,15 @@ def _argv(flags: dict[str, st.SearchStrategy[str] | None]) -> st.SearchStrategy[
 
 def _outcome(call) -> tuple[int, str]:  # noqa: ANN001
     """(exit status, stderr) of ``call()``; any other exception fails the example."""
-    err = io.StringIO()
+    err, environ = io.StringIO(), dict(os.environ)  # dscoder-convert hides CUDA devices
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
             code = call()
         except SystemExit as exit_:
             code = exit_.code
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
     return (0 if code is None else code), err.getvalue()
 
 
