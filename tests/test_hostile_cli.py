@@ -76,7 +76,13 @@ def _argv(flags: dict[str, st.SearchStrategy[str] | None]) -> st.SearchStrategy[
 def _outcome(call) -> tuple[int, str]:  # noqa: ANN001
     """(exit status, stderr) of ``call()``; any other exception fails the example."""
     err, environ = io.StringIO(), dict(os.environ)  # dscoder-convert hides CUDA devices
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    import torch
+
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        torch.random.fork_rng(devices=[]),  # dscoder-generate seeds torch's generator
+    ):
         try:
             code = call()
         except SystemExit as exit_:
