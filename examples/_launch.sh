@@ -51,8 +51,9 @@ run_torchrun() {
         return 0
     fi
     local marker status signalled=""
-    marker=$(mktemp "${TMPDIR:-/tmp}/dscoder-exit.XXXXXX")
-    rm -f "${marker}"
+    # No writable TMPDIR: launch anyway, without the marker (torchrun's status is kept).
+    marker=$(mktemp "${TMPDIR:-/tmp}/dscoder-exit.XXXXXX" 2>/dev/null) || marker=""
+    [ -n "${marker}" ] && rm -f "${marker}"
     DSCODER_EXIT_MARKER=${marker} "$@" &
     local child=$!
     trap 'signalled=TERM; kill -TERM "${child}" 2>/dev/null' TERM
@@ -64,12 +65,12 @@ run_torchrun() {
         wait "${child}" || status=$?
     done
     trap - TERM INT
-    if [ -n "${signalled}" ] && [ "${status}" != 0 ] && [ -s "${marker}" ]; then
+    if [ -n "${signalled}" ] && [ "${status}" != 0 ] && [ -n "${marker}" ] && [ -s "${marker}" ]; then
         echo "launcher: SIG${signalled}: the workers saved a checkpoint at iteration" \
             "$(cat "${marker}") and exited 0; exiting 0 (torchrun exited ${status})" >&2
         status=0
     fi
-    rm -f "${marker}"
+    [ -n "${marker}" ] && rm -f "${marker}"
     exit "${status}"
 }
 
