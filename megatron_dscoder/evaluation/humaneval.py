@@ -216,12 +216,20 @@ def corpus_texts(path: str | Path) -> Iterable[tuple[str, str]]:
         files = [path]
     for file in files:
         if file.suffix == ".jsonl":
-            for n, line in enumerate(file.read_text("utf-8").splitlines()):
-                if line.strip():
-                    record = json.loads(line)
-                    text = record.get("content", record.get("text"))
-                    if isinstance(text, str):
-                        yield f"{file.name}:{n}", text
+            try:
+                lines = file.read_text("utf-8").splitlines()
+            except (OSError, ValueError) as err:
+                raise ValueError(f"--fim-corpus {file}: {err}") from None
+            for n, line in enumerate(lines):
+                try:
+                    record = json.loads(line) if line.strip() else {}
+                except ValueError as err:
+                    raise ValueError(f"--fim-corpus {file}, line {n + 1}: {err}") from None
+                text = (
+                    record.get("content", record.get("text")) if isinstance(record, dict) else None
+                )
+                if isinstance(text, str):
+                    yield f"{file.name}:{n}", text
         else:
             yield str(file), file.read_text("utf-8", errors="replace")
 

@@ -111,3 +111,15 @@ def test_dry_run_memory_must_be_finite_and_positive(capsys, value):
     argv = ["--model", "33b", "--dry-run", "--gpu-memory-gib", value]
     err = _one_line_exit_2(capsys, lambda a: cli.parse(a, 1), argv)
     assert "--gpu-memory-gib must be a finite number > 0" in err
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"{bad json\n", "line 3: Expecting property name"), (b"\xe9\n", "can't decode byte 0xe9")],
+)
+def test_fim_corpus_errors_name_the_file(tmp_path, content, expected):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(b'{"content": "x = 1\\n"}\n[1, 2]\n' + content)
+    with pytest.raises(ValueError, match="--fim-corpus") as err:
+        list(ev.corpus_texts(corpus))
+    assert str(corpus) in str(err.value) and expected in str(err.value)
