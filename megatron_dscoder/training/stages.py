@@ -23,14 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.config.run import ConfigError, RunConfig
 
 PRETRAIN, EXTEND_CONTEXT, SFT = "pretrain", "extend-context", "sft"
 BASES = {PRETRAIN: (), EXTEND_CONTEXT: (PRETRAIN,), SFT: (PRETRAIN, EXTEND_CONTEXT, SFT)}
 """The stages each stage may start from (``--finetune``)."""
 
 
-class StageMismatch(ValueError):
+class StageMismatch(ConfigError):
     """A checkpoint of another stage or precision; the message names the file."""
 
 

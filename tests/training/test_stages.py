@@ -68,3 +68,24 @@ def test_extending_an_extended_checkpoint_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert "already context-extended (RoPE base 100000, interpolation x4)" in err
+
+
+def test_the_command_line_refuses_a_bases_directory_in_one_line(tmp_path):
+    from tests.launch import python_module
+
+    ckpt = checkpointing.iteration_dir(tmp_path, 4)
+    ckpt.mkdir()
+    meta = {**_meta(BASE), "model": "debug", "iteration": 4, "run_id": "base"}
+    (ckpt / "run_config.json").write_text(json.dumps(meta))
+    (ckpt / ".metadata").write_bytes(b"")
+    argv = "--stage extend-context --mock-data --train-iters 2 --global-batch-size 4"
+    proc = python_module(
+        "megatron_dscoder.pretrain",
+        *argv.split(),
+        *("--load", str(tmp_path), "--save", str(tmp_path), "--keep-checkpoints", "1"),
+        check=False,
+    )
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(errors) == 1 and "a checkpoint of stage pretrain, not of this" in errors[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["iter_0000004"]
