@@ -139,16 +139,30 @@ def base_run(args: argparse.Namespace) -> RunConfig:
         arch = with_vocab_size(run.arch, vocab_size(load_tokenizer(args.tokenizer_model)))
         run = dataclasses.replace(run, arch=arch)
     if args.stage == "extend-context":
-        if run.arch.seq_len_interpolation_factor is not None:  # the --load checkpoint's arch
-            raise ConfigError(
-                f"--load {args.load}: already context-extended (RoPE base {run.arch.rotary_base}, "
-                f"interpolation x{run.arch.seq_len_interpolation_factor:g}); --stage "
-                "extend-context starts from a 4K pretraining checkpoint"
-            )
+        _refuse_extended(getattr(args, "load", None))
         run = recipes.extend_context(run)
     elif args.stage == "sft":
         run = recipes.sft(run)
     return run
+
+
+def _refuse_extended(load: str | None) -> None:
+    """``--stage extend-context`` from a checkpoint whose RoPE is already scaled: say so (the
+    recipe would otherwise fail on the sequence length, or extend the 16K model again)."""
+    from megatron_dscoder.training.checkpoint import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
+
+    found = find_latest_checkpoint(load) if load else None
+    arch = read_checkpoint_metadata(found).get("arch") or {} if found else {}
+    factor = arch.get("seq_len_interpolation_factor")
+    if factor is not None:
+        raise ConfigError(
+            f"--load {found}: already context-extended (RoPE base {arch.get('rotary_base')}, "
+            f"interpolation x{factor:g}); --stage extend-context starts from a 4K pretraining "
+            "checkpoint"
+        )
 
 
 def config_from_args(args: argparse.Namespace, world_size: int) -> RunConfig:

@@ -92,9 +92,7 @@ def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
         raise checkpointing.CheckpointError(problem)
     meta = checkpointing.read_checkpoint_metadata(path)
     checkpointing.check_architecture(meta, run.arch, path)
-    if ckpt.finetune:
-        stages.check_base(meta, run, path)
-    else:
+    if not ckpt.finetune:
         stages.check_resume(meta, run, path, not ckpt.no_load_optim)
     return run, path
 

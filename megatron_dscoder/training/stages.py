@@ -15,7 +15,11 @@ The precision (``--bf16``) must also match on a resume: megatron-core's optimize
 run holds fp32 main weights that an fp32 run's optimizer has no slot for (and the reverse).
 Weights alone (``--finetune``, ``--no-load-optim``) load across precisions.
 
-Every check here reads ``run_config.json`` only and runs before the model is built.
+Every check here reads ``run_config.json`` only and runs before the model is built. Starting a
+stage from weights (``--finetune``) is not restricted here: a run's stage is derived from its
+config, and a plain ``--finetune`` from a 16K model is a RoPE-scaled run like the 16K stage
+itself; ``--stage extend-context`` on an already extended checkpoint is refused by the command
+line (``config/cli.py``), which knows the stage asked for.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ from typing import Any
 from megatron_dscoder.config.run import ConfigError, RunConfig
 
 PRETRAIN, EXTEND_CONTEXT, SFT = "pretrain", "extend-context", "sft"
-BASES = {PRETRAIN: (), EXTEND_CONTEXT: (PRETRAIN,), SFT: (PRETRAIN, EXTEND_CONTEXT, SFT)}
-"""The stages each stage may start from (``--finetune``)."""
 
 
 class StageMismatch(ConfigError):
@@ -95,20 +97,3 @@ def check_resume(
                 "resume with the checkpoint's precision, or load its weights only "
                 "(--no-load-optim, or --finetune)"
             )
-
-
-def check_base(meta: dict[str, Any], run: RunConfig, ckpt_dir: Path) -> None:
-    """Refuse to start this stage from the weights of ``ckpt_dir`` when that makes no sense
-    (extending an already extended model)."""
-    saved, mine = checkpoint_stage(meta), run_stage(run)
-    if mine == EXTEND_CONTEXT and saved == EXTEND_CONTEXT:
-        rope = _describe(_rope(meta.get("arch") or {}))
-        raise StageMismatch(
-            f"{ckpt_dir / 'run_config.json'}: already context-extended ({rope}); "
-            "--stage extend-context starts from a 4K pretraining checkpoint"
-        )
-    if mine in BASES and BASES[mine] and saved not in BASES[mine]:
-        raise StageMismatch(
-            f"{ckpt_dir / 'run_config.json'}: a checkpoint of stage {saved}; --stage {mine} "
-            f"starts from {' or '.join(BASES[mine])}"
-        )

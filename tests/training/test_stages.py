@@ -42,7 +42,6 @@ def test_a_stage_never_resumes_its_base(run, tmp_path):  # noqa: ANN001
     with pytest.raises(stages.StageMismatch, match="a checkpoint of stage pretrain, not of"):
         stages.check_resume(_meta(BASE), run, tmp_path, with_optimizer=True)
     stages.check_resume(_meta(run), run, tmp_path, with_optimizer=True)  # its own: resumes
-    stages.check_base(_meta(BASE), run, tmp_path)  # and starts from its base
 
 
 def test_precision_must_match_only_with_the_optimizer_state(tmp_path):
@@ -54,15 +53,14 @@ def test_precision_must_match_only_with_the_optimizer_state(tmp_path):
     stages.check_resume(_meta(BASE, bf16=False), bf16, tmp_path, with_optimizer=False)
 
 
-def test_extending_an_extended_checkpoint_says_so(tmp_path, capsys):
-    with pytest.raises(stages.StageMismatch, match="already context-extended"):
-        stages.check_base(_meta(EXTENDED), EXTENDED, tmp_path)
+@pytest.mark.parametrize("model", [[], ["--model", "debug"]], ids=["recorded", "named"])
+def test_extending_an_extended_checkpoint_says_so(tmp_path, capsys, model):
     ckpt = checkpointing.iteration_dir(tmp_path, 3)
     ckpt.mkdir()
     meta = {**_meta(EXTENDED), "model": "debug", "iteration": 3}
     (ckpt / "run_config.json").write_text(json.dumps(meta))
     (ckpt / ".metadata").write_bytes(b"")
-    argv = f"--stage extend-context --load {tmp_path} --mock-data --train-iters 2".split()
+    argv = [*model, *f"--stage extend-context --load {tmp_path} --mock-data".split()]
     with pytest.raises(SystemExit) as exit_:
         cli.parse(argv, 1)
     err = capsys.readouterr().err
