@@ -149,14 +149,14 @@ def base_run(args: argparse.Namespace) -> RunConfig:
 def _refuse_extended(load: str | None) -> None:
     """``--stage extend-context`` from a checkpoint whose RoPE is already scaled: say so (the
     recipe would otherwise fail on the sequence length, or extend the 16K model again)."""
-    from megatron_dscoder.training.checkpoint import (
-        find_latest_checkpoint,
-        read_checkpoint_metadata,
-    )
+    from megatron_dscoder.training import checkpoint
 
-    found = find_latest_checkpoint(load) if load else None
-    arch = read_checkpoint_metadata(found).get("arch") or {} if found else {}
-    factor = arch.get("seq_len_interpolation_factor")
+    found = checkpoint.find_latest_checkpoint(load) if load else None
+    try:
+        arch = checkpoint.read_checkpoint_metadata(found).get("arch") or {} if found else {}
+    except checkpoint.CheckpointError as err:  # reported in one line, not as a traceback
+        raise ConfigError(str(err)) from None
+    factor = arch.get("seq_len_interpolation_factor") if isinstance(arch, dict) else None
     if factor is not None:
         raise ConfigError(
             f"--load {found}: already context-extended (RoPE base {arch.get('rotary_base')}, "
