@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.launch import REPO, free_port, read_jsonl
 from tests.training.conftest import token_corpus  # noqa: F401 - shared fixture
 
@@ -26,7 +28,11 @@ def _logged(metrics: Path) -> list[int]:
     return [r["iteration"] for r in read_jsonl(metrics) if "lm_loss" in r]
 
 
-def test_sigterm_to_the_launcher_saves_and_exits_0(tmp_path, token_corpus):  # noqa: F811
+@pytest.mark.parametrize("target", ["launcher", "group"])
+def test_sigterm_to_the_launcher_saves_and_exits_0(tmp_path, token_corpus, target):  # noqa: F811
+    """``launcher``: the shell alone gets the signal; ``group``: the shell and torchrun both get
+    it (a terminal's Ctrl-C, SLURM signalling every process of the step), so torchrun gets it
+    twice (directly and forwarded) and must still let the workers save."""
     env = {
         **os.environ,
         "GPUS_PER_NODE": "2",
@@ -62,7 +68,10 @@ def test_sigterm_to_the_launcher_saves_and_exits_0(tmp_path, token_corpus):  # n
             assert proc.poll() is None, (tmp_path / "launcher.log").read_text()[-4000:]
             assert time.monotonic() < deadline, "iteration 2 not reached"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)  # the launcher alone
+        if target == "launcher":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)  # bash and torchrun (workers: own sessions)
         status = proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
