@@ -1,5 +1,6 @@
 # make demo   the main job on an embedded default (set-up included)
 # make test   lint + the CPU test suite (set-up included)
+# make fuzz   the hostile-input suite with many more generated examples (minutes)
 # make setup  idempotent: creates .venv with pinned versions
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +12,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= out/demo
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test fuzz lint clean
 
 setup: $(STAMP)
 
@@ -43,6 +44,9 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q --durations=12 tests
+
+fuzz: setup
+	DSCODER_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/test_hostile_cli.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Shared by the launchers: cluster variables with defaults, then torchrun of the entry point.
+# Shared by the launchers: cluster variables with defaults, then torchrun of the entry point
+# (a child of this shell: SIGTERM is forwarded, and a clean save after it exits 0).
 # Sourced, not run. Every variable can be overridden from the environment (or by SLURM, see
 # slurm_pretrain.sbatch); extra command-line arguments are passed through to pretrain.
 #   NNODES NODE_RANK MASTER_ADDR MASTER_PORT GPUS_PER_NODE   cluster shape
@@ -38,6 +39,39 @@ run_or_print() {
         return 0
     fi
     exec "$@"
+}
+
+# run_torchrun CMD...: run torchrun as a child, forward SIGTERM/SIGINT to it, exit with its status;
+# except after a termination signal when the workers saved and exited 0: torchrun then still
+# exits 1 (it re-raises the signal), and the launcher exits 0. Rank 0 writes the marker
+# (DSCODER_EXIT_MARKER, runtime/exit_marker.py) only when the run returned normally.
+run_torchrun() {
+    if [ "${DRY_LAUNCH:-0}" = 1 ]; then
+        run_or_print "$@"
+        return 0
+    fi
+    local marker status signalled=""
+    # No writable TMPDIR: launch anyway, without the marker (torchrun's status is kept).
+    marker=$(mktemp "${TMPDIR:-/tmp}/dscoder-exit.XXXXXX" 2>/dev/null) || marker=""
+    [ -n "${marker}" ] && rm -f "${marker}"
+    DSCODER_EXIT_MARKER=${marker} "$@" &
+    local child=$!
+    trap 'signalled=TERM; kill -TERM "${child}" 2>/dev/null' TERM
+    trap 'signalled=INT; kill -INT "${child}" 2>/dev/null' INT
+    status=0
+    wait "${child}" || status=$?
+    while kill -0 "${child}" 2>/dev/null; do  # a trapped signal interrupts wait: wait again
+        status=0
+        wait "${child}" || status=$?
+    done
+    trap - TERM INT
+    if [ -n "${signalled}" ] && [ "${status}" != 0 ] && [ -n "${marker}" ] && [ -s "${marker}" ]; then
+        echo "launcher: SIG${signalled}: the workers saved a checkpoint at iteration" \
+            "$(cat "${marker}") and exited 0; exiting 0 (torchrun exited ${status})" >&2
+        status=0
+    fi
+    [ -n "${marker}" ] && rm -f "${marker}"
+    exit "${status}"
 }
 
 # launch TP ARG... : torchrun megatron_dscoder.pretrain on this node with the common groups.
@@ -79,6 +113,6 @@ launch() {
         --nproc-per-node "${GPUS_PER_NODE}" --nnodes "${NNODES}" --node-rank "${NODE_RANK}"
         --master-addr "${MASTER_ADDR}" --master-port "${MASTER_PORT}"
     )
-    run_or_print torchrun "${distributed_args[@]}" -m megatron_dscoder.pretrain \
+    run_torchrun torchrun "${distributed_args[@]}" -m megatron_dscoder.pretrain \
         "${common_args[@]}" "$@"
 }

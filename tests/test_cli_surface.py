@@ -170,6 +170,7 @@ CLI_SURFACE: dict[str, list[str]] = {
         "--adam-beta1",
         "--adam-beta2",
         "--adam-eps",
+        "--allow-unverified-checkpoint",
         "--allow-vocab-mismatch",
         "--assumed-efficiency",
         "--async-save",

@@ -298,12 +298,6 @@ def _disk_full(err: BaseException, root: Path) -> bool:
         return False
 
 
-def _first_line(err: BaseException) -> str:
-    """torch's distributed-checkpoint errors carry every rank's traceback: their last line says it."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if len(lines) > 1 else str(err)
-
-
 def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) -> CheckpointError:
     full = _disk_full(err, root)  # before the cleanup frees the space
     if torch.distributed.get_rank() == 0:
@@ -322,7 +316,12 @@ def _save_failed(err: BaseException, root: Path, partial: Path, iteration: int) 
 
 
 def load_checkpoint(
-    ckpt_dir: str | Path, *, model: list, optimizer: Any | None, load_rng: bool = True
+    ckpt_dir: str | Path,
+    *,
+    model: list,
+    optimizer: Any | None,
+    load_rng: bool = True,
+    allow_unverified: bool = False,
 ) -> dict[str, Any]:
     """Collective: load model (and optimizer, RNG when given) in place; returns common state.
 
@@ -336,7 +335,7 @@ def load_checkpoint(
     with_rng = load_rng and saved_layout == _layout()
     if load_rng and not with_rng:
         logger.info("layout changed %s -> %s: RNG states not restored", saved_layout, _layout())
-    problems = checksums.verify_manifest(ckpt_dir)
+    problems = checksums.verify_manifest(ckpt_dir, allow_unverified)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckpointError(f"{problems[0]}{more}; checkpoint refused")
@@ -355,7 +354,12 @@ def load_checkpoint(
             state, str(ckpt_dir), sharded_strategy=formats.load_strategy()
         )
     except (Exception, CheckpointException) as err:  # DCP's is not an Exception
-        raise CheckpointError(f"{ckpt_dir}: cannot be loaded ({_first_line(err)})") from err
+        cause = next(iter((getattr(err, "failures", None) or {0: err}).values()))
+        cause = cause[0] if isinstance(cause, tuple) else cause  # DCP: (exception, traceback)
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{ckpt_dir}: cannot be loaded, corrupted? ({type(cause).__name__}: {first})"
+        ) from err
     unwrap(model[0]).load_state_dict(loaded.pop("model"), strict=True)
     if optimizer is not None:
         optimizer.load_state_dict(loaded.pop("optimizer"))

@@ -8,7 +8,8 @@ inside ``iter_XXXXXXX.partial`` before the rename (with ``--async-save``, once t
 writers are done). Whatever the optimizer format, a rank's shards are its ``__RANK_*.distcp``
 files, so the manifest covers every file. At load every rank verifies a disjoint subset
 of the files and the failures are gathered, so all ranks raise the same error. A checkpoint
-written before manifests existed is loaded with a warning.
+without a manifest (deleted, or written elsewhere) loads only with
+``--allow-unverified-checkpoint``; a manifest that is malformed or leaves a file out is refused.
 
 The hash is xxHash3-128 (about 11 GB/s per core, so reading the page-cached shards costs more
 than hashing them); ``benchmarks/bench_checkpoint_checksums.py`` measures the cost at save and load.
@@ -109,22 +110,82 @@ def _check(ckpt_dir: Path, name: str, entry: dict, algorithm: str) -> str | None
     return None
 
 
-def verify_manifest(ckpt_dir: Path) -> list[str]:
-    """Collective: every rank checks a disjoint share of the files; returns all problems."""
+class ManifestProblem(ValueError):
+    """A missing, malformed or incomplete manifest; the message names the file."""
+
+
+UNVERIFIED_FLAG = "--allow-unverified-checkpoint"
+
+
+def read_manifest(ckpt_dir: Path) -> tuple[str, dict[str, dict]] | None:
+    """(algorithm, {file name: {"size", "digest"}}) of ``ckpt_dir``'s manifest; None when there
+    is none. Raises :class:`ManifestProblem` for a malformed one or one that leaves a file of the
+    checkpoint out (a deleted entry must not turn its file into an unchecked one)."""
     path = ckpt_dir / MANIFEST
-    rank, world = _rank_world()
     if not path.is_file():
-        if rank == 0:
-            logger.warning(
-                "%s: no %s (saved by an older version): not verified", ckpt_dir, MANIFEST
-            )
-        return []
+        return None
     try:
-        manifest = json.loads(path.read_text())
-        files, algorithm = manifest["files"], manifest["algorithm"]
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise ManifestProblem(f"{path}: unreadable manifest ({err})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    algorithm = manifest.get("algorithm") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not isinstance(algorithm, str):
+        raise ManifestProblem(f"{path}: malformed manifest (needs 'algorithm' and 'files')")
+    try:
         _new_hash(algorithm)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [f"{path}: unreadable manifest ({err})"]
+    except (ValueError, ImportError) as err:
+        raise ManifestProblem(f"{path}: {err}") from None
+    for name, entry in files.items():
+        if (
+            not name
+            or "/" in name
+            or name in (".", "..", MANIFEST)
+            or not isinstance(entry, dict)
+            or type(entry.get("size")) is not int
+            or entry["size"] < 0
+            or not isinstance(entry.get("digest"), str)
+        ):
+            raise ManifestProblem(f"{path}: malformed entry {name!r}")
+    on_disk = {p.name for p in ckpt_dir.iterdir() if p.is_file() and p.name != MANIFEST}
+    unlisted = sorted(on_disk - files.keys() - {MANIFEST + ".tmp"})
+    if unlisted:
+        more = f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""
+        raise ManifestProblem(f"{ckpt_dir / unlisted[0]}: not listed in {path}{more}")
+    return algorithm, files
+
+
+def manifest_problem(ckpt_dir: Path, allow_unverified: bool = False) -> str | None:
+    """One line saying why ``ckpt_dir`` cannot be verified (None: it can, or may go unverified).
+
+    Every checkpoint this version writes (and every HF import) carries a manifest, so a missing
+    one means it was deleted or the checkpoint comes from elsewhere: loading it unchecked takes
+    an explicit ``--allow-unverified-checkpoint``.
+    """
+    try:
+        found = read_manifest(ckpt_dir)
+    except ManifestProblem as err:
+        return str(err)
+    if found is None and not allow_unverified:
+        return (
+            f"{ckpt_dir / MANIFEST}: missing, so the checkpoint's files cannot be verified; "
+            f"load it unverified with {UNVERIFIED_FLAG}"
+        )
+    return None
+
+
+def verify_manifest(ckpt_dir: Path, allow_unverified: bool = False) -> list[str]:
+    """Collective: every rank checks a disjoint share of the files; returns all problems."""
+    rank, world = _rank_world()
+    problem = manifest_problem(ckpt_dir, allow_unverified)
+    if problem:
+        return [problem]
+    found = read_manifest(ckpt_dir)
+    if found is None:
+        if rank == 0:
+            logger.warning("%s: no %s: loaded unverified (%s)", ckpt_dir, MANIFEST, UNVERIFIED_FLAG)
+        return []
+    algorithm, files = found
     names = sorted(files)
     problems = [
         msg

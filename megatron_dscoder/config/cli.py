@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -126,13 +127,14 @@ def base_run(
     """The recipe the flags apply to: ``--model``'s, or the one of the ``--load`` checkpoint's
     architecture (read by ``checkpoint_metadata``); the tokenizer's vocabulary; the 16K stage
     when asked."""
+    loaded = getattr(args, "load", None)
+    meta = checkpoint_metadata(loaded) if loaded and checkpoint_metadata is not None else None
     if args.model is not None:
         try:
             run = recipes.pretrain(args.model)
         except KeyError as err:
             raise ConfigError(err.args[0]) from None
-    elif getattr(args, "load", None) and checkpoint_metadata is not None:
-        meta = checkpoint_metadata(args.load)
+    elif loaded and checkpoint_metadata is not None:
         if meta is None:
             raise ConfigError(f"--model omitted and no checkpoint under --load {args.load}")
         model = meta.get("model")
@@ -144,12 +146,11 @@ def base_run(
         from megatron_dscoder.tokenizer import load_tokenizer, vocab_size
 
         tokens = vocab_size(load_tokenizer(args.tokenizer_model))
-        loaded = getattr(args, "load", None)
-        meta = checkpoint_metadata(loaded) if loaded and checkpoint_metadata else None
         check_tokenizer_fits(args, tokens, meta)
         if args.model is not None:
             run = dataclasses.replace(run, arch=with_vocab_size(run.arch, tokens))
     if args.stage == "extend-context":
+        _refuse_extended(loaded, meta)
         run = recipes.extend_context(run)
     elif args.stage == "sft":
         run = recipes.sft(run)
@@ -177,6 +178,20 @@ def check_tokenizer_fits(
         raise ConfigError(
             f"{where}, but --load {args.load} was trained with a {arch.vocab_size}-token "
             "tokenizer; pass that tokenizer, or --allow-vocab-mismatch to train anyway"
+        )
+
+
+def _refuse_extended(load: str | None, meta: dict[str, Any] | None) -> None:
+    """``--stage extend-context`` from a checkpoint whose RoPE is already scaled (``meta``: what
+    the latest checkpoint under ``--load`` records): say so (the recipe would otherwise fail on
+    the sequence length, or extend the 16K model again)."""
+    arch = (meta or {}).get("arch") or {}
+    factor = arch.get("seq_len_interpolation_factor") if isinstance(arch, dict) else None
+    if factor is not None:
+        raise ConfigError(
+            f"--load {load}: already context-extended (RoPE base {arch.get('rotary_base')}, "
+            f"interpolation x{factor:g}); --stage extend-context starts from a 4K pretraining "
+            "checkpoint"
         )
 
 
@@ -223,8 +238,14 @@ def parse(
             args, "pipeline_model_parallel_size", 1
         )
     try:
-        if args.gpu_memory_gib <= 0 or not 0 < args.assumed_efficiency <= 1:
-            raise ConfigError("--gpu-memory-gib must be > 0 and --assumed-efficiency in (0, 1]")
+        if not (math.isfinite(args.gpu_memory_gib) and args.gpu_memory_gib > 0):
+            raise ConfigError(
+                f"--gpu-memory-gib must be a finite number > 0, got {args.gpu_memory_gib}"
+            )
+        if not 0 < args.assumed_efficiency <= 1:  # NaN fails this too
+            raise ConfigError(
+                f"--assumed-efficiency must be in (0, 1], got {args.assumed_efficiency}"
+            )
         run = config_from_args(args, world_size, checkpoint_metadata)
     except (ValueError, OSError) as err:
         parser.error(str(err))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import MISSING, field, fields
 from typing import Any
@@ -47,12 +48,13 @@ def flag(name: str) -> str:
 
 
 def require_positive(obj: object, *names: str, allow_zero: bool = False) -> None:
-    """Raise :class:`ConfigError` for the first of ``names`` that is not > 0 (or >= 0)."""
+    """Raise :class:`ConfigError` for the first of ``names`` that is not a finite number > 0 (or
+    >= 0): NaN and infinity are refused too."""
     for name in names:
         value = getattr(obj, name)
         if value is None:
             continue
-        if value < 0 or (value == 0 and not allow_zero) or value != value:  # NaN too
+        if value < 0 or (value == 0 and not allow_zero) or not math.isfinite(value):
             bound = ">= 0" if allow_zero else "> 0"
             raise ConfigError(f"{flag(name)} must be {bound}, got {value}")
 

@@ -191,6 +191,8 @@ class TrainConfig:
     exit_interval: int | None = opt(None, "checkpoint and exit when the iteration is a multiple")
     inject_nonfinite_loss_iters: tuple[int, ...] = opt((), hidden=True)
     """Fault injection for tests: these iterations get a NaN loss (and NaN gradients)."""
+    inject_nonfinite_grad_iters: tuple[int, ...] = opt((), hidden=True)
+    """Fault injection for tests: one NaN gradient element on rank 0 (the loss stays finite)."""
     exit_signal_handler: bool = opt(
         False, "on SIGTERM: checkpoint at the next iteration on all ranks and exit 0"
     )
@@ -279,6 +281,9 @@ class CheckpointConfig:
         "save the distributed optimizer's state so that it loads at any TP/PP (default: "
         "dp_reshardable, which loads at any DP size but only at the saving TP/PP); gathers "
         "each TP x PP shard's state on one rank per DP group",
+    )
+    allow_unverified_checkpoint: bool = opt(
+        False, "load a --load checkpoint that has no checksum manifest (checksums.json)"
     )
 
     def __post_init__(self) -> None:

@@ -176,6 +176,10 @@ def to_hf(
     try:
         meta = checkpointing.read_checkpoint_metadata(ckpt_dir)
         checkpointing.verify_checkpoint(ckpt_dir)
+        # A manifest, when there is one, is enforced (a corrupted or unlisted file is refused).
+        problems = checksums.verify_manifest(ckpt_dir, allow_unverified=True)
+        if problems:
+            raise checkpointing.CheckpointError(problems[0])
         arch = ModelArch(**meta["arch"])
         reader = CheckpointReader(ckpt_dir, arch)
     except (checkpointing.CheckpointError, CheckpointFormatError, KeyError, TypeError) as err:

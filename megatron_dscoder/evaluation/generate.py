@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from megatron_dscoder.config.arg_types import check_model_dir, read_text_file
 from megatron_dscoder.config.flags import (
     ConfigError,
     OneLineParser,
@@ -199,8 +200,8 @@ class Generator:
         return self.text_after(self.fim_prompt_ids(prefix, suffix), **options)
 
 
-def _text(value: str | None, path: str | None) -> str | None:
-    return Path(path).read_text() if path is not None else value
+def _text(value: str | None, path: str | None, flag: str = "--prompt-file") -> str | None:
+    return read_text_file(path, flag) if path is not None else value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,8 +287,8 @@ def prepare(argv: list[str] | None) -> tuple[Request, Generator]:
     request = Request(
         config,
         _text(config.prompt, config.prompt_file),
-        _text(config.fim_prefix, config.fim_prefix_file),
-        _text(config.fim_suffix, config.fim_suffix_file),
+        _text(config.fim_prefix, config.fim_prefix_file, "--fim-prefix-file"),
+        _text(config.fim_suffix, config.fim_suffix_file, "--fim-suffix-file"),
     )
     if config.file is not None and config.repo is None:
         raise UserError("--file needs --repo DIR")
@@ -296,17 +297,21 @@ def prepare(argv: list[str] | None) -> tuple[Request, Generator]:
         if problem:
             raise UserError(problem)
         request = dataclasses.replace(
-            request, prompt=(Path(config.repo) / str(config.file)).read_text("utf-8")
+            request, prompt=read_text_file(str(Path(config.repo) / str(config.file)), "--file")
         )
     if (request.prompt is None) == (not request.infilling) or (config.chat and request.infilling):
         raise UserError("give either --prompt/--prompt-file or --fim-prefix/--fim-suffix")
+    check_model_dir(config.model)
     torch.manual_seed(config.seed)
-    gen = Generator(
-        config.model,
-        dtype=getattr(torch, config.dtype),
-        device=config.device,
-        add_bos=config.bos,
-    )
+    try:
+        gen = Generator(
+            config.model,
+            dtype=getattr(torch, config.dtype),
+            device=config.device,
+            add_bos=config.bos,
+        )
+    except OSError as err:  # a model directory without tokenizer or config: named in the message
+        raise UserError(str(err)) from None
     return request, gen
 
 

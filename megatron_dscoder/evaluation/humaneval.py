@@ -32,13 +32,15 @@ import argparse
 import json
 import os
 import random
+import secrets
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from megatron_dscoder.config.arg_types import check_model_dir
 from megatron_dscoder.config.flags import (
     ConfigError,
     OneLineParser,
@@ -103,7 +105,10 @@ def humaneval_problems(limit: int | None = None) -> list[dict]:
     return problems[:limit] if limit else problems
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
+def humaneval_program(problem: dict, completion: str, sentinel: str = "") -> str:
+    """The program the sandbox runs; with ``sentinel`` it prints that line once ``check()``
+    has returned, so a program that exits 0 before its tests ran (``os._exit(0)``) fails."""
+    done = f"print({sentinel!r}, flush=True)\n" if sentinel else ""
     return (
         problem["prompt"]
         + completion
@@ -111,7 +116,14 @@ def humaneval_program(problem: dict, completion: str) -> str:
         + problem["test"]
         + "\n"
         + f"check({problem['entry_point']})\n"
+        + done
     )
+
+
+def tests_completed(result: SandboxResult, sentinel: str) -> bool:
+    """Passed, and the tests ran to completion: HumanEval's own harness records "passed" only
+    after ``check()`` returned; here the sentinel printed after it must end the output."""
+    return result.passed and result.output.rstrip().endswith(sentinel)
 
 
 def pass_at_k(num_samples: int, correct: Sequence[int], k: int) -> float:
@@ -139,12 +151,20 @@ def evaluate_humaneval(
             )
             completion = truncate_at(raw, HUMANEVAL_STOP)
             jobs.append((problem, sample, completion))
+    sentinel = f"humaneval-tests-completed-{secrets.token_hex(8)}"
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(
             pool.map(
-                lambda job: run_sandboxed(humaneval_program(job[0], job[2]), timeout=timeout), jobs
+                lambda job: run_sandboxed(
+                    humaneval_program(job[0], job[2], sentinel), timeout=timeout
+                ),
+                jobs,
             )
         )
+    results = [
+        r if r.passed <= tests_completed(r, sentinel) else replace(r, status="failed")
+        for r in results
+    ]
     broken = [r for r in results if r.status == "error"]
     if broken:
         raise SandboxError(f"the sandbox failed, scores would be wrong: {broken[0].output[-300:]}")
@@ -199,12 +219,20 @@ def corpus_texts(path: str | Path) -> Iterable[tuple[str, str]]:
         files = [path]
     for file in files:
         if file.suffix == ".jsonl":
-            for n, line in enumerate(file.read_text("utf-8").splitlines()):
-                if line.strip():
-                    record = json.loads(line)
-                    text = record.get("content", record.get("text"))
-                    if isinstance(text, str):
-                        yield f"{file.name}:{n}", text
+            try:
+                lines = file.read_text("utf-8").splitlines()
+            except (OSError, ValueError) as err:
+                raise ValueError(f"--fim-corpus {file}: {err}") from None
+            for n, line in enumerate(lines):
+                try:
+                    record = json.loads(line) if line.strip() else {}
+                except ValueError as err:
+                    raise ValueError(f"--fim-corpus {file}, line {n + 1}: {err}") from None
+                text = (
+                    record.get("content", record.get("text")) if isinstance(record, dict) else None
+                )
+                if isinstance(text, str):
+                    yield f"{file.name}:{n}", text
         else:
             yield str(file), file.read_text("utf-8", errors="replace")
 
@@ -372,7 +400,10 @@ def run(args: EvalConfig, model: CodeModel) -> dict:
 def prepare(argv: list[str] | None, model: CodeModel | None) -> tuple[EvalConfig, CodeModel]:
     """The options, checked, and the model, loaded before any evaluation."""
     config = EvalConfig(**values_from_args(EvalConfig, build_parser().parse_args(argv)))
+    if config.fim_corpus and not Path(config.fim_corpus).exists():  # before the model loads
+        raise ConfigError(f"--fim-corpus {config.fim_corpus}: no such file or directory")
     if model is None:
+        check_model_dir(config.model)
         model = load_hf_model(
             config.model, temperature=config.temperature, dtype=config.dtype, bos=config.bos
         )

@@ -25,8 +25,9 @@ into an anonymous memory file (no pipe a descendant could hold open), rlimits on
 address space, file size, open files and processes (RLIMIT_NPROC: exact with a uid of its own),
 no new privileges, and a harness-side deadline of ``timeout`` plus a few seconds whatever
 happens. Not contained in any mode: reading world-readable files of the host (the code base,
-``/etc``), CPU/memory use up to the limits (no cgroup), and a program that exits 0 before the
-tests run (e.g. ``os._exit(0)``) counts as passed. Treat scores of hostile models accordingly.
+``/etc``), CPU/memory use up to the limits (no cgroup). A program that exits 0 before the tests
+run (e.g. ``os._exit(0)``) exits 0 here; the HumanEval harness (``humaneval.py``) counts it as
+failed: a pass needs the line it prints after ``check()`` returned.
 """
 
 from __future__ import annotations

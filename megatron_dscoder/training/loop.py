@@ -24,12 +24,13 @@ from megatron_dscoder.checkpointing.formats import SaveFormat
 from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.datasets.gpt import MicroBatchSampler, loader
 from megatron_dscoder.model.flops import MFU_CONVENTION, device_peak_tflops, flops_per_iteration
+from megatron_dscoder.runtime.manual_gc import ManualGC
+from megatron_dscoder.runtime.stopping import StopConditions
+from megatron_dscoder.training import finite
 from megatron_dscoder.training.build import params_synced
-from megatron_dscoder.training.manual_gc import ManualGC
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
 from megatron_dscoder.training.schedule import LRSchedule
-from megatron_dscoder.training.step import evaluate, train_step
-from megatron_dscoder.training.stopping import StopConditions
+from megatron_dscoder.training.step import any_rank, evaluate, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,11 @@ class Trainer:
 
     def _save(self) -> None:
         ckpt = self.run.checkpoint
+        if any_rank(not finite.weights_finite(self.model)):
+            raise NonFiniteLossError(
+                f"non-finite weights at iteration {self.state.iteration}: no checkpoint written "
+                f"(the latest under {ckpt.save} is kept)"
+            )
         path = checkpointing.save_checkpoint(
             ckpt.save,
             iteration=self.state.iteration,
@@ -210,6 +216,7 @@ class Trainer:
                 data,
                 **self._shape,
                 poison=iteration in t.inject_nonfinite_loss_iters,
+                poison_grad=iteration in t.inject_nonfinite_grad_iters,
             )
             state.iteration, state.consumed_samples = (
                 iteration,
@@ -220,8 +227,9 @@ class Trainer:
                 state.skipped_iterations += 1
                 nonfinite_in_row += 1
                 logger.warning(
-                    "iteration %d: non-finite loss, update skipped (%d in a row)",
+                    "iteration %d: non-finite %s, update skipped (%d in a row)",
                     iteration,
+                    result.reason,
                     nonfinite_in_row,
                 )
                 if nonfinite_in_row >= t.max_nonfinite_iters:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megatron_dscoder.checkpointing import checkpoint as checkpointing
-from megatron_dscoder.checkpointing import outputs
+from megatron_dscoder.checkpointing import checksums, outputs
 from megatron_dscoder.config.run import ConfigError, RunConfig
 from megatron_dscoder.data.indexed import check_prefix
 from megatron_dscoder.datasets.gpt import check_bos, check_splits, parse_blend
 from megatron_dscoder.datasets.sft import check_sft_prefix
 from megatron_dscoder.model.build import have_transformer_engine
+from megatron_dscoder.training import stages
 from megatron_dscoder.training.loop import TrainState
 
 logger = logging.getLogger(__name__)
@@ -89,10 +90,14 @@ def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
     ckpt = run.checkpoint
     if not ckpt.load:
         return run, None
-    if ckpt.finetune and ckpt.save and checkpointing.find_latest_checkpoint(ckpt.save):
+    own = ckpt.finetune and ckpt.save and checkpointing.find_latest_checkpoint(ckpt.save)
+    if own:  # the stage's own checkpoint, or refused: never a base's taken for the stage's
+        stages.check_resume(
+            checkpointing.read_checkpoint_metadata(own), run, own, not ckpt.no_load_optim
+        )
         ckpt = dataclasses.replace(ckpt, finetune=False, load=ckpt.save)
         run = dataclasses.replace(run, checkpoint=ckpt)
-        logger.info("resuming the interrupted stage from %s", ckpt.save)
+        logger.info("resuming the interrupted %s stage from %s", stages.run_stage(run), own)
     path = checkpointing.find_latest_checkpoint(ckpt.load)
     if path is None:
         if ckpt.finetune or ckpt.load != ckpt.save:
@@ -100,8 +105,13 @@ def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
         logger.info("no checkpoint under %s yet: starting from scratch", ckpt.load)
         return run, None
     checkpointing.verify_checkpoint(path)
+    problem = checksums.manifest_problem(path, ckpt.allow_unverified_checkpoint)
+    if problem:
+        raise checkpointing.CheckpointError(problem)
     meta = checkpointing.read_checkpoint_metadata(path)
     checkpointing.check_architecture(meta, run.arch, path)
+    if not ckpt.finetune:
+        stages.check_resume(meta, run, path, not ckpt.no_load_optim)
     if not (ckpt.finetune or ckpt.no_load_optim):
         par = run.parallel
         checkpointing.check_optimizer_layout(
@@ -135,6 +145,7 @@ def restore(start: Start, model: list, optimizer) -> TrainState:  # noqa: ANN001
         model=model,
         optimizer=None if weights_only else optimizer,
         load_rng=not (ckpt.finetune or ckpt.no_load_rng),
+        allow_unverified=ckpt.allow_unverified_checkpoint,
     )
     if ckpt.finetune:
         logger.info("fine-tuning from the weights of %s; counters reset", path)

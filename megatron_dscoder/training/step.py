@@ -5,8 +5,9 @@ The loss is a per-token mean over the whole global batch: each micro-batch retur
 global token count (``calculate_per_token_loss``). Pad and masked tokens therefore never dilute
 the loss, and every DP/PP layout computes the same number as one process does.
 
-A NaN/inf loss anywhere is agreed on by all ranks (one tiny all-reduce) and the update is skipped,
-so one bad batch never reaches the weights.
+A NaN/inf loss or gradient anywhere is agreed on by all ranks (one tiny all-reduce) and the update
+is skipped, so one bad batch never reaches the weights (``training/finite.py``: megatron-core
+skips on non-finite gradients only with fp16's loss scaler).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from megatron.core.optimizer import MegatronOptimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_batch_on_this_cp_rank
 
+from megatron_dscoder.training import finite
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -29,6 +32,8 @@ class StepResult:
     lm_loss: float | None
     grad_norm: float
     skipped: bool
+    reason: str = ""
+    """Why the update was skipped: "loss" or "gradient" (non-finite)."""
 
 
 def loss_func(
@@ -93,7 +98,8 @@ def _global_batch(
     return _loss_sums(losses)
 
 
-def _any_rank(flag: bool) -> bool:
+def any_rank(flag: bool) -> bool:
+    """Collective: ``flag`` is true on at least one rank."""
     device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
@@ -109,6 +115,7 @@ def train_step(
     seq_length: int,
     micro_batch_size: int,
     poison: bool = False,
+    poison_grad: bool = False,
 ) -> StepResult:
     """Forward and backward over all micro-batches, then one optimizer update (unless NaN/inf)."""
     for chunk in model:
@@ -124,10 +131,16 @@ def train_step(
         micro_batch_size=micro_batch_size,
     )
     lm_loss = None if sums is None else float(sums[0] / sums[1].clamp(min=1))
-    nonfinite = lm_loss is not None and not torch.isfinite(torch.tensor(lm_loss))
-    if _any_rank(nonfinite):
-        return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True)
-    _, grad_norm, _ = optimizer.step()
+    if poison_grad and torch.distributed.get_rank() == 0:
+        finite.poison_grads(model)
+    bad_loss = lm_loss is not None and not torch.isfinite(torch.tensor(lm_loss))
+    if any_rank(bad_loss):
+        return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True, reason="loss")
+    if any_rank(not finite.grads_finite(model)):
+        return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True, reason="gradient")
+    success, grad_norm, _ = optimizer.step()
+    if not success:  # fp16's loss scaler found inf/NaN gradients and skipped the update itself
+        return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True, reason="gradient")
     return StepResult(lm_loss=lm_loss, grad_norm=float(grad_norm or 0.0), skipped=False)
 
 

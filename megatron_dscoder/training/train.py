@@ -77,8 +77,11 @@ def work(launch: Launch, *, keep_process_group: bool = False) -> int:
             launch.run, launch.args.gpu_memory_gib, launch.args.assumed_efficiency
         )
 
+    import torch
+
     from megatron_dscoder.datasets.gpt import build_train_valid
     from megatron_dscoder.parallel import distributed
+    from megatron_dscoder.runtime import exit_marker
     from megatron_dscoder.training.build import (
         build_model_chunks,
         build_optimizer,
@@ -100,7 +103,11 @@ def work(launch: Launch, *, keep_process_group: bool = False) -> int:
         description = {**run_metadata(run), "save": run.checkpoint.save}
         sinks = sinks_for(run.logging, description) if distributed.is_logging_rank() else []
         metrics = MetricsLogger(sinks)
-        Trainer(run, model, optimizer, datasets, metrics, state, launch.started).train()
+        final = Trainer(run, model, optimizer, datasets, metrics, state, launch.started).train()
+        if metrics is not None:
+            metrics.close()
+            metrics = None
+        exit_marker.record(final.iteration, torch.distributed.get_rank())
     finally:
         if metrics is not None:
             metrics.close()

@@ -58,10 +58,13 @@ def test_manifest_names_the_flipped_file(tmp_path):
     ]
 
 
-def test_manifest_absent_warns_and_passes(tmp_path, caplog):
+def test_manifest_absent_is_refused_unless_allowed(tmp_path, caplog):
+    (problem,) = checksums.verify_manifest(tmp_path)
+    assert problem.startswith(f"{tmp_path / 'checksums.json'}: missing")
+    assert "--allow-unverified-checkpoint" in problem
     with caplog.at_level(logging.WARNING):
-        assert checksums.verify_manifest(tmp_path) == []
-    assert "no checksums.json" in caplog.text
+        assert checksums.verify_manifest(tmp_path, allow_unverified=True) == []
+    assert "no checksums.json: loaded unverified" in caplog.text
 
 
 def test_crafted_metadata_is_refused_unrun(tmp_path):

@@ -87,6 +87,11 @@ def _first_cases(tmp, good) -> dict[str, str]:
         f"--save {tmp / 'exit_ckpt'} --metrics-jsonl {tmp / 'exit.jsonl'}",
         "nan_no_save": f"{BASE} --mock-data --train-iters 3 --inject-nonfinite-loss-iters 1 2 "
         "--max-nonfinite-iters 2",
+        # A finite loss with a NaN gradient element (on one rank): skipped and counted.
+        "nan_grad": f"{BASE} --mock-data --train-iters 4 --inject-nonfinite-grad-iters 2 "
+        f"--metrics-jsonl {tmp / 'nan_grad.jsonl'}",
+        "nan_grad_stop": f"{BASE} --mock-data --train-iters 6 --inject-nonfinite-grad-iters 2 3 "
+        f"--max-nonfinite-iters 2 --save {tmp / 'grad_ckpt'}",
     }
 
 
@@ -116,6 +121,7 @@ def _second_cases(tmp, good, token_corpus) -> tuple[dict[str, str], dict]:
     crafted = pickle.dumps(Payload(tmp / "PWNED"))
     (tmp / "crafted" / "iter_0000002" / ".metadata").write_bytes(crafted)
     (tmp / "legacy" / "iter_0000002" / "checksums.json").unlink()
+    stage_cases = _stage_cases(tmp, good, token_corpus)
     cases = {
         "truncated_ckpt": f"{BASE} --mock-data --train-iters 3 --load {truncated} "
         f"--save {truncated}",
@@ -128,12 +134,115 @@ def _second_cases(tmp, good, token_corpus) -> tuple[dict[str, str], dict]:
         "flipped_shard": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'flipped'}",
         "crafted_metadata": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'crafted'}",
         "legacy_no_manifest": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'legacy'}",
+        "legacy_allowed": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'legacy'} "
+        "--allow-unverified-checkpoint",
+        **stage_cases,
         "foreign_save": f"{BASE} --mock-data --train-iters 1 --save {good}",
         "few_documents": f"{BASE} {data} {few} --train-iters 2 --eval-interval 1 "
         f"--metrics-jsonl {tmp / 'few.jsonl'}",
         "train_split_empty": f"{BASE} {data} {few} --train-iters 2 --split 0,100,0",
     }
     return cases, {"_before": before, "_shard": shard}
+
+
+def _stage_cases(tmp, good, token_corpus) -> dict[str, str]:
+    """A stage saved into its base's directory, other precisions, damaged manifests."""
+    from megatron_dscoder.checkpointing import checksums
+    from megatron_dscoder.instruct.encode import write_sft
+    from megatron_dscoder.tokenizer import load_tokenizer
+    from tests.training.sft_helpers import instruction_set
+
+    tok = token_corpus["tokenizer"]
+    write_sft(instruction_set()[:4], load_tokenizer(tok), str(tmp / "sft_set"))
+    for name in ("stage_base", "no_entry", "nan_adam", "damaged"):
+        shutil.copytree(good, tmp / name)
+    damaged = tmp / "damaged" / "iter_0000002"
+    (damaged / "checksums.json").unlink()
+    tail = sorted(damaged.glob("*.distcp"))[0]
+    with open(tail, "r+b") as f:  # the zip directory at the end of a shard
+        f.seek(tail.stat().st_size - 64)
+        f.write(bytes(64))
+    manifest = tmp / "no_entry" / "iter_0000002" / "checksums.json"
+    entries = json.loads(manifest.read_text())
+    shard = sorted((tmp / "no_entry" / "iter_0000002").glob("*.distcp"))[0]
+    del entries["files"][shard.name]
+    manifest.write_text(json.dumps(entries))
+    # NaN bytes in the middle of the largest shard (Adam state), manifest removed: the weights
+    # turn NaN after one update; no checkpoint may be written from them.
+    nan_dir = tmp / "nan_adam" / "iter_0000002"
+    big = max(nan_dir.glob("*.distcp"), key=lambda p: p.stat().st_size)
+    with open(big, "r+b") as f:
+        f.seek(big.stat().st_size // 2)
+        f.write(b"\xff" * 256)
+    (nan_dir / "checksums.json").unlink()
+    assert checksums.verify_manifest(tmp / "stage_base" / "iter_0000002") == []
+    base, sft_data = tmp / "stage_base", f"--data-path {tmp / 'sft_set'} --tokenizer-model {tok}"
+    return {
+        "extend_into_base": f"--stage extend-context --mock-data --global-batch-size 4 "
+        f"--train-iters 4 --load {base} --save {base} --keep-checkpoints 1",
+        "sft_into_base": f"--stage sft {sft_data} --global-batch-size 4 --train-iters 4 "
+        "--lr-warmup-iters 0 "
+        f"--load {base} --save {base} --keep-checkpoints 1",
+        "other_precision": f"{BASE} --mock-data --train-iters 3 --bf16 --load {base} --save {base}",
+        "missing_entry": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'no_entry'}",
+        "damaged_unverified": f"{BASE} --mock-data --train-iters 3 --load {tmp / 'damaged'} "
+        "--allow-unverified-checkpoint",
+        "nan_weights": f"{BASE} --mock-data --train-iters 5 --load {tmp / 'nan_adam'} "
+        f"--allow-unverified-checkpoint --max-nonfinite-iters 1 --save {tmp / 'nan_fresh'}",
+    }
+
+
+def test_nan_gradient_skips_the_update_and_is_counted(outcomes):
+    assert outcomes["nan_grad"]["status"] == "ok"
+    by_it = {r["iteration"]: r for r in read_jsonl(outcomes["_tmp"] / "nan_grad.jsonl")}
+    assert math.isfinite(by_it[2]["lm_loss"]) and by_it[2]["grad_norm"] is None
+    assert by_it[2]["skipped_iterations"] == 1 and by_it[4]["skipped_iterations"] == 1
+    assert all(math.isfinite(by_it[i]["lm_loss"]) for i in (3, 4))
+    assert all(math.isfinite(by_it[i]["grad_norm"]) for i in (1, 3, 4))
+    res = outcomes["nan_grad_stop"]
+    assert res["status"] == "error" and "2 consecutive non-finite" in res["message"]
+    root = outcomes["_tmp"] / "grad_ckpt"
+    assert (root / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+
+
+def test_no_checkpoint_is_written_from_nonfinite_weights(outcomes):
+    res = outcomes["nan_weights"]
+    assert res["status"] == "error", res
+    assert "non-finite weights at iteration" in res["message"]
+    assert "no checkpoint written" in res["message"]
+    fresh = outcomes["_tmp"] / "nan_fresh"
+    assert not list(fresh.glob("iter_*")) if fresh.exists() else True
+
+
+def test_a_stage_refuses_its_bases_directory_and_prunes_nothing(outcomes):
+    base = outcomes["_tmp"] / "stage_base"
+    for case, stage in (("extend_into_base", "extend-context"), ("sft_into_base", "sft")):
+        res = outcomes[case]
+        assert res["status"] == "error" and "StageMismatch" in res["message"], res
+        assert f"a checkpoint of stage pretrain, not of this {stage} run" in res["message"]
+        assert str(base / "iter_0000002" / "run_config.json") in res["message"]
+    assert sorted(p.name for p in base.glob("iter_*")) == ["iter_0000002"]
+    assert (base / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+
+
+def test_resuming_in_another_precision_is_refused_before_the_model(outcomes):
+    res = outcomes["other_precision"]
+    assert res["status"] == "error" and "saved in fp32 (--no-bf16)" in res["message"], res
+    assert "this run is bf16 (--bf16)" in res["message"] and "--no-load-optim" in res["message"]
+
+
+def test_a_damaged_checkpoint_without_manifest_is_one_error_naming_it(outcomes):
+    res = outcomes["damaged_unverified"]
+    assert res["status"] == "error" and res["message"].startswith("CheckpointError: "), res
+    damaged = outcomes["_tmp"] / "damaged" / "iter_0000002"
+    assert f"{damaged}: cannot be loaded, corrupted? (RuntimeError: " in res["message"]
+    assert "\n" not in res["message"]
+
+
+def test_a_deleted_manifest_entry_is_refused_naming_the_file(outcomes):
+    res = outcomes["missing_entry"]
+    assert res["status"] == "error" and "not listed in" in res["message"], res
+    assert ".distcp: not listed in" in res["message"]
 
 
 def test_nan_loss_skips_the_update_and_is_counted(outcomes):
@@ -213,8 +322,11 @@ def test_crafted_metadata_is_refused_without_running_it(outcomes):
     assert not (outcomes["_tmp"] / "PWNED").exists()
 
 
-def test_checkpoint_without_manifest_still_loads(outcomes):
-    assert outcomes["legacy_no_manifest"]["status"] == "ok"
+def test_checkpoint_without_manifest_needs_the_explicit_flag(outcomes):
+    res = outcomes["legacy_no_manifest"]
+    assert res["status"] == "error" and "checksums.json: missing" in res["message"], res
+    assert "--allow-unverified-checkpoint" in res["message"]
+    assert outcomes["legacy_allowed"]["status"] == "ok"
 
 
 def test_foreign_save_directory_is_refused_before_the_model(outcomes):

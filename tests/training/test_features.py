@@ -20,9 +20,9 @@ from megatron.core.optimizer import OptimizerConfig
 from megatron_dscoder.config.cli import build_parser, config_from_args
 from megatron_dscoder.config.run import ConfigError
 from megatron_dscoder.model.build import transformer_config
+from megatron_dscoder.runtime.manual_gc import ManualGC
 from megatron_dscoder.training.build import ONE_BUCKET, bucket_size, build_transformer_config
 from megatron_dscoder.training.features import Kernels, log_features, resolve
-from megatron_dscoder.training.manual_gc import ManualGC
 
 CPU = Kernels(cuda=False, transformer_engine=False, apex_wgrad=False)
 GPU_TE_APEX = Kernels(cuda=True, transformer_engine=True, apex_wgrad=True, te_importable=True)

@@ -18,6 +18,7 @@ do, at another TP or without the distributed optimizer. All runs are the real CL
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,8 @@ def runs(tmp_path_factory):
     args = [str(out)]
     for name in sorted(set(REFERENCE.values())):
         args += [f"full_{name}", f"{COMMON} {LAYOUTS[name]}"]
+    # A NaN gradient element on rank 0 only (finite loss): every rank skips the same update.
+    args += ["nan_grad_tp2", f"{COMMON} {LAYOUTS['tp2']} --inject-nonfinite-grad-iters 3"]
     torchrun(2, WORKERS / "layouts.py", *args)  # uninterrupted references, one launch
     killed_at, tracker = {}, {}
     for name, flags in LAYOUTS.items():
@@ -193,3 +196,13 @@ def test_sigterm_checkpoints_the_next_iteration_exits_0_and_resumes_bitwise(runs
     full, resumed = losses(out / "full_tp2.jsonl"), losses(out / "resumed_term.jsonl")
     assert sorted(resumed) == list(range(1, ITERS + 1))
     assert resumed == full
+
+
+def test_nan_gradient_on_one_rank_skips_the_update_on_all(runs):
+    out, _, _ = runs
+    records = {r["iteration"]: r for r in read_jsonl(out / "nan_grad_tp2.jsonl")}
+    reference = losses(out / "full_tp2.jsonl")
+    assert [records[i]["lm_loss"] for i in (1, 2, 3)] == [reference[i] for i in (1, 2, 3)]
+    assert records[3]["grad_norm"] is None and records[3]["skipped_iterations"] == 1
+    assert records[4]["lm_loss"] != reference[4]  # the update of iteration 3 was not applied
+    assert math.isfinite(records[4]["lm_loss"]) and math.isfinite(records[4]["grad_norm"])

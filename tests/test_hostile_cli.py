@@ -1,0 +1,226 @@
+"""Generated argument vectors for the entry points: exit 0, or one line and exit 1/2, never a
+traceback (hypothesis).
+
+Each example runs the entry point's parser and validation in-process, up to the point where real
+work would start: ``dscoder-pretrain`` through :func:`config.cli.parse` (and the planner for
+``--dry-run``), ``dscoder-generate`` and ``dscoder-eval-humaneval`` against a model directory
+without a tokenizer (their last check), ``dscoder-convert`` against missing or empty sources.
+
+The number of examples comes from a settings profile chosen by ``DSCODER_FUZZ_PROFILE``: ``ci``
+(the default, a few seconds inside ``make test``) or ``fuzz`` (``make fuzz``, minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+settings.register_profile(
+    "fuzz", max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("DSCODER_FUZZ_PROFILE", "ci"))
+
+HOSTILE = ["-1", "0", "0.5", "nan", "inf", "-inf", "1e309", "", "abc", "-0"]
+NUMBERS = ["1", "2", "4", "8"] * 4 + HOSTILE
+"""Mostly valid values, so that vectors also get past the first check."""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("hostile")
+    model = root / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"")
+    pickled = root / "pickled"
+    pickled.mkdir()
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+    latin1 = root / "latin1.py"
+    latin1.write_bytes("# caf\xe9\n".encode("latin-1"))
+    utf8 = root / "ok.py"
+    utf8.write_text("def f():\n    return 1\n")
+    (root / "afile").write_text("")
+    return {
+        "model": str(model),
+        "pickled": str(pickled),
+        "latin1": str(latin1),
+        "utf8": str(utf8),
+        "empty_dir": str(tmp_path_factory.mktemp("empty")),
+        "missing": str(root / "missing"),
+        "under_file": str(root / "afile" / "x"),
+    }
+
+
+def _paths(files: dict[str, str]) -> st.SearchStrategy[str]:
+    return st.sampled_from(sorted(files.values()))
+
+
+def _argv(flags: dict[str, st.SearchStrategy[str] | None]) -> st.SearchStrategy[list[str]]:
+    """A list of flags (each with a value from its strategy, or alone when None)."""
+
+    def one(name: str) -> st.SearchStrategy[list[str]]:
+        values = flags[name]
+        return st.just([name]) if values is None else values.map(lambda v: [name, v])
+
+    pairs = st.lists(st.sampled_from(sorted(flags)).flatmap(one), max_size=4)
+    return pairs.map(lambda ps: [token for pair in ps for token in pair])
+
+
+def _outcome(call) -> tuple[int, str]:  # noqa: ANN001
+    """(exit status, stderr) of ``call()``; any other exception fails the example."""
+    err, environ = io.StringIO(), dict(os.environ)  # dscoder-convert hides CUDA devices
+    import torch
+
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        torch.random.fork_rng(devices=[]),  # dscoder-generate seeds torch's generator
+    ):
+        try:
+            code = call()
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+    return (0 if code is None else code), err.getvalue()
+
+
+def _check(code: int, err: str) -> None:
+    event(f"exit {code}")  # shown by --hypothesis-show-statistics
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in err, err
+    if code:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1, err
+
+
+def test_pretrain(files):
+    from megatron_dscoder.config import cli
+    from megatron_dscoder.training import planner
+
+    num = st.sampled_from(NUMBERS)
+    flags = {
+        "--model": st.sampled_from(["debug", "1.3b", "33b", "nope", ""]),
+        "--stage": st.sampled_from(["pretrain", "extend-context", "sft", "x"]),
+        "--train-iters": num,
+        "--global-batch-size": num,
+        "--micro-batch-size": num,
+        "--seq-length": num,
+        "--lr": num,
+        "--min-lr": num,
+        "--clip-grad": num,
+        "--adam-beta2": num,
+        "--max-nonfinite-iters": num,
+        "--keep-checkpoints": num,
+        "--save-interval": num,
+        "--exit-duration-in-mins": num,
+        "--tensor-model-parallel-size": num,
+        "--pipeline-model-parallel-size": num,
+        "--gpu-memory-gib": num,
+        "--assumed-efficiency": num,
+        "--split": st.sampled_from(["99,1,0", "0,0,0", "a,b", "-1,2,0", "nan,1,1"]),
+        "--load": _paths(files),
+        "--data-path": _paths(files),
+        "--tokenizer-model": _paths(files),
+        "--dry-run": None,
+        "--bf16": None,
+        "--allow-unverified-checkpoint": None,
+    }
+
+    base = ["--model", "debug", "--mock-data", "--train-iters", "4", "--global-batch-size", "8"]
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        def call() -> int:
+            args, config = cli.parse(base + argv, 1)
+            if args.dry_run:
+                return planner.dry_run(config, args.gpu_memory_gib, args.assumed_efficiency)
+            return 0
+
+        _check(*_outcome(call))
+
+    run()
+
+
+def test_generate(files):
+    from megatron_dscoder.evaluation import generate
+
+    num = st.sampled_from(NUMBERS)
+    flags = {
+        "--model": _paths(files),
+        "--prompt": st.text(max_size=8),
+        "--prompt-file": _paths(files),
+        "--fim-prefix-file": _paths(files),
+        "--fim-suffix": st.text(max_size=8),
+        "--max-new-tokens": num,
+        "--temperature": num,
+        "--top-p": num,
+        "--seed": num,
+        "--chat": None,
+    }
+
+    base = ["--model", files["model"]]
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        _check(*_outcome(lambda: generate.main(base + argv)))
+
+    run()
+
+
+def test_eval_humaneval(files):
+    from megatron_dscoder.evaluation import humaneval
+
+    num = st.sampled_from(NUMBERS)
+    flags = {
+        "--model": _paths(files),
+        "--tasks": st.sampled_from(["humaneval", "fim", "humaneval,fim", "x", ""]),
+        "--limit": num,
+        "--samples": num,
+        "--temperature": num,
+        "--max-new-tokens": num,
+        "--timeout": num,
+        "--workers": num,
+        "--fim-corpus": _paths(files),
+        "--fim-lines-per-file": num,
+        "--fim-max-examples": num,
+    }
+
+    base = ["--model", files["model"]]
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        _check(*_outcome(lambda: humaneval.main(base + argv)))
+
+    run()
+
+
+def test_convert(files):
+    from megatron_dscoder.convert import cli
+
+    num = st.sampled_from(NUMBERS)
+    flags = {
+        "--load": st.sampled_from([files["missing"], files["empty_dir"], files["pickled"]]),
+        "--save": _paths(files),
+        "--tensor-model-parallel-size": num,
+        "--pipeline-model-parallel-size": num,
+        "--logits-tolerance": num,
+        "--max-shard-size-gb": num,
+        "--dtype": st.sampled_from(["float32", "bfloat16", "int8"]),
+    }
+    direction = st.sampled_from([["to-hf"], ["from-hf"], ["sideways"], []])
+    base = ["--load", files["missing"], "--save", files["missing"]]
+
+    @given(head=direction, argv=_argv(flags))
+    def run(head: list[str], argv: list[str]) -> None:
+        _check(*_outcome(lambda: cli.main([*head, *base, *argv])))
+
+    run()
