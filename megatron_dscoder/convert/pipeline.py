@@ -36,7 +36,8 @@ import torch
 
 from megatron_dscoder.checkpointing import checkpoint as checkpointing
 from megatron_dscoder.checkpointing import checksums
-from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
+from megatron_dscoder.config.run import ConfigError
+from megatron_dscoder.config.splits import split_pipeline_layers
 from megatron_dscoder.convert import ConversionError, export_files, hf
 from megatron_dscoder.convert.keymap import (
     MAPPINGS,

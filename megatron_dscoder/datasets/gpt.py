@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from megatron_dscoder.config.run import RunConfig, parse_split
+from megatron_dscoder.config.run import RunConfig
+from megatron_dscoder.config.splits import parse_split
 from megatron_dscoder.data.blend import parse_blend, split_bounds, split_tokens
 from megatron_dscoder.data.indexed import DataError, read_lengths
 from megatron_dscoder.datasets.sft import build_sft

@@ -21,7 +21,7 @@ import functools
 import numpy as np
 import torch
 
-from megatron_dscoder.config.run import parse_split
+from megatron_dscoder.config.splits import parse_split
 from megatron_dscoder.data.blend import split_bounds
 from megatron_dscoder.data.indexed import DataError, mask_prefix, read_lengths
 

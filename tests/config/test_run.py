@@ -3,7 +3,8 @@
 import pytest
 
 from megatron_dscoder.config.cli import build_parser, config_from_args
-from megatron_dscoder.config.run import ConfigError, split_pipeline_layers
+from megatron_dscoder.config.run import ConfigError
+from megatron_dscoder.config.splits import split_pipeline_layers
 
 
 def make(flags: str, world_size: int = 1):
