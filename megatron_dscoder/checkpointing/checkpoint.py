@@ -76,6 +76,7 @@ from megatron_dscoder.checkpointing.files import (  # noqa: F401 - the checkpoin
     verify_checkpoint,
 )
 from megatron_dscoder.checkpointing.formats import SaveFormat
+from megatron_dscoder.parallel.distributed import any_rank
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def _attempt(step: Any, root: Path, partial: Path, iteration: int) -> Any:  # no
         if not isinstance(err, Exception | CheckpointException):
             raise
         error = err
-    if _on_any_rank(error is not None):  # every rank raises, none waits in the next barrier
+    if any_rank(error is not None)[0]:  # every rank raises, none waits in the next barrier
         error = error or RuntimeError("another rank failed to write its part")
         raise _save_failed(error, root, partial, iteration) from error
     return result
@@ -277,13 +278,6 @@ def _complete(
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _on_any_rank(flag: bool) -> bool:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
-    return bool(value.item())
 
 
 def _disk_full(err: BaseException, root: Path) -> bool:

@@ -65,3 +65,12 @@ def destroy(keep_process_group: bool = False) -> None:
 def is_logging_rank() -> bool:
     """The last rank logs: it sits on the last pipeline stage, where the loss is known."""
     return torch.distributed.get_rank() == torch.distributed.get_world_size() - 1
+
+
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Collective over the default group: for each flag, whether it is true on at least one rank
+    (one all-reduce for all of them, so every rank takes the same branch)."""
+    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    values = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
+    return tuple(bool(v) for v in values.tolist())

@@ -19,7 +19,7 @@ import signal
 import time
 from types import FrameType
 
-import torch
+from megatron_dscoder.parallel.distributed import any_rank
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,10 @@ class StopConditions:
         if not self.enabled:
             return None
         timed_out = self._deadline is not None and time.monotonic() >= self._deadline
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        flags = torch.tensor(
-            [self._received is not None, timed_out], dtype=torch.int32, device=device
-        )
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        if flags[0]:
+        signalled, timed_out = any_rank(self._received is not None, timed_out)
+        if signalled:
             return "termination signal"
-        if flags[1]:
+        if timed_out:
             return "--exit-duration-in-mins reached"
         return None
 

@@ -24,13 +24,14 @@ from megatron_dscoder.checkpointing.formats import SaveFormat
 from megatron_dscoder.config.run import RunConfig
 from megatron_dscoder.datasets.gpt import MicroBatchSampler, loader
 from megatron_dscoder.model.flops import MFU_CONVENTION, device_peak_tflops, flops_per_iteration
+from megatron_dscoder.parallel.distributed import any_rank
 from megatron_dscoder.runtime.manual_gc import ManualGC
 from megatron_dscoder.runtime.stopping import StopConditions
 from megatron_dscoder.training import finite
 from megatron_dscoder.training.build import params_synced
 from megatron_dscoder.training.metrics import MetricsLogger, memory_stats
 from megatron_dscoder.training.schedule import LRSchedule
-from megatron_dscoder.training.step import any_rank, evaluate, train_step
+from megatron_dscoder.training.step import StepResult, evaluate, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,27 @@ def run_metadata(run: RunConfig) -> dict:
         "data": dataclasses.asdict(run.data),
         "performance": dataclasses.asdict(run.performance),
     }
+
+
+@dataclass
+class _Window:
+    """Iterations since the last log line and when they started, for per-iteration time and the
+    share of it spent waiting for data. An evaluation or a save is not counted as step time."""
+
+    start: float
+    iters: int = 0
+    wait_at_start: float = 0.0
+
+    def rates(self, wait_s: float) -> tuple[float, float]:
+        """(seconds per iteration, share of the window spent waiting for data)."""
+        elapsed = time.perf_counter() - self.start
+        return elapsed / self.iters, (wait_s - self.wait_at_start) / max(elapsed, 1e-9)
+
+    def restart(self, wait_s: float) -> None:
+        self.start, self.iters, self.wait_at_start = time.perf_counter(), 0, wait_s
+
+    def skip_pause(self) -> None:
+        self.start = time.perf_counter()
 
 
 class Trainer:
@@ -161,7 +183,7 @@ class Trainer:
 
     def _save(self) -> None:
         ckpt = self.run.checkpoint
-        if any_rank(not finite.weights_finite(self.model)):
+        if any_rank(not finite.weights_finite(self.model))[0]:
             raise NonFiniteLossError(
                 f"non-finite weights at iteration {self.state.iteration}: no checkpoint written "
                 f"(the latest under {ckpt.save} is kept)"
@@ -202,11 +224,12 @@ class Trainer:
             stop.close()
 
     def _train(self, stop: StopConditions) -> TrainState:
-        t, log_cfg, state = self.run.train, self.run.logging, self.state
-        total_samples = t.train_iters * t.global_batch_size
-        data = self._iterator(self.train_ds, state.consumed_samples, total_samples)
-        nonfinite_in_row, window_start, window_iters = 0, time.perf_counter(), 0
-        wait_at_window = 0.0
+        t, state = self.run.train, self.state
+        data = self._iterator(
+            self.train_ds, state.consumed_samples, t.train_iters * t.global_batch_size
+        )
+        window = _Window(time.perf_counter())
+        nonfinite_in_row = 0
         while state.iteration < t.train_iters:
             iteration = state.iteration + 1
             lr = self.schedule.apply(self.optimizer, iteration)
@@ -218,60 +241,73 @@ class Trainer:
                 poison=iteration in t.inject_nonfinite_loss_iters,
                 poison_grad=iteration in t.inject_nonfinite_grad_iters,
             )
-            state.iteration, state.consumed_samples = (
-                iteration,
-                (state.consumed_samples + t.global_batch_size),
-            )
-            window_iters += 1
-            if result.skipped:
-                state.skipped_iterations += 1
-                nonfinite_in_row += 1
-                logger.warning(
-                    "iteration %d: non-finite %s, update skipped (%d in a row)",
-                    iteration,
-                    result.reason,
-                    nonfinite_in_row,
-                )
-                if nonfinite_in_row >= t.max_nonfinite_iters:
-                    self._stop_on_nonfinite(nonfinite_in_row)
-            else:
-                nonfinite_in_row = 0
-            if iteration % log_cfg.log_interval == 0 or iteration == t.train_iters:
-                elapsed = time.perf_counter() - window_start
-                self._log(
-                    iteration,
-                    result,
-                    lr,
-                    elapsed / window_iters,
-                    (data.wait_s - wait_at_window) / max(elapsed, 1e-9),
-                )
-                window_start, window_iters, wait_at_window = time.perf_counter(), 0, data.wait_s
+            state.iteration = iteration
+            state.consumed_samples += t.global_batch_size
+            window.iters += 1
+            nonfinite_in_row = self._count_nonfinite(result, iteration, nonfinite_in_row)
+            if iteration % self.run.logging.log_interval == 0 or iteration == t.train_iters:
+                self._log(iteration, result, lr, *window.rates(data.wait_s))
+                window.restart(data.wait_s)
             self._gc.step(iteration)
-            if log_cfg.eval_interval and iteration % log_cfg.eval_interval == 0:
+            if self.run.logging.eval_interval and iteration % self.run.logging.eval_interval == 0:
                 self._evaluate(iteration)
-                window_start = time.perf_counter()
-            ckpt = self.run.checkpoint
-            if ckpt.async_save:  # promote the background save as soon as every rank wrote it
-                checkpointing.finalize_saves(blocking=False)
-            saved = bool(ckpt.save and ckpt.save_interval and iteration % ckpt.save_interval == 0)
+                window.skip_pause()
+            saved = self._periodic_save(iteration)
             if saved:
-                self.save()
-                window_start = time.perf_counter()
-            reason = stop.reason()  # collective: every rank stops after the same iteration
-            if t.exit_interval and iteration % t.exit_interval == 0:
-                reason = reason or "exit interval reached"
+                window.skip_pause()
+            reason = self._stop_reason(stop, iteration)
             if reason and iteration < t.train_iters:
-                if ckpt.save and not saved:
-                    self.save()
-                kept = "checkpoint saved" if ckpt.save else "nothing saved (no --save)"
-                logger.info("%s: stopping after iteration %d, %s", reason, iteration, kept)
-                return state
-        if self.run.checkpoint.save and (
-            not self.run.checkpoint.save_interval
-            or state.iteration % self.run.checkpoint.save_interval
-        ):
-            self.save()
+                return self._stop_early(reason, iteration, saved)
+        if self.run.checkpoint.save and not self._save_due(state.iteration):
+            self.save()  # the run's end, unless its last iteration was a periodic save
         return state
+
+    def _count_nonfinite(self, result: StepResult, iteration: int, in_row: int) -> int:
+        """Non-finite updates in a row after this one; stops the run at --max-nonfinite-iters."""
+        if not result.skipped:
+            return 0
+        self.state.skipped_iterations += 1
+        in_row += 1
+        logger.warning(
+            "iteration %d: non-finite %s, update skipped (%d in a row)",
+            iteration,
+            result.reason,
+            in_row,
+        )
+        if in_row >= self.run.train.max_nonfinite_iters:
+            self._stop_on_nonfinite(in_row)
+        return in_row
+
+    def _save_due(self, iteration: int) -> bool:
+        """A periodic checkpoint falls on ``iteration`` (``--save-interval``)."""
+        ckpt = self.run.checkpoint
+        return bool(ckpt.save and ckpt.save_interval and iteration % ckpt.save_interval == 0)
+
+    def _periodic_save(self, iteration: int) -> bool:
+        """Promote a finished background save, then save if one is due; whether it saved."""
+        if self.run.checkpoint.async_save:  # promoted as soon as every rank wrote it
+            checkpointing.finalize_saves(blocking=False)
+        if not self._save_due(iteration):
+            return False
+        self.save()
+        return True
+
+    def _stop_reason(self, stop: StopConditions, iteration: int) -> str | None:
+        """Why every rank stops after ``iteration`` (collective), or None to go on."""
+        reason = stop.reason()
+        exit_interval = self.run.train.exit_interval
+        if exit_interval and iteration % exit_interval == 0:
+            reason = reason or "exit interval reached"
+        return reason
+
+    def _stop_early(self, reason: str, iteration: int, saved: bool) -> TrainState:
+        """Stop before --train-iters, with a checkpoint of this iteration when there is --save."""
+        save = self.run.checkpoint.save
+        if save and not saved:
+            self.save()
+        kept = "checkpoint saved" if save else "nothing saved (no --save)"
+        logger.info("%s: stopping after iteration %d, %s", reason, iteration, kept)
+        return self.state
 
     def _stop_on_nonfinite(self, count: int) -> None:
         # Skipped updates left the weights at the last good state: keep it, then stop.

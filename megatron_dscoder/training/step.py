@@ -22,6 +22,7 @@ from megatron.core.optimizer import MegatronOptimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_batch_on_this_cp_rank
 
+from megatron_dscoder.parallel.distributed import any_rank
 from megatron_dscoder.training import finite
 
 
@@ -98,14 +99,6 @@ def _global_batch(
     return _loss_sums(losses)
 
 
-def any_rank(flag: bool) -> bool:
-    """Collective: ``flag`` is true on at least one rank."""
-    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def train_step(
     model: list[torch.nn.Module],
     optimizer: MegatronOptimizer,
@@ -134,9 +127,9 @@ def train_step(
     if poison_grad and torch.distributed.get_rank() == 0:
         finite.poison_grads(model)
     bad_loss = lm_loss is not None and not torch.isfinite(torch.tensor(lm_loss))
-    if any_rank(bad_loss):
+    if any_rank(bad_loss)[0]:
         return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True, reason="loss")
-    if any_rank(not finite.grads_finite(model)):
+    if any_rank(not finite.grads_finite(model))[0]:
         return StepResult(lm_loss=lm_loss, grad_norm=float("nan"), skipped=True, reason="gradient")
     success, grad_norm, _ = optimizer.step()
     if not success:  # fp16's loss scaler found inf/NaN gradients and skipped the update itself
