@@ -243,8 +243,9 @@ def our_batches(flags: list[str], scale: Scale):  # noqa: ANN201 - a generator o
     """The global batches our trainer consumes, in its order (read through the package)."""
     from megatron_dscoder.config import cli
     from megatron_dscoder.datasets.gpt import MicroBatchSampler, build_train_valid, loader
+    from megatron_dscoder.training.train import latest_checkpoint_metadata
 
-    _, run = cli.parse(flags, 1)
+    _, run = cli.parse(flags, 1, latest_checkpoint_metadata)  # --load names the model
     dataset, _ = build_train_valid(run, with_valid=False)
     sampler = MicroBatchSampler(
         total_samples=scale.steps * scale.global_batch_size,
