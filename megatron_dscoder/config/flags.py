@@ -54,8 +54,10 @@ def require_positive(obj: object, *names: str, allow_zero: bool = False) -> None
         value = getattr(obj, name)
         if value is None:
             continue
-        if value < 0 or (value == 0 and not allow_zero) or not math.isfinite(value):
-            bound = ">= 0" if allow_zero else "> 0"
+        bound = ">= 0" if allow_zero else "> 0"
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag(name)} must be a finite number {bound}, got {value}")
+        if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"{flag(name)} must be {bound}, got {value}")
 
 

@@ -33,11 +33,11 @@ def model_dir(tmp_path):
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        ("--max-new-tokens -1", "argument --max-new-tokens: must be >= 1, got -1"),
-        ("--max-new-tokens 0", "argument --max-new-tokens: must be >= 1, got 0"),
-        ("--temperature -1", "argument --temperature: must be >= 0, got -1"),
-        ("--temperature nan", "argument --temperature: must be a finite number, got nan"),
-        ("--top-p 0", "argument --top-p: must be in (0, 1], got 0"),
+        ("--max-new-tokens -1", "--max-new-tokens must be > 0, got -1"),
+        ("--max-new-tokens 0", "--max-new-tokens must be > 0, got 0"),
+        ("--temperature -1", "--temperature must be >= 0, got -1"),
+        ("--temperature nan", "--temperature must be a finite number >= 0, got nan"),
+        ("--top-p 0", "--top-p must be in (0, 1], got 0"),
     ],
 )
 def test_generate_numeric_flags(capsys, model_dir, flags, expected):
@@ -66,11 +66,12 @@ def test_generate_refuses_pickled_weights_without_suggesting_to_run_them(capsys,
 @pytest.mark.parametrize(
     "flags, expected",
     [
-        ("--samples 0", "argument --samples: must be >= 1, got 0"),
-        ("--timeout -1", "argument --timeout: must be > 0, got -1"),
-        ("--timeout nan", "argument --timeout: must be a finite number, got nan"),
-        ("--limit 0", "argument --limit: must be >= 1, got 0"),
-        ("--workers 0", "argument --workers: must be >= 1, got 0"),
+        ("--samples 0", "--samples must be > 0, got 0"),
+        ("--timeout -1", "--timeout must be > 0, got -1"),
+        ("--timeout nan", "--timeout must be a finite number > 0, got nan"),
+        ("--limit 0", "--limit must be > 0, got 0"),
+        ("--timeout inf", "--timeout must be a finite number > 0, got inf"),
+        ("--workers 0", "--workers must be > 0, got 0"),
         ("--tasks fim --fim-corpus /nonexistent/corpus", "--fim-corpus /nonexistent/corpus: no"),
     ],
 )

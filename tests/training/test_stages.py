@@ -11,6 +11,7 @@ import pytest
 from megatron_dscoder.checkpointing import checkpoint as checkpointing
 from megatron_dscoder.config import cli, recipes
 from megatron_dscoder.training import stages
+from megatron_dscoder.training.train import latest_checkpoint_metadata
 
 
 def _meta(run, bf16=None) -> dict:  # noqa: ANN001
@@ -62,7 +63,7 @@ def test_extending_an_extended_checkpoint_says_so(tmp_path, capsys, model):
     (ckpt / ".metadata").write_bytes(b"")
     argv = [*model, *f"--stage extend-context --load {tmp_path} --mock-data".split()]
     with pytest.raises(SystemExit) as exit_:
-        cli.parse(argv, 1)
+        cli.parse(argv, 1, latest_checkpoint_metadata)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert "already context-extended (RoPE base 100000, interpolation x4)" in err
@@ -83,7 +84,7 @@ def test_the_command_line_refuses_a_bases_directory_in_one_line(tmp_path):
         *("--load", str(tmp_path), "--save", str(tmp_path), "--keep-checkpoints", "1"),
         check=False,
     )
-    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(errors) == 1 and "a checkpoint of stage pretrain, not of this" in errors[0]
     assert [p.name for p in tmp_path.iterdir()] == ["iter_0000004"]
