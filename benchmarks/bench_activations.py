@@ -127,7 +127,7 @@ def recompute_kwargs(mode: str) -> dict:
     return {}
 
 
-def saved_bytes(model, seq: int, mbs: int, device: str) -> float:  # noqa: ANN001
+def saved_bytes(model, seq: int, mbs: int, device: str) -> float:
     """Bytes of unique non-parameter storages the decoder keeps after one forward."""
     decoder = model.decoder
     rope = model.rotary_pos_emb(seq)  # [s, 1, 1, d] fp32, shared by every layer
@@ -162,7 +162,7 @@ def saved_bytes(model, seq: int, mbs: int, device: str) -> float:  # noqa: ANN00
     return float(total)
 
 
-def measure_case(args, backend: str, dtype: str, mode: str, swiglu: str) -> dict:  # noqa: ANN001
+def measure_case(args, backend: str, dtype: str, mode: str, swiglu: str) -> dict:
     """Measured and planned bytes per token per layer for one case."""
     from megatron_dscoder.model.build import build_model, transformer_config
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=0,
     )
     if torch.distributed.get_rank() != 0:  # every rank measures; rank 0 reports
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        sys.stdout = open(os.devnull, "w")
         args.json = None
     results, skipped = [], []
     shape = (

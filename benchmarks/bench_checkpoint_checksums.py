@@ -48,7 +48,7 @@ def without_checksums():
         checksums.write_manifest, checksums.verify_manifest = write, verify
 
 
-def timed(fn) -> float:  # noqa: ANN001
+def timed(fn) -> float:
     torch.distributed.barrier()
     start = time.perf_counter()
     fn()

@@ -56,7 +56,7 @@ def _reset_peak() -> int:
     return _rss_kib("VmRSS")
 
 
-def _save_format(name: str):  # noqa: ANN202
+def _save_format(name: str):
     from megatron_dscoder.checkpointing.formats import FULLY_RESHARDABLE, SaveFormat
 
     if name == "before":

@@ -37,7 +37,7 @@ from megatron_dscoder.training.metrics import JsonlSink, MetricsLogger
 from megatron_dscoder.training.step import make_forward_step
 
 
-def bare_iteration_ms(run, model, optimizer, iters: int) -> list[float]:  # noqa: ANN001
+def bare_iteration_ms(run, model, optimizer, iters: int) -> list[float]:
     """megatron-core alone: schedule + DDP + optimizer on batches already in memory."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -67,7 +67,7 @@ def bare_iteration_ms(run, model, optimizer, iters: int) -> list[float]:  # noqa
     return times
 
 
-def ours_iteration_ms(run, model, optimizer, iters: int, workdir: Path) -> tuple[list, list]:  # noqa: ANN001
+def ours_iteration_ms(run, model, optimizer, iters: int, workdir: Path) -> tuple[list, list]:
     """megatron_dscoder's Trainer for ``iters`` iterations: (ms per iteration, data-wait share)."""
     path = workdir / f"ours-{time.monotonic_ns()}.jsonl"
     run = dataclasses.replace(run, train=dataclasses.replace(run.train, train_iters=iters))

@@ -169,7 +169,7 @@ def budget_gib(args: argparse.Namespace) -> float:
     return (1 - args.headroom) * total
 
 
-def planned_gib(run, mbs: int, gpu: bool = True) -> float:  # noqa: ANN001
+def planned_gib(run, mbs: int, gpu: bool = True) -> float:
     """The planner's peak memory per GPU for this layout (bf16 on GPU, fp32 on CPU)."""
     stages = planner.plan(run, mixed_precision=gpu)
     return max(s.total(mbs) for s in stages) / GIB
@@ -231,7 +231,7 @@ def measure(args: argparse.Namespace, argv: list[str], out: Path) -> dict:
     }
 
 
-def run_one(args: argparse.Namespace, backend: str, recompute: str, tmp: str, peak) -> dict:  # noqa: ANN001
+def run_one(args: argparse.Namespace, backend: str, recompute: str, tmp: str, peak) -> dict:
     """Plan, and unless ``--plan-only`` train, one (backend, recompute) configuration."""
     gpu = gpu_plan(args)
     if args.micro_batch_size:

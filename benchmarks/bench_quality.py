@@ -41,9 +41,9 @@ from megatron_dscoder.preprocess.stages.quality import is_generated, is_minified
 from megatron_dscoder.preprocess.stages.syntax import parse_result, supported
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_preprocess import build_corpus, run_pipeline  # noqa: E402
+from bench_preprocess import build_corpus, run_pipeline
 
-from megatron_dscoder.preprocess.tokenizer.train import (  # noqa: E402
+from megatron_dscoder.preprocess.tokenizer.train import (
     save_tokenizer_dir,
     train_tokenizer,
 )

@@ -46,7 +46,7 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def build_ours(args: argparse.Namespace):  # noqa: ANN201
+def build_ours(args: argparse.Namespace):
     """Our model, DDP and optimizer as the trainer builds them; returns a step callable."""
     from megatron_dscoder.config.run import ParallelConfig, RunConfig, TrainConfig
     from megatron_dscoder.model.registry import ModelArch
@@ -108,7 +108,7 @@ def build_ours(args: argparse.Namespace):  # noqa: ANN201
     return step, tokens, run
 
 
-def build_hf(args: argparse.Namespace, tokens: torch.Tensor, run):  # noqa: ANN001, ANN201
+def build_hf(args: argparse.Namespace, tokens: torch.Tensor, run):
     """LlamaForCausalLM with SDPA on the same shapes, AdamW with the same hyper-parameters."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -155,14 +155,14 @@ def build_hf(args: argparse.Namespace, tokens: torch.Tensor, run):  # noqa: ANN0
     return step
 
 
-def without_cpu_layer():  # noqa: ANN201
+def without_cpu_layer():
     """A context with the CPU layer's TorchFunctionMode popped (a no-op when none is active)."""
     if torch.overrides._get_current_function_mode_stack():
         return torch.overrides._pop_mode_temporarily()
     return contextlib.nullcontext()
 
 
-def timed(step, n: int) -> tuple[float, float]:  # noqa: ANN001
+def timed(step, n: int) -> tuple[float, float]:
     """(wall, process CPU) seconds per step over ``n`` steps. CPU time is what a shared machine
     cannot steal: other processes' load inflates wall time, not this process's CPU time."""
     if torch.cuda.is_available():

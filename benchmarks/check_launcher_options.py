@@ -51,7 +51,7 @@ class OptionError(ValueError):
 
 
 class _StrictParser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+    def error(self, message: str):
         raise OptionError(message)
 
 
@@ -78,7 +78,7 @@ def installed_parser() -> argparse.ArgumentParser:
     parser = get_args_parser()
     parser.allow_abbrev = False
 
-    def error(message: str):  # noqa: ANN202
+    def error(message: str):
         raise OptionError(message)
 
     parser.error = error  # type: ignore[method-assign]

@@ -155,7 +155,7 @@ def build_corpus(scale: Scale, work: Path) -> tuple[Path, list[dict]]:
     return train_path, heldout[: scale.eval_docs]
 
 
-def run_tool(main, argv: list[str]) -> None:  # noqa: ANN001 - a CLI main(argv) -> int
+def run_tool(main, argv: list[str]) -> None:
     status = main(argv)
     if status:
         raise SystemExit(f"failed ({status}): {' '.join(argv)}")
@@ -187,7 +187,7 @@ def edit_similarity(got: list[int], want: list[int]) -> float:
     return 1.0 - row[-1] / max(len(got), len(want))
 
 
-def _span_nll(model, context: list[int], middle: list[int], eos: int) -> tuple[float, int]:  # noqa: ANN001
+def _span_nll(model, context: list[int], middle: list[int], eos: int) -> tuple[float, int]:
     """Summed cross-entropy of ``middle`` after ``context`` (its EOS not counted), token count."""
     import torch
 

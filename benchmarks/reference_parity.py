@@ -239,7 +239,7 @@ def finish_ours(layout: str, started: tuple, work: Path) -> dict:
     }
 
 
-def our_batches(flags: list[str], scale: Scale):  # noqa: ANN201 - a generator of micro-batch lists
+def our_batches(flags: list[str], scale: Scale):
     """The global batches our trainer consumes, in its order (read through the package)."""
     from megatron_dscoder.config import cli
     from megatron_dscoder.datasets.gpt import MicroBatchSampler, build_train_valid, loader

@@ -64,7 +64,7 @@ class ReferenceConfig:
         return self.lr * 0.1
 
 
-def decays(name: str, param) -> bool:  # noqa: ANN001 - a torch parameter
+def decays(name: str, param) -> bool:
     """Megatron-LM's rule: matrices decay; biases and 1-D parameters (norm gains) do not."""
     return param.dim() >= 2 and not name.endswith(".bias")
 
@@ -86,7 +86,7 @@ def train(hf_dir: str, global_batches: Iterable[list[dict]], cfg: ReferenceConfi
     ``loss_mask`` and ``position_ids``, each ``[micro_batch, seq]``.
     """
     import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_pretrained(

@@ -88,7 +88,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def torchrun_popen(nproc: int, args: list[str], log_path: Path) -> subprocess.Popen:
     """Start ``torchrun -m megatron_dscoder.pretrain ARGS`` in its own process group."""
     cmd = torchrun_cmd(nproc, "-m", "megatron_dscoder.pretrain", *args)
-    log = open(log_path, "w")  # noqa: SIM115 - closed by the child's exit
+    log = open(log_path, "w")
     return subprocess.Popen(
         cmd,
         cwd=REPO,

@@ -73,7 +73,7 @@ def _argv(flags: dict[str, st.SearchStrategy[str] | None]) -> st.SearchStrategy[
     return pairs.map(lambda ps: [token for pair in ps for token in pair])
 
 
-def _outcome(call) -> tuple[int, str]:  # noqa: ANN001
+def _outcome(call) -> tuple[int, str]:
     """(exit status, stderr) of ``call()``; any other exception fails the example."""
     err, environ = io.StringIO(), dict(os.environ)  # dscoder-convert hides CUDA devices
     import torch

@@ -53,7 +53,7 @@ def test_sigterm_to_the_launcher_saves_and_exits_0(tmp_path, token_corpus, targe
         "--model debug --pipeline-model-parallel-size 1 --tensor-model-parallel-size 2 "
         "--train-iters 500 --seq-length 64 --global-batch-size 4 --lr-warmup-iters 0"
     )
-    log = open(tmp_path / "launcher.log", "w")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "launcher.log", "w")
     proc = subprocess.Popen(
         ["bash", "examples/pretrain_33b.sh", *flags.split(), "--metrics-jsonl", str(metrics)],
         cwd=REPO,

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 _queue: AsyncCallsQueue | None = None
 
 
-def schedule(request: Any, finish: Callable[[], None]) -> None:  # noqa: ANN401
+def schedule(request: Any, finish: Callable[[], None]) -> None:
     """Start writing ``request`` (megatron-core's ``AsyncRequest``) in the background; ``finish``
     runs on every rank after the last rank's writer is done. Collective."""
     global _queue

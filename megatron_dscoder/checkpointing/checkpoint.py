@@ -202,7 +202,7 @@ def finalize_saves(blocking: bool = True) -> None:
     async_save.finalize(blocking)
 
 
-def _attempt(step: Any, root: Path, partial: Path, iteration: int) -> Any:  # noqa: ANN401
+def _attempt(step: Any, root: Path, partial: Path, iteration: int) -> Any:
     """Run one collective step of a save; a failure on any rank raises on every rank."""
     error: BaseException | None = None
     result = None
@@ -225,7 +225,7 @@ def _write_shards(
     optimizer: Any | None,
     common: dict[str, Any] | None,
     fmt: SaveFormat,
-) -> Any:  # noqa: ANN401 - megatron-core's AsyncRequest, or None when written already
+) -> Any:
     if torch.distributed.get_rank() == 0:
         partial.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)
@@ -251,7 +251,7 @@ def _complete(
     final: Path,
     meta: dict[str, Any],
     keep_last: int | None,
-    finish: Any,  # noqa: ANN401 - megatron-core's finalisation functions of an async save
+    finish: Any,
 ) -> None:
     """Collective, once every rank's shards are on disk: describe, hash, rename, track."""
     rank0 = torch.distributed.get_rank() == 0

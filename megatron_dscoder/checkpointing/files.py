@@ -81,7 +81,7 @@ def verify_checkpoint(ckpt_dir: str | Path) -> None:
         metadata = safe_load.read_metadata(ckpt_dir)
     except safe_load.ForbiddenGlobal as err:
         raise CheckpointError(f"{ckpt_dir / '.metadata'}: refused ({err})") from err
-    except Exception as err:  # noqa: BLE001 - any failure here means an unreadable checkpoint
+    except Exception as err:
         raise CheckpointError(
             f"{ckpt_dir / '.metadata'}: unreadable, corrupted? ({type(err).__name__}: {err})"
         ) from err

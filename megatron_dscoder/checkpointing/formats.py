@@ -83,7 +83,7 @@ def optimizer_metadata(layout: str, mem_efficient: bool = True) -> dict[str, Any
     return meta
 
 
-def is_distributed(optimizer: Any) -> bool:  # noqa: ANN401
+def is_distributed(optimizer: Any) -> bool:
     """Whether ``optimizer`` (possibly megatron-core's chain) holds DP-sharded state."""
     if optimizer is None:
         return False
@@ -91,11 +91,11 @@ def is_distributed(optimizer: Any) -> bool:  # noqa: ANN401
     return any(isinstance(opt, DistributedOptimizer) for opt in chain)
 
 
-def _dp_group() -> Any:  # noqa: ANN401
+def _dp_group() -> Any:
     return parallel_state.get_data_parallel_group(with_context_parallel=True)
 
 
-def save_strategy(fully_parallel: bool = True) -> Any:  # noqa: ANN401
+def save_strategy(fully_parallel: bool = True) -> Any:
     """torch_dist's writer, spread over the data-parallel group unless ``fully_parallel`` is off
     (then DP rank 0 writes every replicated tensor, as before this module existed)."""
     base = TorchDistSaveShardedStrategy("torch_dist", 1)
@@ -104,7 +104,7 @@ def save_strategy(fully_parallel: bool = True) -> Any:  # noqa: ANN401
     return FullyParallelSaveStrategyWrapper(base, _dp_group())
 
 
-def load_strategy() -> Any:  # noqa: ANN401
+def load_strategy() -> Any:
     """torch_dist's reader, each replicated tensor read once per DP group and exchanged."""
     return FullyParallelLoadStrategyWrapper(TorchDistLoadShardedStrategy(), _dp_group())
 

@@ -58,7 +58,7 @@ class ForbiddenGlobal(pickle.UnpicklingError):
 class MetadataUnpickler(pickle.Unpickler):
     """A pickle reader that resolves only the classes of a torch_dist index."""
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: ANN401
+    def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and (
             name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)
         ):
@@ -70,18 +70,18 @@ class MetadataUnpickler(pickle.Unpickler):
         )
 
 
-def restricted_load(file: Any, **_: Any) -> Any:  # noqa: ANN401
+def restricted_load(file: Any, **_: Any) -> Any:
     """``pickle.load`` for ``.metadata`` files."""
     return MetadataUnpickler(file).load()
 
 
-def read_metadata(ckpt_dir: str | Path) -> Any:  # noqa: ANN401
+def read_metadata(ckpt_dir: str | Path) -> Any:
     """The torch_dist ``Metadata`` of a checkpoint directory, read without running code."""
     with open(Path(ckpt_dir) / ".metadata", "rb") as f:
         return restricted_load(f)
 
 
-def load_bytes_object(value: io.BytesIO) -> Any:  # noqa: ANN401
+def load_bytes_object(value: io.BytesIO) -> Any:
     """A byte object of a checkpoint (RNG state, extra state): tensors, containers, numpy."""
     with torch.serialization.safe_globals(_RNG_GLOBALS):
         return torch.load(value, weights_only=True)
@@ -97,7 +97,7 @@ def install() -> None:
     shim.load, shim.restricted = restricted_load, True
     filesystem.pickle = shim
 
-    def load_bytes(self, read_item, value: io.BytesIO) -> None:  # noqa: ANN001
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
         obj = load_bytes_object(value)
         if self.flatten_state_dict:
             default_planner.set_element(

@@ -51,7 +51,7 @@ from megatron_dscoder.errors import run_cli
 from megatron_dscoder.evaluation.fim import corpus_texts, evaluate_fim, fim_examples
 from megatron_dscoder.evaluation.generate import truncate_at
 from megatron_dscoder.evaluation.model import CodeModel, load_hf_model
-from megatron_dscoder.evaluation.sandbox import (  # noqa: E402
+from megatron_dscoder.evaluation.sandbox import (
     SandboxError,
     SandboxResult,
     isolation,

@@ -131,14 +131,14 @@ class _FusedCoreAttention(MegatronModule):
         out = self._attend(query, key, value, attention_mask, causal)  # [s, b, heads, d]
         return out.reshape(out.shape[0], out.shape[1], -1)
 
-    def _attend(self, q, k, v, mask, causal):  # noqa: ANN001, ANN202
+    def _attend(self, q, k, v, mask, causal):
         raise NotImplementedError
 
 
 class SDPAttention(_FusedCoreAttention):
     """Core attention through ``torch.nn.functional.scaled_dot_product_attention``."""
 
-    def _attend(self, q, k, v, mask, causal):  # noqa: ANN001, ANN202
+    def _attend(self, q, k, v, mask, causal):
         # [s, b, h, d] -> [b, h, s, d] (views; the kernels take strided inputs)
         q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))
         gqa = self.heads != self.groups
@@ -162,7 +162,7 @@ class SDPAttention(_FusedCoreAttention):
 class FlashAttention(_FusedCoreAttention):
     """Core attention through flash-attn's ``flash_attn_func`` (native GQA, no mask tensor)."""
 
-    def _attend(self, q, k, v, mask, causal):  # noqa: ANN001, ANN202
+    def _attend(self, q, k, v, mask, causal):
         from flash_attn import flash_attn_func
 
         if mask is not None:

@@ -73,7 +73,7 @@ class LeanSelfAttention(SelfAttention):
             and not c.attention_output_gate
         )
 
-    def forward(self, hidden_states, attention_mask, *args, rotary_pos_emb=None, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+    def forward(self, hidden_states, attention_mask, *args, rotary_pos_emb=None, **kwargs):
         """megatron-core's forward; RoPE is applied in :meth:`get_query_key_value_tensors`."""
         if not self._rope_here(rotary_pos_emb, kwargs):
             return super().forward(
@@ -87,7 +87,7 @@ class LeanSelfAttention(SelfAttention):
         finally:
             self._pending_rope = None
 
-    def get_query_key_value_tensors(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def get_query_key_value_tensors(self, *args, **kwargs):
         """The split q, k, v, with q and k rotated when this forward applies RoPE."""
         out = super().get_query_key_value_tensors(*args, **kwargs)
         if self._pending_rope is None:

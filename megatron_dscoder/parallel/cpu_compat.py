@@ -47,7 +47,7 @@ def _is_cuda(device: Any) -> bool:
 class _CudaToCpuMode(TorchFunctionMode):
     """Rewrites CUDA device arguments to CPU and answers ``Tensor.type()`` in CUDA spelling."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if "device" in kwargs and _is_cuda(kwargs["device"]):
             kwargs = {**kwargs, "device": _CPU}

@@ -148,7 +148,7 @@ def _torch_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def layer_impl(config, backend: str, cuda: bool) -> LayerImpl:  # noqa: ANN001
+def layer_impl(config, backend: str, cuda: bool) -> LayerImpl:
     """The :class:`LayerImpl` of a megatron-core ``TransformerConfig`` run with ``backend`` on
     a GPU (``cuda``) or a CPU. On a GPU torch's ``rms_norm`` is one fused kernel (the CUDA
     ``_fused_rms_norm`` of torch >= 2.8; earlier torch decomposes it as on a CPU), and the

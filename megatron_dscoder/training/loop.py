@@ -60,7 +60,7 @@ class TimedIterator:
     def __iter__(self) -> TimedIterator:
         return self
 
-    def __next__(self):  # noqa: ANN204
+    def __next__(self):
         start = time.perf_counter()
         item = next(self._it)
         self.wait_s += time.perf_counter() - start

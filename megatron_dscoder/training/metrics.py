@@ -50,7 +50,7 @@ class JsonlSink:
 
     def __init__(self, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._file = open(path, "a", encoding="utf-8")
 
     def log(self, record: dict[str, Any], scalars: dict[str, float], step: int) -> None:
         safe = {

@@ -124,7 +124,7 @@ def _checkpoint_to_load(run: RunConfig) -> tuple[RunConfig, Path | None]:
     return run, path
 
 
-def restore(start: Start, model: list, optimizer) -> TrainState:  # noqa: ANN001
+def restore(start: Start, model: list, optimizer) -> TrainState:
     """Load the checkpoint chosen by :func:`preflight` into model and optimizer.
 
     ``--finetune`` takes the weights only and starts counting at 0 (the 16K stage, continued

@@ -88,7 +88,7 @@ class LRSchedule:
         wd = group.get("end_wd", self.weight_decay)
         return lr * group.get("lr_mult", 1.0), wd * group.get("wd_mult", 1.0)
 
-    def apply(self, optimizer, iteration: int) -> float:  # noqa: ANN001 - any torch-like optimizer
+    def apply(self, optimizer, iteration: int) -> float:
         """Set the LR and weight decay of every parameter group for ``iteration`` (empty groups
         too, as megatron-core's scheduler does); returns the schedule's base LR (the value of
         every group without its own LR override), for logging."""

@@ -23,7 +23,7 @@ def ckpt(tmp_path):
     return tmp_path
 
 
-def _edit(ckpt, change) -> None:  # noqa: ANN001
+def _edit(ckpt, change) -> None:
     path = ckpt / "checksums.json"
     manifest = json.loads(path.read_text())
     change(manifest)

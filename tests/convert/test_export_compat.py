@@ -46,7 +46,7 @@ from tests.conftest import stdlib_texts
 from tests.launch import REPO
 
 sys.path.insert(0, str(Path(__file__).parent / "workers"))
-import export_check  # noqa: E402
+import export_check
 
 OLDEST = "4.34.1"
 PINS = REPO / "requirements-compat.txt"

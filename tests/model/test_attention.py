@@ -111,7 +111,7 @@ def runs(tmp_path_factory) -> dict[str, list[dict]]:
     return runs
 
 
-def python_module_script(script, *args: str) -> None:  # noqa: ANN001
+def python_module_script(script, *args: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(script), *args], cwd=REPO, capture_output=True, text=True, timeout=600
     )

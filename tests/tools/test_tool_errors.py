@@ -11,7 +11,7 @@ from megatron_dscoder.evaluation import generate
 from megatron_dscoder.evaluation import humaneval as ev
 
 
-def _one_line_exit_2(capsys, main, argv: list[str]) -> str:  # noqa: ANN001
+def _one_line_exit_2(capsys, main, argv: list[str]) -> str:
     try:
         code = main(argv)
     except SystemExit as exit_:
@@ -97,7 +97,7 @@ def test_exiting_before_the_tests_is_not_a_pass():
     canonical = {"prompt": problems[0]["prompt"]}
 
     class Canonical(ExitsEarly):
-        def complete(self, prompt: str, **_) -> str:  # noqa: ANN003
+        def complete(self, prompt: str, **_) -> str:
             assert prompt == canonical["prompt"]
             return problems[0]["canonical_solution"]
 

@@ -35,7 +35,7 @@ class _ListSink:
         self.closed += 1
 
 
-def test_a_new_sink_is_one_entry_in_the_list(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_new_sink_is_one_entry_in_the_list(tmp_path: Path, monkeypatch) -> None:
     seen = _ListSink()
     monkeypatch.setattr(metrics, "SINKS", [*metrics.SINKS, (lambda log: True, lambda log, _: seen)])
     jsonl = tmp_path / "m.jsonl"

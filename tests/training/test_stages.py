@@ -14,7 +14,7 @@ from megatron_dscoder.training import stages
 from megatron_dscoder.training.train import latest_checkpoint_metadata
 
 
-def _meta(run, bf16=None) -> dict:  # noqa: ANN001
+def _meta(run, bf16=None) -> dict:
     return {
         "format_version": checkpointing.FORMAT_VERSION,
         "arch": dataclasses.asdict(run.arch),
@@ -39,7 +39,7 @@ def test_stages_are_told_apart_by_the_run_config():
 
 
 @pytest.mark.parametrize("run", [EXTENDED, SFT], ids=["extend", "sft"])
-def test_a_stage_never_resumes_its_base(run, tmp_path):  # noqa: ANN001
+def test_a_stage_never_resumes_its_base(run, tmp_path):
     with pytest.raises(stages.StageMismatch, match="a checkpoint of stage pretrain, not of"):
         stages.check_resume(_meta(BASE), run, tmp_path, with_optimizer=True)
     stages.check_resume(_meta(run), run, tmp_path, with_optimizer=True)  # its own: resumes

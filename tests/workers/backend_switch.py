@@ -53,7 +53,7 @@ class Emulation:
         received = self.received
         for name, module in self.modules.items():
 
-            def set_extra_state(self, state, name=name) -> None:  # noqa: ANN001
+            def set_extra_state(self, state, name=name) -> None:
                 received[name] = "None" if state is None else bytes(state.tolist()).decode()
 
             base = self.local[name]

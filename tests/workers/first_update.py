@@ -20,7 +20,7 @@ BUILD_OPTIMIZER = build.build_optimizer
 captured: dict = {}
 
 
-def build_and_capture(run, model):  # noqa: ANN001, ANN201 - same signature as the original
+def build_and_capture(run, model):
     optimizer = BUILD_OPTIMIZER(run, model)
     captured["model"] = model
     captured["before"] = {n: p.detach().clone() for n, p in model[0].named_parameters()}
@@ -28,7 +28,7 @@ def build_and_capture(run, model):  # noqa: ANN001, ANN201 - same signature as t
     return optimizer
 
 
-def groups(optimizer, model) -> list[dict]:  # noqa: ANN001
+def groups(optimizer, model) -> list[dict]:
     names = {id(p): n for n, p in model[0].named_parameters()}
     return [
         {

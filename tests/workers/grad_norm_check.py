@@ -38,14 +38,14 @@ def float64_grad_norm(model: list[torch.nn.Module]) -> float:
     return float(total.sqrt())
 
 
-def recording_build_optimizer(pairs: list[list[float]]):  # noqa: ANN201
+def recording_build_optimizer(pairs: list[list[float]]):
     """``build_optimizer`` whose optimizer appends ``[reference, reported]`` at every step."""
 
-    def build_optimizer(run, model):  # noqa: ANN001, ANN202
+    def build_optimizer(run, model):
         optimizer = BUILD_OPTIMIZER(run, model)
         step = optimizer.step
 
-        def checked_step():  # noqa: ANN202
+        def checked_step():
             reference = float64_grad_norm(model)
             result = step()
             pairs.append([reference, float(result[1])])

@@ -21,7 +21,7 @@ BUILD = gpt.build_train_valid
 class MaskedTokens:
     """``dataset`` with most of each sample's loss mask cleared, a different share per sample."""
 
-    def __init__(self, dataset) -> None:  # noqa: ANN001 - any map-style dataset
+    def __init__(self, dataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -36,7 +36,7 @@ class MaskedTokens:
         return sample
 
 
-def build_masked(run, with_valid: bool = True) -> tuple:  # noqa: ANN001
+def build_masked(run, with_valid: bool = True) -> tuple:
     train, valid = BUILD(run, with_valid)
     return MaskedTokens(train), valid
 

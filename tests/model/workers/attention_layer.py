@@ -33,7 +33,7 @@ CUDA = torch.cuda.is_available()
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 
 
-def run(backend: str, arch, seq: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:  # noqa: ANN001
+def run(backend: str, arch, seq: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
     config = transformer_config(arch, params_dtype=DTYPE)
     model = build_model(arch, config, attention_backend=backend)
     initialize_model(

@@ -40,7 +40,7 @@ def norm_diffs(dtype: torch.dtype) -> float:
     x = x.to(dtype).requires_grad_()
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
 
-    def previous(x, w):  # noqa: ANN001, ANN202
+    def previous(x, w):
         return F.rms_norm(x.float(), norm.normalized_shape, w.float(), norm.eps).to(x.dtype)
 
     out = {}
@@ -52,7 +52,7 @@ def norm_diffs(dtype: torch.dtype) -> float:
     return max(rel(a, b) for a, b in zip(out["new"], out["old"], strict=True))
 
 
-def model_run(dtype: torch.dtype, rope_fn=None, swiglu_fused: bool = False, arch=ARCH):  # noqa: ANN001, ANN201
+def model_run(dtype: torch.dtype, rope_fn=None, swiglu_fused: bool = False, arch=ARCH):
     config = transformer_config(arch, params_dtype=dtype, bias_activation_fusion=swiglu_fused)
     model = build_model(arch, config, attention_backend="sdpa")
     initialize_model(
