@@ -4,11 +4,11 @@
     torchrun --nproc-per-node 2 benchmarks/bench_checkpoint_checksums.py --sizes bench
 
 For each model (the registry's ``debug``; ``bench``: 8 layers, hidden 768, 53M parameters,
-about 210 MB in fp32; weights only), rounds alternate between a save with the manifest and one without (``write_manifest``
-replaced by a no-op), then between a load that verifies the manifest and one that does not
-(``verify_manifest`` replaced). Times are medians over the rounds; the report gives the shard
-bytes and the ratio. Checkpoints go under ``--dir`` (default: the temporary directory; use the
-filesystem that matters, e.g. the cluster's shared one).
+about 210 MB in fp32; weights only), rounds alternate between a save with the manifest and one
+without (``write_manifest`` replaced by a no-op), then between a load that verifies the manifest and
+one that does not (``verify_manifest`` replaced). Times are medians over the rounds; the report
+gives the shard bytes and the ratio. Checkpoints go under ``--dir`` (default: the temporary
+directory; use the filesystem that matters, e.g. the cluster's shared one).
 """
 
 from __future__ import annotations

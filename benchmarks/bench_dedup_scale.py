@@ -3,9 +3,9 @@
 Writes ``--samples`` MinHash signatures spread over ``--tasks`` band files, as the pipeline's
 tasks write them (one shard each), a ``--dup-fraction`` of them copies of earlier samples
 (half exact, half with ``--edit`` of their positions changed, so that they collide in only
-some bands), then runs the production dedup (``megatron_dscoder.preprocess.tasks.dedup.deduplicate``: one merge task
-per band, the verification tasks, the components) on the local engine with ``--workers``
-processes, and prints:
+some bands), then runs the production dedup
+(``megatron_dscoder.preprocess.tasks.dedup.deduplicate``: one merge task per band, the verification
+tasks, the components) on the local engine with ``--workers`` processes, and prints:
 
 - band records, candidate pairs (summed over bands), unique pairs, verified pairs, dropped;
 - per step, the task seconds summed and the rate per core (records/s for the band merges,

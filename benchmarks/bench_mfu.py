@@ -4,7 +4,7 @@
     python benchmarks/bench_mfu.py --model 6.7b --backends sdpa # full recompute, if it fits
     python benchmarks/bench_mfu.py --jsonl results.jsonl        # also write one record per run
     python benchmarks/bench_mfu.py --plan-only --gpu-memory-gib 79.1   # the plan, on any machine
-    python benchmarks/bench_mfu.py                              # on a CPU: the debug-model smoke run
+    python benchmarks/bench_mfu.py                             # on a CPU: the debug-model smoke run
 
 Each (backend, recompute) runs the real trainer (``megatron_dscoder.pretrain`` on mock data) in
 this process; the first ``--warmup`` iterations are dropped and the rest give the median tokens/s

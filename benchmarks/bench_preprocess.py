@@ -378,7 +378,8 @@ def main() -> int:
         print(
             f"--engine ray (local Ray): {text_mb / ray_run['wall']:.2f} MB/s "
             f"({ray_run['wall']:.1f}s, {ray_run['stats']['shards']} shards, peak RSS tree "
-            f"{ray_run['rss_sum'] / 2**20:.0f} MiB); output byte-identical to --engine local: {same}"
+            f"{ray_run['rss_sum'] / 2**20:.0f} MiB); "
+            f"output byte-identical to --engine local: {same}"
         )
         if not same:
             return 1

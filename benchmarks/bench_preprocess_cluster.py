@@ -85,7 +85,8 @@ def main() -> int:
             common = ["--input", str(corpus), "--tokenizer-model", str(tokenizer), "--no-progress"]
             stats = out / "ray.json"
             io, rss = run_tool([*common, "--engine", "ray", "--ray-address", cluster.address,
-                                "--partition-mb", "1", "--output-shard-mb", "0", "--output-prefix", str(out / "ray"),
+                                "--partition-mb", "1", "--output-shard-mb", "0",
+                                "--output-prefix", str(out / "ray"),
                                 "--stats-json", str(stats)])  # fmt: skip
             run_tool([*common, "--workers", "2", "--output-prefix", str(out / "local")])
             same = all(
@@ -95,7 +96,8 @@ def main() -> int:
             seconds = json.loads(stats.read_text())["seconds"]
             rows.append((corpus.stat().st_size, io, rss, same, seconds))
             print(f"{corpus.name}: {corpus.stat().st_size / 1e6:.1f} MB, driver I/O {io} B, "
-                  f"peak RSS {rss / 1024:.0f} MiB, identical to local: {same}, seconds {seconds}")  # fmt: skip
+                  f"peak RSS {rss / 1024:.0f} MiB, identical to local: {same}, "
+                  f"seconds {seconds}")  # fmt: skip
     finally:
         cluster.shutdown()
     if len(rows) > 1:

@@ -128,7 +128,8 @@ def main() -> int:
             print(f"    {f['repo']}/{f['path']}")
     for lang in sorted(k for k in per_lang if ":" not in k):
         print(
-            f"parse {lang:11s} {per_lang[lang]:6d} files, dropped {per_lang[f'{lang}:dropped']:5d}, "
+            f"parse {lang:11s} {per_lang[lang]:6d} files, "
+            f"dropped {per_lang[f'{lang}:dropped']:5d}, "
             f"{parse_bytes[lang] / 1e6 / max(parse_seconds[lang], 1e-9):.1f} MB/s"
         )
     if args.pipeline_runs:

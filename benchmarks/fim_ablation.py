@@ -1,8 +1,8 @@
 """The FIM ablation of DeepSeek-Coder (paper §3.1.2, Fig. 3) as a runnable experiment.
 
-    python benchmarks/fim_ablation.py --scale smoke --out out/fim_smoke   # CI, about 2 minutes
-    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu       # about 30 minutes, 2 cores
-    python benchmarks/fim_ablation.py --scale gpu --out out/fim_gpu       # hours, one GPU, ~110M model
+    python benchmarks/fim_ablation.py --scale smoke --out out/fim_smoke  # CI, about 2 minutes
+    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu  # about 30 minutes, 2 cores
+    python benchmarks/fim_ablation.py --scale gpu --out out/fim_gpu  # hours, one GPU, ~110M model
 
 One real-code corpus (the Python of this interpreter's standard library and site-packages), split
 by *file* into training files and held-out files (never trained on). The training files are cut
@@ -371,7 +371,8 @@ def main() -> int:
             result = evaluate(hf, heldout, scale.seq_length)
             t3 = time.monotonic()
             runs.append({"setting": name, "fim_rate": rate, "seed": seed, **result,
-                         "preprocess_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2})  # fmt: skip
+                         "preprocess_s": t1 - t0, "train_s": t2 - t1,
+                         "eval_s": t3 - t2})  # fmt: skip
             print(f"{tag}: loss {result['l2r_loss']:.4f} FIM {result['fim_loss_psm']:.4f} "
                   f"EM {result['infill_em']:.3f} sim {result['infill_edit_sim']:.3f} "
                   f"({t3 - t0:.0f}s)", flush=True)  # fmt: skip

@@ -1,7 +1,7 @@
 """Step-for-step parity of the project's trainer with an independent plain-PyTorch trainer.
 
-    python benchmarks/reference_parity.py --scale smoke --out out/parity_smoke  # make test: 20 steps
-    python benchmarks/reference_parity.py --scale full --out docs   # 300 steps, 3 layouts, minutes
+    python benchmarks/reference_parity.py --scale smoke --out out/parity_smoke # make test: 20 steps
+    python benchmarks/reference_parity.py --scale full --out docs  # 300 steps, 3 layouts, minutes
 
 One set of initial weights: a random transformers ``LlamaForCausalLM`` (the debug model's shape:
 4 layers, hidden 64, GQA 4 heads in 2 groups, vocabulary 512) saved with ``save_pretrained`` and
@@ -11,8 +11,8 @@ imported with ``dscoder-convert from-hf``. One corpus: standard-library Python, 
 - ours: ``python -m megatron_dscoder.pretrain --load IMPORTED --finetune --data-path ...`` (the
   real entry point; torchrun over gloo for TP=2 with sequence parallelism and for PP=2), fp32,
   per-iteration ``lm_loss`` and ``grad_norm`` from ``--metrics-jsonl``;
-- reference: ``benchmarks/reference_trainer.py`` (transformers + ``torch.optim.AdamW``, written from the
-  definitions; its docstring lists every choice it matches) on the same HF weights and on our
+- reference: ``benchmarks/reference_trainer.py`` (transformers + ``torch.optim.AdamW``, written from
+  the definitions; its docstring lists every choice it matches) on the same HF weights and on our
   batches in our order. The package is used here only to read those batches: the run's flags are
   parsed as the trainer parses them and its datasets and micro-batch sampler are read through.
 

@@ -18,8 +18,8 @@ launcher set ``LOCAL_RANK``) makes a worker follow its launcher:
 The kernel ties the signal to the parent *thread*: a child forked by a thread that exits first
 is killed too. megatron-core's writers and DataLoader workers are forked by the main thread.
 A launcher that died before :func:`tie_to_launcher` ran (the first second of the interpreter)
-is not noticed: the parent pid is read there. SIGKILL, not SIGTERM: a polite signal would run the preemption handler, which starts a
-collective checkpoint with ranks that may already be gone.
+is not noticed: the parent pid is read there. SIGKILL, not SIGTERM: a polite signal would run the
+preemption handler, which starts a collective checkpoint with ranks that may already be gone.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def free_port() -> int:
 
 
 def torchrun_cmd(nproc: int, *target: str) -> list[str]:
-    """``torchrun`` (as ``python -m torch.distributed.run``) on ``nproc`` local ranks, a free port."""
+    """``torchrun`` (as ``python -m torch.distributed.run``) on ``nproc`` local ranks, a
+    free port."""
     return [
         sys.executable,
         "-m",

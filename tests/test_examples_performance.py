@@ -1,9 +1,10 @@
 """Every launcher turns on what Megatron-LM's Llama-3 8B H100 example turns on.
 
 That example (``train_llama3_8b_h100_fp8.sh`` in Megatron-LM's Llama examples) passes
-``--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather --cross-entropy-loss-fusion --manual-gc``; its RoPE,
-bias-SwiGLU and gradient-accumulation fusions are Megatron-LM's defaults, as they are here. The
-launchers run for real on CPU in ``tests/test_examples.py``.
+``--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather
+--cross-entropy-loss-fusion --manual-gc``; its RoPE, bias-SwiGLU and gradient-accumulation fusions
+are Megatron-LM's defaults, as they are here. The launchers run for real on CPU in
+``tests/test_examples.py``.
 """
 
 from __future__ import annotations

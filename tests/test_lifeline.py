@@ -78,7 +78,8 @@ def test_worker_and_its_forked_child_die_with_the_launcher(mode):
 
 
 def test_plain_launch_is_not_tied():
-    """``nohup python -m megatron_dscoder.pretrain`` must outlive its shell: no LOCAL_RANK, no tie."""
+    """``nohup python -m megatron_dscoder.pretrain`` must outlive its shell: no LOCAL_RANK,
+    no tie."""
     code = "from megatron_dscoder import lifeline; print(lifeline.tie_to_launcher())"
     env = {k: v for k, v in os.environ.items() if k != "LOCAL_RANK"}
     out = subprocess.run(

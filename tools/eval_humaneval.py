@@ -1,4 +1,5 @@
-"""``dscoder-eval-humaneval``: see :mod:`megatron_dscoder.evaluation.humaneval` (``--help`` shows its usage)."""
+"""``dscoder-eval-humaneval``: see :mod:`megatron_dscoder.evaluation.humaneval` (``--help`` shows
+its usage)."""
 
 import sys
 

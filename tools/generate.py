@@ -1,4 +1,5 @@
-"""``dscoder-generate``: see :mod:`megatron_dscoder.evaluation.generate` (``--help`` shows its usage)."""
+"""``dscoder-generate``: see :mod:`megatron_dscoder.evaluation.generate` (``--help`` shows
+its usage)."""
 
 import sys
 

@@ -1,6 +1,8 @@
 """Print the GPU stack's versions, one ``name version`` line each, sorted (stdlib + torch only).
 
-    python tools/stack_versions.py > before.txt; pip install ...; python tools/stack_versions.py | diff before.txt -
+    python tools/stack_versions.py > before.txt
+    pip install ...
+    python tools/stack_versions.py | diff before.txt -
 
 The Dockerfile runs it before and after installing the project's requirements and fails the
 build on any difference: torch, CUDA, cuDNN, NCCL, Transformer Engine, flash-attn, triton, apex,

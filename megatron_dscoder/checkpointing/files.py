@@ -73,7 +73,8 @@ def read_checkpoint_metadata(ckpt_dir: str | Path) -> dict[str, Any]:
 
 
 def verify_checkpoint(ckpt_dir: str | Path) -> None:
-    """Fail fast, naming the file, if any shard that ``.metadata`` references is missing or short."""
+    """Fail fast, naming the file, if any shard that ``.metadata`` references is missing
+    or short."""
     ckpt_dir = Path(ckpt_dir)
     read_checkpoint_metadata(ckpt_dir)
     safe_load.install()

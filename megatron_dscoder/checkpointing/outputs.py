@@ -1,9 +1,10 @@
 """Output locations, checked before the model is built: writable, and ``--save`` this run's own.
 
-``--metrics-jsonl`` and ``--tensorboard-dir`` are checked the same way. Found at the first save (possibly hours in, possibly at the end) an unwritable directory loses
-the run; a directory holding another run's checkpoints is worse: ``--keep-checkpoints`` would
-prune one run's checkpoints for the other and a later ``--load`` would resume whichever is
-newer. Both are refused up front, naming the directory.
+``--metrics-jsonl`` and ``--tensorboard-dir`` are checked the same way. Found at the first save
+(possibly hours in, possibly at the end) an unwritable directory loses the run; a directory holding
+another run's checkpoints is worse: ``--keep-checkpoints`` would prune one run's checkpoints for the
+other and a later ``--load`` would resume whichever is newer. Both are refused up front, naming the
+directory.
 
 There is deliberately no flag to share a directory between runs: "latest" in such a directory
 means nothing. To continue the other run, ``--load`` its directory (the run then inherits its

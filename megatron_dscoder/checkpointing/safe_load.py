@@ -7,7 +7,8 @@ closes both from our side:
 
 - ``.metadata`` is read with :class:`MetadataUnpickler`, which resolves only the classes the
   index is made of (torch.distributed.checkpoint's metadata/planner records, ``torch.Size``,
-  dtypes, layouts, paths: the checkpoint id); anything else (``os.system``, ``builtins.eval``, ...) is refused unrun;
+  dtypes, layouts, paths: the checkpoint id); anything else (``os.system``, ``builtins.eval``, ...)
+  is refused unrun;
 - byte objects are read with ``weights_only=True`` plus the numpy types of an RNG state.
 
 Checkpoints must still be trusted like code: the weights themselves are not validated, and

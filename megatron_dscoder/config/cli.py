@@ -5,7 +5,8 @@ A run starts from a recipe (:func:`.recipes.pretrain` for ``--model``, or the ar
 given, by name (``--train-iters`` -> ``TrainConfig.train_iters``). The flags are generated from
 the config dataclasses' fields (type, help and choices from :func:`~.run.opt`); they have no
 defaults of their own: a flag left out keeps the recipe's value, and every default is written
-once, in the dataclass or the recipe. A model is named by its registry entry (``--model 33b``), never by dimensions.
+once, in the dataclass or the recipe. A model is named by its registry entry (``--model 33b``),
+never by dimensions.
 
     python -m megatron_dscoder.pretrain --model debug --mock-data --train-iters 5 --help
 """

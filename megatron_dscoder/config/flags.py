@@ -82,7 +82,8 @@ _ARGPARSE_KEYS = ("metavar", "nargs", "action", "required")
 
 
 def flag_of(f: dataclasses.Field, prefix: str = "") -> str:
-    """The flag of field ``f`` (``prefix`` is its section's: ``threshold`` -> ``--dedup-threshold``)."""
+    """The flag of field ``f`` (``prefix`` is its section's:
+    ``threshold`` -> ``--dedup-threshold``)."""
     return f.metadata.get("flag") or flag(f"{prefix}_{f.name}" if prefix else f.name)
 
 
@@ -112,7 +113,8 @@ def argparse_kwargs(f: dataclasses.Field) -> dict[str, Any]:
 
 def add_flags(group: Any, cls: type, prefix: str = "", dest: str = "") -> None:
     """Add a flag (default ``SUPPRESS``) for every command-line field of ``cls`` to ``group``;
-    a :func:`section` field adds its ``off`` flag and its own fields' flags (dest ``name.field``)."""
+    a :func:`section` field adds its ``off`` flag and its own fields' flags
+    (dest ``name.field``)."""
     for f in fields(cls):
         if not f.metadata.get("cli", True):
             continue

@@ -115,7 +115,8 @@ class PerformanceConfig:
         use_distributed_optimizer: bool,
         recompute_granularity: str | None,
     ) -> None:
-        """Raise :class:`ConfigError` for a switch the parallel layout or recompute mode rules out."""
+        """Raise :class:`ConfigError` for a switch the parallel layout or recompute mode
+        rules out."""
         if self.overlap_param_gather and not use_distributed_optimizer:
             raise ConfigError("--overlap-param-gather needs --use-distributed-optimizer")
         if self.tp_comm_overlap and (tensor_model_parallel_size < 2 or not sequence_parallel):

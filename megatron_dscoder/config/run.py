@@ -1,4 +1,5 @@
-"""Run configuration: small frozen dataclasses that validate themselves before any process-group work.
+"""Run configuration: small frozen dataclasses that validate themselves before any
+process-group work.
 
 A :class:`RunConfig` is built by a recipe function (:mod:`.recipes`), changed only through
 :func:`dataclasses.replace` (the command line's one override step, :func:`.cli.override`, and

@@ -16,9 +16,10 @@ releases it (whoever opened the removed file re-opens the new one: the inode is 
 locking), so no lock file stays behind. A reader never creates it (dataset directories may be
 read-only): with no lock file no writer is in its critical section, and ``check_prefix`` also
 compares the pair's inodes before and after its check. ``flock`` holds between processes of one
-machine and on shared file systems that support it (NFSv4, Lustre with ``-o flock``); a killed holder releases
-it at once. What the lock cannot cover: a training job maps the files by name after the check,
-so replacing a dataset under a running job is not supported (its open maps keep the old files).
+machine and on shared file systems that support it (NFSv4, Lustre with ``-o flock``); a killed
+holder releases it at once. What the lock cannot cover: a training job maps the files by name after
+the check, so replacing a dataset under a running job is not supported (its open maps keep the old
+files).
 """
 
 from __future__ import annotations

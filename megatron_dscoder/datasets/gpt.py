@@ -6,10 +6,10 @@ train/valid/test. Index arrays are built by one rank (megatron-core's builder bu
 barriers, then the others read the cache in ``--data-cache-path``).
 
 Every prefix is checked (:func:`megatron_dscoder.data.indexed.check_prefix`) before any
-process-group work needs it, and so is every split that will be used (:func:`check_splits`; the blend and split arithmetic are
-:mod:`megatron_dscoder.data.blend`): an
-empty split would make megatron-core's ``GPTDataset._get_num_epochs`` loop forever. Splits that
-are not used (test always, validation without ``--eval-interval``) are never built.
+process-group work needs it, and so is every split that will be used (:func:`check_splits`; the
+blend and split arithmetic are :mod:`megatron_dscoder.data.blend`): an empty split would
+make megatron-core's ``GPTDataset._get_num_epochs`` loop forever. Splits that are not used (test
+always, validation without ``--eval-interval``) are never built.
 """
 
 from __future__ import annotations

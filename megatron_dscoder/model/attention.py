@@ -55,7 +55,8 @@ def have_transformer_engine() -> bool:
 
 
 def resolve_backend(name: str) -> str:
-    """The concrete backend for ``name`` (``auto`` resolved), or :class:`BackendUnavailableError`."""
+    """The concrete backend for ``name`` (``auto`` resolved), or
+    :class:`BackendUnavailableError`."""
     if name not in BACKENDS:
         raise BackendUnavailableError(f"attention-backend={name!r}: choose one of {BACKENDS}")
     if name == "auto":

@@ -119,7 +119,8 @@ def transformer_config(
         pipeline_dtype=params_dtype,
         params_dtype=params_dtype,
         bf16=bf16,
-        # Weights are written by megatron_dscoder.model.weight_init after construction (layout-independent).
+        # Weights are written by megatron_dscoder.model.weight_init after construction
+        # (layout-independent).
         perform_initialization=False,
         use_cpu_initialization=not torch.cuda.is_available(),
         calculate_per_token_loss=True,

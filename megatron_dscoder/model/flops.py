@@ -90,7 +90,8 @@ def flops_per_token(arch: ModelArch, seq_length: int, tensor_model_parallel_size
 def flops_per_iteration(
     arch: ModelArch, global_batch_size: int, seq_length: int, tensor_model_parallel_size: int = 1
 ) -> float:
-    """Training model FLOPs of one global batch (Megatron-LM's ``num_floating_point_operations``)."""
+    """Training model FLOPs of one global batch (Megatron-LM's
+    ``num_floating_point_operations``)."""
     tokens = global_batch_size * seq_length
     return flops_per_token(arch, seq_length, tensor_model_parallel_size) * tokens
 

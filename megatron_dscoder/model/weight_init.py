@@ -1,4 +1,5 @@
-"""Layout-independent weight initialisation: the same ``--seed`` gives the same full model at any TP/PP.
+"""Layout-independent weight initialisation: the same ``--seed`` gives the same full model at
+any TP/PP.
 
 Megatron initialises each rank's shard from that rank's RNG stream, so the model depends on the
 parallel layout. Here every weight element is a pure function of ``(seed, parameter name,
@@ -55,14 +56,16 @@ def _normal(index: torch.Tensor, key: int) -> torch.Tensor:
 
 
 def _key(seed: int, name: str) -> int:
-    """A stable 64-bit key per (seed, canonical parameter name); ``hash()`` is salted per process."""
+    """A stable 64-bit key per (seed, canonical parameter name); ``hash()`` is salted
+    per process."""
     lo = zlib.crc32(f"{seed}/{name}".encode())
     hi = zlib.crc32(f"{name}/{seed}".encode())
     return (hi << 32) | lo
 
 
 def _fill(param: torch.Tensor, key: int, std: float, index_ranges: list[torch.Tensor]) -> None:
-    """Write normal(0, std) samples for the given global flat indices into ``param`` (flat order)."""
+    """Write normal(0, std) samples for the given global flat indices into ``param``
+    (flat order)."""
     flat = param.data.view(-1)
     pos = 0
     for idx in index_ranges:

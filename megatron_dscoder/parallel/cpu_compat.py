@@ -2,10 +2,10 @@
 
 megatron-core 0.16.1 assumes CUDA throughout: it asks ``torch.cuda.current_device()`` for buffer
 placement, creates tensors with ``device="cuda"`` in the pipeline schedules and optimizer, keeps
-tensor-parallel RNG states in CUDA generators, and checks ``param.type() == "torch.cuda.FloatTensor"``.
-This module makes those calls resolve to the CPU, so the *unchanged* tensor-parallel layers,
-sequence-parallel collectives, pipeline schedules, DDP, distributed optimizer and
-dist_checkpointing run under ``torch.distributed`` with the gloo backend.
+tensor-parallel RNG states in CUDA generators, and checks
+``param.type() == "torch.cuda.FloatTensor"``. This module makes those calls resolve to the CPU, so
+the *unchanged* tensor-parallel layers, sequence-parallel collectives, pipeline schedules, DDP,
+distributed optimizer and dist_checkpointing run under ``torch.distributed`` with the gloo backend.
 
 It is a deliberate, contained patch of a third-party library's expectations:
 

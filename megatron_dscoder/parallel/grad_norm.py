@@ -1,4 +1,5 @@
-"""An accurate gradient norm for megatron-core when neither apex nor Transformer Engine is installed.
+"""An accurate gradient norm for megatron-core when neither apex nor Transformer Engine
+is installed.
 
 megatron-core clips gradients by the global L2 norm, computed by a fused multi-tensor kernel from
 apex or Transformer Engine. Without either it falls back to ``local_multi_tensor_l2_norm``, which

@@ -21,8 +21,8 @@ Output is identical for any ``--workers`` and either ``--engine`` given the same
 ``--seed``.
 
 Run as ``dscoder-preprocess`` (installed with the package) or ``python tools/preprocess_data.py``;
-the flags are generated from :class:`~megatron_dscoder.preprocess.config.PreprocessConfig`. Tiny CPU toy run, from the
-repository root (a tokenizer first, then the Python json package)::
+the flags are generated from :class:`~megatron_dscoder.preprocess.config.PreprocessConfig`. Tiny CPU
+toy run, from the repository root (a tokenizer first, then the Python json package)::
 
     STDLIB=$(python -c 'import sysconfig;print(sysconfig.get_paths()["stdlib"])')
     python tools/train_tokenizer.py --input "$STDLIB/json" --output out/tok-toy --vocab-size 2000
@@ -78,7 +78,8 @@ USER_ERRNOS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every flag, generated from the fields of :class:`~megatron_dscoder.preprocess.config.PreprocessConfig`."""
+    """Every flag, generated from the fields of
+    :class:`~megatron_dscoder.preprocess.config.PreprocessConfig`."""
     parser = OneLineParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

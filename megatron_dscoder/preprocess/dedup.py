@@ -11,11 +11,11 @@ the tasks that run these steps are in :mod:`megatron_dscoder.preprocess.tasks.de
    shards (:func:`write_band_file`): ``(bands, 2, n)`` uint64, row ``[b, 0]`` the keys of band
    ``b`` sorted, row ``[b, 1]`` the sample ids. A sample id is ``shard << 32 | position``, so
    ids increase in output order.
-2. **Merge, one task per band** (:func:`band_ranges` and :func:`candidate_pairs`, run by ``merge_band``): reads its band's rows of every
-   task's band file (one open per file), cut into ``key_ranges`` ranges of about
-   ``group_bytes`` each through scratch files when the band is large; in each range it links
-   every sample of a run of equal keys to the run's smallest id (a star: n - 1 candidate pairs
-   per bucket, not n^2/2) and writes the pairs sorted by the smaller id.
+2. **Merge, one task per band** (:func:`band_ranges` and :func:`candidate_pairs`, run by
+   ``merge_band``): reads its band's rows of every task's band file (one open per file), cut into
+   ``key_ranges`` ranges of about ``group_bytes`` each through scratch files when the band is large;
+   in each range it links every sample of a run of equal keys to the run's smallest id (a star:
+   n - 1 candidate pairs per bucket, not n^2/2) and writes the pairs sorted by the smaller id.
 3. **Verification, one task per id range**: the pairs whose smaller id falls in its range,
    from every band's files (a binary search on memory maps); a pair met in several bands is
    kept once, *before* its signatures are read, so each candidate pair is verified once; it

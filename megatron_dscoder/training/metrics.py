@@ -5,8 +5,9 @@ unless credentials are present (``WANDB_API_KEY``, or the netrc entry ``wandb lo
 ``WANDB_MODE`` says otherwise, so a job without a key never waits on the network; ``wandb sync``
 uploads an offline run later. The choice is made at run time, never baked into an image.
 
-Adding a sink is two edits: a field for its flag in :class:`~megatron_dscoder.config.run.LoggingConfig`
-(the flag is generated from it) and a class here plus its line in :data:`SINKS`.
+Adding a sink is two edits: a field for its flag in
+:class:`~megatron_dscoder.config.run.LoggingConfig` (the flag is generated from it) and a class here
+plus its line in :data:`SINKS`.
 """
 
 from __future__ import annotations

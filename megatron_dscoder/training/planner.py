@@ -4,8 +4,8 @@ Static memory follows megatron-core exactly: the DDP gradient buffer is fp32; wi
 distributed optimizer every parameter starts on a 64-element boundary and the buffer is padded
 to a multiple of lcm(DP, 128), and each DP rank keeps optimizer state for its 1/DP of it. Mixed
 precision (GPU) holds bf16 weights, an fp32 master copy and two fp32 Adam moments; fp32 (CPU)
-holds no master copy. ``tests/training/test_planner.py`` checks these numbers against what the debug model
-allocates on CPU.
+holds no master copy. ``tests/training/test_planner.py`` checks these numbers against what the debug
+model allocates on CPU.
 
 Activations per micro-batch follow ``training/activations.py``: what megatron-core really keeps
 for backward for the run's build (local or TE spec, attention kernel, fused or decomposed

@@ -20,7 +20,9 @@ therefore sets, for each group, what megatron-core's scheduler sets:
   carried that way), times ``lr_mult`` (1.0 in every group megatron-core 0.16.1 builds; honoured
   as earlier Megatron-LM schedulers did).
 
-    >>> s = LRSchedule(style="three-stage", peak_lr=1.0, warmup_iters=2, train_iters=10, weight_decay=0)
+    >>> s = LRSchedule(
+    ...     style="three-stage", peak_lr=1.0, warmup_iters=2, train_iters=10, weight_decay=0
+    ... )
     >>> [round(s.lr(i), 4) for i in (1, 2, 8, 9, 10)]
     [0.5, 1.0, 1.0, 0.3162, 0.1]
 """

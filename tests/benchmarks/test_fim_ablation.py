@@ -1,5 +1,5 @@
-"""``benchmarks/fim_ablation.py --scale smoke`` end to end: corpus, tokenizer, preprocessing at every
-FIM setting, training, HF export and both held-out measurements, for two seeds."""
+"""``benchmarks/fim_ablation.py --scale smoke`` end to end: corpus, tokenizer, preprocessing at
+every FIM setting, training, HF export and both held-out measurements, for two seeds."""
 
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ def exports(tmp_path_factory, tiny_tokenizer_dir) -> dict[str, dict]:
     bos = load_tokenizer(tiny_tokenizer_dir).token_to_id(BOS)
     kinds = {  # name: (arch, tokenizer, checkpoint metadata, carried generation, chat_template)
         "base": (coder, tiny_tokenizer_dir, {"data": {"bos": False}}, {}, None),
-        "16k": (with_long_context(coder, EXTEND_CONTEXT.factor, EXTEND_CONTEXT.rotary_base), tiny_tokenizer_dir, {"data": {"bos": True}}, {}, None),
+        "16k": (with_long_context(coder, EXTEND_CONTEXT.factor, EXTEND_CONTEXT.rotary_base),
+                tiny_tokenizer_dir, {"data": {"bos": True}}, {}, None),
         "sft": (coder, tiny_tokenizer_dir, {"data": {"bos": True, "sft": True}}, {}, None),
         "v1.5": (v15, llm_tok, {"converted_from": {"add_bos": True, "rope_theta": 10000}}, {},
                  None),

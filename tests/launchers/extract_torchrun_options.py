@@ -1,10 +1,11 @@
-"""Extract torchrun's option table from a torch wheel, without installing or importing torch.
+r"""Extract torchrun's option table from a torch wheel, without installing or importing torch.
 
-    python tests/launchers/extract_torchrun_options.py torch-2.10.0-...whl > tests/launchers/torchrun_2.10.json
+    python tests/launchers/extract_torchrun_options.py torch-2.10.0-...whl \
+        > tests/launchers/torchrun_2.10.json
 
 (the wheel from ``pip download torch==2.10.0 --no-deps``; any platform's wheel has the same
-run.py). Reads ``torch/distributed/run.py`` out of the wheel (a zip) and walks the ``add_argument`` calls
-of ``get_args_parser`` with :mod:`ast`: option strings, whether the option takes a value
+run.py). Reads ``torch/distributed/run.py`` out of the wheel (a zip) and walks the ``add_argument``
+calls of ``get_args_parser`` with :mod:`ast`: option strings, whether the option takes a value
 (``nargs``), its ``choices`` and its value type. Choices written as ``[m.value for m in Enum]``
 are resolved from the enum's class body in the same wheel. The JSON keeps the wheel's file name
 and sha256, so the table can be re-made and compared; torch's source itself is not stored.

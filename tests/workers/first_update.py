@@ -1,6 +1,7 @@
-"""Train one iteration per layout and keep every parameter from before and after the update.
+r"""Train one iteration per layout and keep every parameter from before and after the update.
 
-    torchrun --nproc-per-node N tests/workers/first_update.py OUT_DIR NAME "FLAGS" [NAME "FLAGS" ...]
+    torchrun --nproc-per-node N tests/workers/first_update.py \
+        OUT_DIR NAME "FLAGS" [NAME "FLAGS" ...]
 
 ``training.build.build_optimizer`` is wrapped to copy the model's parameters when the optimizer is
 built (initialised, not yet updated); once the run ends, rank 0 saves ``OUT_DIR/NAME.pt``:

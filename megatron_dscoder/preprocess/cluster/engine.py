@@ -18,7 +18,8 @@ every engine; engines differ only in where it runs:
                      ``megatron_dscoder`` must be importable on every node (installed in the
                      same environment, or shipped with a Ray ``runtime_env``). Items and
                      results are references and counts (``preprocess.tasks.passes``): the
-                     driver moves no corpus bytes. A task whose worker dies is retried (``max_retries``).
+                     driver moves no corpus bytes. A task whose worker dies is retried
+                     (``max_retries``).
 
 Because the pipeline applies results by task number and the stage code is deterministic, both
 engines (and any worker count) write byte-identical output.

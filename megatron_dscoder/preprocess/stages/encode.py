@@ -6,21 +6,21 @@ sentinel); EOS is appended to every document. The text of a partition goes throu
 document sizes (large enough for the tokenizer's thread pool, small enough to bound the memory
 of its ``Encoding`` objects), and each chunk's ids become a numpy array straight away.
 
-Text is encoded by :func:`~megatron_dscoder.tokenizer.text_tokenizer`, a copy of the tokenizer whose added tokens are all
-flagged special and skipped (``encode_special_tokens = True``), so that source code containing
-the literal text of *any* added token (``<pad>``, ``<|EOT|>``, a FIM sentinel, or one of the 13
-Latin-1 characters DeepSeek-Coder's tokenizer adds as non-special tokens) is encoded by the BPE
-model as ordinary text: the only control ids in the output are those the pipeline inserts (FIM
-sentinels, EOS, and BOS when chosen). On text without such literals the ids equal the original
+Text is encoded by :func:`~megatron_dscoder.tokenizer.text_tokenizer`, a copy of the tokenizer whose
+added tokens are all flagged special and skipped (``encode_special_tokens = True``), so that source
+code containing the literal text of *any* added token (``<pad>``, ``<|EOT|>``, a FIM sentinel, or
+one of the 13 Latin-1 characters DeepSeek-Coder's tokenizer adds as non-special tokens) is encoded
+by the BPE model as ordinary text: the only control ids in the output are those the pipeline inserts
+(FIM sentinels, EOS, and BOS when chosen). On text without such literals the ids equal the original
 tokenizer's (``transformers`` included); decoding with the original tokenizer returns the text.
 
 Long texts (a repository sample can be many MB) are cut into chunks of about ``chunk_chars``
 right after a newline, when the tokenizer's pre-tokenizer isolates every newline (DeepSeek-Coder's
-does: ``[\r\n]`` is its first split rule; :func:`~megatron_dscoder.tokenizer.newline_safe` checks it). The tokens are then
-exactly those of the whole text, while the tokenizer's per-text memory stays small and its
-thread pool gets many pieces to share instead of one huge one. With such a tokenizer, each
-distinct line of a batch is encoded once (:mod:`.line_encode`): about a fifth of the lines of
-real code repeat within a batch, and their tokens are copied instead.
+does: ``[\r\n]`` is its first split rule; :func:`~megatron_dscoder.tokenizer.newline_safe` checks
+it). The tokens are then exactly those of the whole text, while the tokenizer's per-text memory
+stays small and its thread pool gets many pieces to share instead of one huge one. With such a
+tokenizer, each distinct line of a batch is encoded once (:mod:`.line_encode`): about a fifth of the
+lines of real code repeat within a batch, and their tokens are copied instead.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def encode_documents(
     Text is sent to the tokenizer in batches of about ``batch_chars`` characters whatever the
     document sizes (a document of many MB spans several batches), and every chunk's ids become
     a numpy array at once, so memory stays near the size of the output tokens.
-    ``chunk_chars`` must only be set for a :func:`~megatron_dscoder.tokenizer.newline_safe` tokenizer (None: no chunking).
+    ``chunk_chars`` must only be set for a :func:`~megatron_dscoder.tokenizer.newline_safe`
+    tokenizer (None: no chunking).
     """
     cuts = [
         newline_cuts(piece, chunk_chars)

@@ -2,13 +2,13 @@
 
 About a fifth of the lines of real code repeat within a batch of about 1 MB (blank lines,
 closing brackets, licence headers, common statements). With a tokenizer for which cutting a
-text right after a newline never changes its tokens (:func:`~megatron_dscoder.tokenizer.newline_safe`) and which
-encodes a newline as one token, the distinct lines of a batch are joined into texts of about
-``chunk_chars`` characters (so the tokenizer's threads get a few calls, not one per line),
-encoded once, split again at their newline tokens (each line has exactly one, its last; this
-is checked, and the caller encodes the batch whole if it fails), and the tokens of every chunk
-are gathered from the lines' tokens with numpy. The tokens are exactly those of encoding each
-chunk whole.
+text right after a newline never changes its tokens
+(:func:`~megatron_dscoder.tokenizer.newline_safe`) and which encodes a newline as one token, the
+distinct lines of a batch are joined into texts of about ``chunk_chars`` characters (so the
+tokenizer's threads get a few calls, not one per line), encoded once, split again at their newline
+tokens (each line has exactly one, its last; this is checked, and the caller encodes the batch whole
+if it fails), and the tokens of every chunk are gathered from the lines' tokens with numpy. The
+tokens are exactly those of encoding each chunk whole.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ class LineCut:
 
 
 def line_cut(tok: Tokenizer, chunk_chars: int | None) -> LineCut | None:
-    """A :class:`LineCut` for a :func:`~megatron_dscoder.tokenizer.newline_safe` tokenizer (``chunk_chars`` set) that
-    encodes a newline as one token; else None."""
+    """A :class:`LineCut` for a :func:`~megatron_dscoder.tokenizer.newline_safe` tokenizer
+    (``chunk_chars`` set) that encodes a newline as one token; else None."""
     if chunk_chars is None:
         return None
     ids = tok.encode_batch_fast(["\n"], add_special_tokens=False)[0].ids

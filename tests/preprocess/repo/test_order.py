@@ -90,7 +90,9 @@ def test_c_java_csharp_samples() -> None:
         "java",
         {
             "src/main/java/com/acme/App.java": "package com.acme;\nimport com.acme.util.Strings;\n",
-            "src/main/java/com/acme/util/Strings.java": "package com.acme.util;\nclass Strings {}\n",
+            "src/main/java/com/acme/util/Strings.java": (
+                "package com.acme.util;\nclass Strings {}\n"
+            ),
         },
     )
     assert repo_samples("o/r", java, 0)[0].paths[0].endswith("util/Strings.java")

@@ -20,14 +20,14 @@ from tests.preprocess.preprocess_helpers import run, write_jsonl
 
 VALID = {
     "python": "import os\n\n\nclass A:\n    def f(self, x: int) -> int:\n        return x + 1\n",
-    "java": "package a;\n\npublic class A {\n    public int f(int x) {\n        return x + 1;\n    }\n}\n",
-    "c": '#include <stdio.h>\n\nstatic int f(int x) {\n    return x + 1;\n}\n\nint main(void) {\n    printf("%d\\n", f(1));\n    return 0;\n}\n',
-    "c++": "#include <vector>\n\nnamespace a {\ntemplate <typename T>\nT sum(const std::vector<T>& v) {\n    T s{};\n    for (auto& x : v) s += x;\n    return s;\n}\n}  // namespace a\n",
-    "c#": "using System;\n\nnamespace A {\n    public class B {\n        public int F(int x) => x + 1;\n    }\n}\n",
-    "javascript": "const f = (x) => x + 1;\n\nfunction g(a, b) {\n  return [a, b].map(f);\n}\n\nmodule.exports = { g };\n",
-    "typescript": "interface P { x: number; y: number }\n\nexport function norm(p: P): number {\n  return Math.sqrt(p.x * p.x + p.y * p.y);\n}\n",
+    "java": "package a;\n\npublic class A {\n    public int f(int x) {\n        return x + 1;\n    }\n}\n",  # noqa: E501
+    "c": '#include <stdio.h>\n\nstatic int f(int x) {\n    return x + 1;\n}\n\nint main(void) {\n    printf("%d\\n", f(1));\n    return 0;\n}\n',  # noqa: E501
+    "c++": "#include <vector>\n\nnamespace a {\ntemplate <typename T>\nT sum(const std::vector<T>& v) {\n    T s{};\n    for (auto& x : v) s += x;\n    return s;\n}\n}  // namespace a\n",  # noqa: E501
+    "c#": "using System;\n\nnamespace A {\n    public class B {\n        public int F(int x) => x + 1;\n    }\n}\n",  # noqa: E501
+    "javascript": "const f = (x) => x + 1;\n\nfunction g(a, b) {\n  return [a, b].map(f);\n}\n\nmodule.exports = { g };\n",  # noqa: E501
+    "typescript": "interface P { x: number; y: number }\n\nexport function norm(p: P): number {\n  return Math.sqrt(p.x * p.x + p.y * p.y);\n}\n",  # noqa: E501
     "php": "<?php\n\nfunction f(int $x): int {\n    return $x + 1;\n}\n\necho f(1);\n",
-    "go": 'package main\n\nimport "fmt"\n\nfunc f(x int) int {\n\treturn x + 1\n}\n\nfunc main() {\n\tfmt.Println(f(1))\n}\n',
+    "go": 'package main\n\nimport "fmt"\n\nfunc f(x int) int {\n\treturn x + 1\n}\n\nfunc main() {\n\tfmt.Println(f(1))\n}\n',  # noqa: E501
     "rust": 'fn f(x: i32) -> i32 {\n    x + 1\n}\n\nfn main() {\n    println!("{}", f(1));\n}\n',
     "ruby": "class A\n  def f(x)\n    x + 1\n  end\nend\n\nputs A.new.f(1)\n",
     "shell": '#!/bin/sh\nset -e\nshow() {\n  echo "$1"\n}\nfor f in *.txt; do\n  show "$f"\ndone\n',
