@@ -93,27 +93,12 @@ def test_the_flags_are_the_fields() -> None:
         if f.metadata.get("cli", True):
             assert f.name in dests or f"{f.name}.off" in dests, f.name
     assert {"dedup.threshold", "quality.generated", "decontam.benchmarks"} <= dests
-    config = parse(
-        [
-            "--input",
-            "a",
-            "b",
-            "--tokenizer-model",
-            "t",
-            "--output-prefix",
-            "o/x",
-            "--no-filters",
-            "--dedup-threshold",
-            "0.8",
-            "--no-dedup-verify",
-            "--no-drop-generated",
-            "--decontaminate-files",
-            "m.jsonl:text",
-            "--max-record-mb",
-            "1",
-            "--bos",
-        ]
-    )
+    argv = (
+        "--input a b --tokenizer-model t --output-prefix o/x --no-filters --dedup-threshold 0.8 "
+        "--no-dedup-verify --no-drop-generated --decontaminate-files m.jsonl:text "
+        "--max-record-mb 1 --bos"
+    ).split()
+    config = parse(argv)
     assert config.inputs == ("a", "b") and not config.apply_filters and config.bos
     assert config.dedup is not None and config.dedup.threshold == 0.8 and not config.dedup.verify
     assert config.dedup.ngram == 5, "unset sub-config flags keep the sub-config's defaults"
@@ -121,27 +106,7 @@ def test_the_flags_are_the_fields() -> None:
     assert config.decontam is not None
     assert [b.name for b in config.decontam.benchmarks] == ["humaneval", "m"]
     assert config.max_record_bytes == 1 << 20 and config.fim_rate == 0.5
-    assert config == parse(
-        [
-            "--input",
-            "a",
-            "b",
-            "--tokenizer-model",
-            "t",
-            "--output-prefix",
-            "o/x",
-            "--no-filters",
-            "--dedup-threshold",
-            "0.8",
-            "--no-dedup-verify",
-            "--no-drop-generated",
-            "--decontaminate-files",
-            "m.jsonl:text",
-            "--max-record-mb",
-            "1",
-            "--bos",
-        ]
-    )
+    assert config == parse(argv)
     off = parse(
         [
             "--input",
