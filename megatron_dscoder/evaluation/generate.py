@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 
-from megatron_dscoder.config.arg_types import check_model_dir, read_text_file
 from megatron_dscoder.config.flags import (
     ConfigError,
     OneLineParser,
@@ -43,6 +42,7 @@ from megatron_dscoder.config.flags import (
     require_positive,
     values_from_args,
 )
+from megatron_dscoder.config.inputs import check_model_dir, read_text_file
 from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.tokenizer import (
     SpecialTokenIds,

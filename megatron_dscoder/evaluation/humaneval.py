@@ -38,7 +38,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import MISSING, asdict, dataclass, replace
 from pathlib import Path
 
-from megatron_dscoder.config.arg_types import check_model_dir
 from megatron_dscoder.config.flags import (
     ConfigError,
     OneLineParser,
@@ -47,6 +46,7 @@ from megatron_dscoder.config.flags import (
     require_positive,
     values_from_args,
 )
+from megatron_dscoder.config.inputs import check_model_dir
 from megatron_dscoder.errors import run_cli
 from megatron_dscoder.evaluation.fim import corpus_texts, evaluate_fim, fim_examples
 from megatron_dscoder.evaluation.generate import truncate_at

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from megatron_dscoder.errors import UserError
+from megatron_dscoder.config.inputs import InputError
 from megatron_dscoder.preprocess.inputs.compression import is_zstd, open_compressed, zstd_complete
 from megatron_dscoder.preprocess.records import language_of
 
@@ -236,10 +236,6 @@ def _walk_files(repo_root: Path) -> list[str]:
             if not os.path.islink(os.path.join(dirpath, name)):
                 out.append(name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/"))
     return out
-
-
-class InputError(UserError, ValueError):
-    """An ``--input`` that cannot be used at all (missing, or without a text column)."""
 
 
 def check_inputs(paths: list[str], text_names: tuple[str, ...]) -> None:
