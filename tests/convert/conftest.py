@@ -1,8 +1,10 @@
-"""Session fixtures for the conversion tests: small real tokenizers."""
+"""Session fixtures for the conversion tests: small real tokenizers, and every conversion case
+run once (:func:`tests.convert.runs.build_runs`) for all the test modules here."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,3 +23,12 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def big_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """480 tokens: more than the 384 padded rows of a model made for :data:`TOKENS`."""
     return make_tokenizer(tmp_path_factory.mktemp("tokenizer_big") / "tok", 480)
+
+
+@pytest.fixture(scope="session")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, big_tokenizer_dir: Path
+) -> SimpleNamespace:
+    from tests.convert.runs import build_runs  # it reads TOKENS from this module
+
+    return build_runs(tmp_path_factory, tokenizer_dir, big_tokenizer_dir)
