@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections import Counter
 
 import orjson
@@ -160,10 +161,8 @@ def read_repo_files(task: RepoFiles, max_record_bytes: int, bad: Counter[str]) -
     """Read a batch of files of one checkout; the language comes from the extension."""
     records = []
     for rel in task.paths:
-        try:
-            with open(os.path.join(task.root, rel), "rb") as f:
-                data = f.read(max_record_bytes + 1)
-        except OSError:
+        data = _read_regular(os.path.join(task.root, rel), max_record_bytes + 1)
+        if data is None:
             bad["unreadable_file"] += 1
             continue
         if len(data) > max_record_bytes:
@@ -181,6 +180,21 @@ def read_repo_files(task: RepoFiles, max_record_bytes: int, bad: Counter[str]) -
         if record is not None:
             records.append(record)
     return records
+
+
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of ``path`` if it is still a regular file (None otherwise). The
+    walk kept regular files only; opened without blocking and without following a link, a file
+    swapped for a FIFO or a link since then is refused instead of blocking the worker."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        try:
+            return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            return None
 
 
 def read_chunk(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -202,12 +203,8 @@ def repo_chunks(
     """Batches of files of one repository of ``root`` (``""``: the loose files of ``root``,
     a repository named after it)."""
     top = Path(root)
-    if repo:
-        name, repo_root, files = repo, top / repo, _walk_files(top / repo)
-    else:
-        entries = sorted(os.scandir(top), key=lambda e: e.name)
-        name, repo_root = top.name, top
-        files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    name, repo_root = (repo, top / repo) if repo else (top.name, top)
+    files = regular_files(repo_root, skipped, recursive=bool(repo))
     batch: list[str] = []
     size = 0
     for rel in files:
@@ -227,14 +224,29 @@ def repo_chunks(
         yield RepoFiles(root, name, str(repo_root), tuple(batch), size)
 
 
-def _walk_files(repo_root: Path) -> list[str]:
+def regular_files(repo_root: Path, skipped: Counter[str], recursive: bool = True) -> list[str]:
+    """The regular files of a repository (``/``-separated paths relative to it, sorted; hidden
+    directories such as ``.git`` left out). Only regular files are kept, judged by ``lstat``
+    and never opened: a FIFO blocks its reader forever, a device or socket is no source file,
+    and a symbolic link may leave the checkout. Those are counted in ``skipped`` by reason
+    (``symlink``, ``not_regular_file``)."""
     out = []
     for dirpath, dirs, files in os.walk(repo_root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if not recursive:
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, repo_root)
         for name in sorted(files):
-            if not os.path.islink(os.path.join(dirpath, name)):
+            try:
+                mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            except OSError:
+                skipped["unreadable_file"] += 1
+                continue
+            if stat.S_ISREG(mode):
                 out.append(name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/"))
+            else:
+                skipped["symlink" if stat.S_ISLNK(mode) else "not_regular_file"] += 1
     return out
 
 

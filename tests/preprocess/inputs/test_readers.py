@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -82,10 +83,11 @@ def test_checkout_files(tmp_path: Path) -> None:
     (tmp_path / "ok.java").write_text("class A {}\n")
     (tmp_path / "bin.c").write_bytes(b"\x00\x01")
     (tmp_path / "big.py").write_text("x" * 500)
-    task = RepoFiles(
-        str(tmp_path), "repo", str(tmp_path), ("ok.java", "bin.c", "big.py", "gone.py"), 0
-    )
+    os.mkfifo(tmp_path / "pipe.py")  # swapped in after the walk: refused, never blocks
+    (tmp_path / "link.py").symlink_to(tmp_path / "ok.java")
+    names = ("ok.java", "bin.c", "big.py", "gone.py", "pipe.py", "link.py")
+    task = RepoFiles(str(tmp_path), "repo", str(tmp_path), names, 0)
     bad: Counter[str] = Counter()
     [record] = read_chunk(task, FieldNames(), 100, bad)
     assert (record.repo, record.path, record.lang) == ("repo", "ok.java", "java")
-    assert bad == Counter(binary=1, record_too_large=1, unreadable_file=1)
+    assert bad == Counter(binary=1, record_too_large=1, unreadable_file=3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -113,3 +115,24 @@ def test_checkout_directory_tasks(tmp_path: Path) -> None:
         ("beta", ("main.c",)),
     ]
     assert skipped == Counter(unknown_language=1)
+
+
+def test_checkout_keeps_regular_files_only(tmp_path: Path) -> None:
+    """A FIFO named like source blocked a worker forever: every non-regular file is skipped
+    unopened and counted by reason."""
+    repo = tmp_path / "r1"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "a.py").write_text("pass\n")
+    (tmp_path / "loose.py").write_text("pass\n")
+    os.mkfifo(repo / "pipe.py")
+    os.mkfifo(tmp_path / "loose_pipe.py")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(repo / "pkg" / "sock.py"))
+        (repo / "link.py").symlink_to(repo / "pkg" / "a.py")
+        skipped: Counter[str] = Counter()
+        tasks = list(iter_chunks([str(tmp_path)], 1 << 20, 1 << 20, Counter(), skipped))
+    assert [(t.repo, t.paths) for t in tasks] == [
+        (tmp_path.name, ("loose.py",)),
+        ("r1", ("pkg/a.py",)),
+    ]
+    assert skipped == Counter(not_regular_file=3, symlink=1)
