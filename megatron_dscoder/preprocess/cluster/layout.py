@@ -33,9 +33,12 @@ from typing import IO, Any
 
 import numpy as np
 
+from megatron_dscoder.preprocess.cluster import integrity
+
 #: The version of what tasks write in a work directory (2: one band file per task, the dedup
-#: by band); a kept directory of another version is refused, not half reused.
-WORK_LAYOUT = 2
+#: by band; 3: checksums in the markers, inputs' sizes and times in ``run.json``); a kept
+#: directory of another version is refused, not half reused.
+WORK_LAYOUT = 3
 #: The sub-directories every run creates before its first task.
 SUBDIRS = ("shards", "spill", "done", "dedup/bands", "dedup/pairs", "dedup/verified")
 #: The suffix of a file being written (swept when a kept directory is reused).
@@ -52,11 +55,24 @@ def make_dirs(work_dir: str) -> None:
 
 def atomic_write(path: str, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
     """``write(f)`` into ``PATH.PID.partial``, then renamed to ``path``: readers (a retried
-    task, a rerun) never see half a file."""
+    task, a rerun) never see half a file. A binary file is digested as it is written, for the
+    running task's marker (:mod:`.integrity`). An error of the file system (a full disk) names
+    the file."""
     partial = f"{path}.{os.getpid()}{PARTIAL}"
-    with open(partial, mode) as f:
-        write(f)
-    os.replace(partial, path)
+    try:
+        with open(partial, mode) as f:
+            if "b" not in mode:
+                write(f)
+            else:
+                hashing = integrity.HashingWriter(f)
+                write(hashing)  # type: ignore[arg-type]
+        os.replace(partial, path)
+    except OSError as err:
+        if err.filename is None:
+            err.filename = path
+        raise
+    if "b" in mode:
+        integrity.record(path, hashing.size, hashing.hash.hexdigest())
 
 
 def save_array(path: str, array: np.ndarray) -> None:

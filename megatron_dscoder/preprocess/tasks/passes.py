@@ -28,9 +28,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from megatron_dscoder.preprocess.cluster import layout
+from megatron_dscoder.preprocess.cluster import integrity, layout
 from megatron_dscoder.preprocess.dedup import Signed, write_band_file
-from megatron_dscoder.preprocess.inputs.plan import CHUNKS_PER_REF, InputRef, expand
+from megatron_dscoder.preprocess.inputs.plan import CHUNKS_PER_REF, InputRef, RepoDirs, expand
 from megatron_dscoder.preprocess.repo.spill import Region, SpillWriter, plan_regions
 from megatron_dscoder.preprocess.stages.base import WorkerContext
 from megatron_dscoder.preprocess.stages.minhash import band_layout
@@ -68,8 +68,12 @@ class RefTask:
 
 
 def run_ref(task: RefTask, ctx: WorkerContext) -> dict[str, Any]:
-    """Pass 1 over one input reference; returns its shards, spill offsets and counters."""
+    """Pass 1 over one input reference; returns its shards, spill offsets and counters (and
+    for repositories of a checkout directory, the state of their files as it starts)."""
     options = ctx.options
+    inputs = []
+    if isinstance(task.ref, RepoDirs):
+        inputs.append([task.ref.source, integrity.repos_state(task.ref.source, task.ref.repos)])
     stats = PartitionStats()
     chunks, signed = [], []
     spill_dir = layout.spill_dir(ctx.work_dir)
@@ -99,7 +103,7 @@ def run_ref(task: RefTask, ctx: WorkerContext) -> dict[str, Any]:
 
     layout.atomic_write(layout.spill_file(ctx.work_dir, task.index), join_buckets)
     shutil.rmtree(scratch)
-    return {"chunks": chunks, "spill": spill, "stats": stats_to_json(stats)}
+    return {"chunks": chunks, "spill": spill, "stats": stats_to_json(stats), "inputs": inputs}
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ def plan_bucket(task: BucketTask, ctx: WorkerContext) -> dict[str, Any]:
     regions = list(plan_regions(joined, options.region_bytes, options.max_region_bytes, 0, planned))
     shutil.rmtree(final, ignore_errors=True)  # an attempt killed between its rename and marker
     os.rename(scratch, final)
+    integrity.record_files([os.path.join(final, name) for name in sorted(os.listdir(final))])
     return {
         "regions": [
             [os.path.join(final, os.path.basename(r.path)), r.start, r.end, r.windowed]
@@ -171,5 +176,9 @@ def finalize(task: FinalizeBatch, ctx: WorkerContext) -> dict[str, Any]:
         dropped = np.empty(0, dtype=np.int64)
         if task.dedup:
             dropped = dropped_in_shard(ctx.work_dir, index)
-        written.append([index, *finalize_shard(ShardDrops(index, dropped), ctx)])
+        counts = finalize_shard(ShardDrops(index, dropped), ctx)
+        if counts[0]:
+            prefix = layout.shard_prefix(ctx.work_dir, index)
+            integrity.record_files([f"{prefix}.bin", f"{prefix}.idx"])
+        written.append([index, *counts])
     return {"shards": written}

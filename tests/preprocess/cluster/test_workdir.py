@@ -3,6 +3,7 @@ attempts left."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,41 @@ def test_kept_directory_is_locked_stamped_and_swept(tmp_path: Path) -> None:
     assert root.exists(), "a kept directory stays"
     with pytest.raises(WorkDirError):
         WorkDir.keep(str(tmp_path / "w"), {"seed": 2})  # other options: refused
+
+
+def test_sweep_takes_dead_temporary_directories_only(tmp_path: Path) -> None:
+    """A kept --work-dir named like a temporary one (W13) survives the next run's sweep; a dead
+    run's temporary directory does not, nor an empty unmarked one a minute old."""
+    kept = WorkDir.keep(str(tmp_path / "data.work-resume"), {"seed": 1})
+    (Path(kept.path) / "done").mkdir()
+    kept.remove()  # unlocked between runs: exactly when it matters
+    dead = WorkDir.create(str(tmp_path), "data")
+    os.close(dead._fd)  # its run died: the lock is gone, the directory stays
+    empty_old = tmp_path / "data.work-empty"
+    empty_old.mkdir()
+    os.utime(empty_old, (0, 0))
+    live = WorkDir.create(str(tmp_path), "data")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["data.work-resume", os.path.basename(live.path)])
+    assert (tmp_path / "data.work-resume" / "run.json").exists()
+    live.remove()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.work-resume"]
+
+
+def test_keep_refuses_what_is_not_a_work_directory(tmp_path: Path) -> None:
+    temporary = WorkDir.create(str(tmp_path), "data")
+    with pytest.raises(WorkDirError, match="the temporary work directory of another run"):
+        WorkDir.keep(temporary.path, {"seed": 1})
+    temporary.remove()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt.partial").write_text("a user's file")
+    with pytest.raises(WorkDirError, match="src: not empty and not a work directory"):
+        WorkDir.keep(str(tmp_path / "src"), {"seed": 1})
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(WorkDirError, match="afile: not a directory"):
+        WorkDir.keep(str(tmp_path / "afile"), {"seed": 1})
+    stamped = WorkDir.keep(str(tmp_path / "w"), {"layout": 3, "seed": 1})
+    stamped.remove()
+    (tmp_path / "w" / "run.json").write_text("{trunc")
+    with pytest.raises(WorkDirError, match=r"run.json: unreadable"):
+        WorkDir.keep(str(tmp_path / "w"), {"layout": 3, "seed": 1})
