@@ -4,11 +4,14 @@ attempts left."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from megatron_dscoder.preprocess.cluster.workdir import WorkDir, WorkDirError
+from tests.tools.test_tool_preprocess_data import load_tool, make_corpus
+from tests.tools.test_tool_preprocess_failures import FAST, _try_tmpfs
 
 
 def test_kept_directory_is_locked_stamped_and_swept(tmp_path: Path) -> None:
@@ -68,3 +71,22 @@ def test_keep_refuses_what_is_not_a_work_directory(tmp_path: Path) -> None:
     (tmp_path / "w" / "run.json").write_text("{trunc")
     with pytest.raises(WorkDirError, match=r"run.json: unreadable"):
         WorkDir.keep(str(tmp_path / "w"), {"layout": 3, "seed": 1})
+
+
+def test_a_full_work_dir_names_it(
+    tmp_path: Path, tiny_tokenizer_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full work-dir disk was reported as the output directory's: the line names the work
+    directory (or its file) whose write failed (a real 64 KiB tmpfs)."""
+    work = tmp_path / "disk"
+    if not _try_tmpfs(work, "64k"):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        corpus = make_corpus(tmp_path / "in.jsonl", 3000)
+        argv = ["--input", str(corpus), "--tokenizer-model", str(tiny_tokenizer_dir)]
+        argv += ["--output-prefix", str(tmp_path / "out" / "code"), "--workers", "1"]
+        assert load_tool().main([*argv, "--work-dir", str(work / "w"), *FAST]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: no space left on device ({work}/w")
+    finally:
+        subprocess.run(["umount", str(work)], check=True)
