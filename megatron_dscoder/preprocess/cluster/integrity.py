@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,10 +114,12 @@ def check_files(work_dir: str, files: dict[str, list[Any]]) -> str | None:
     for rel, (size, digest) in files.items():
         path = os.path.join(work_dir, rel)
         try:
-            actual = os.path.getsize(path)
+            info = os.lstat(path)
         except OSError:
             return f"{path} is missing"
-        if actual != size:
+        if not stat.S_ISREG(info.st_mode):  # never opened: a FIFO would block
+            return f"{path} is not a regular file"
+        if (actual := info.st_size) != size:
             return f"{path} has {actual} bytes, {size} when written"
         if file_digest(path)[1] != digest:
             return f"{path} does not match its checksum"
