@@ -170,7 +170,11 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
             continue
         if now is None or was is None or was.keys() != now.keys():
             return f"input {path} is not the input it was"
-        what = [f"{key} {was[key]} -> {now[key]}" for key in sorted(was) if was[key] != now[key]]
+        if "names" in was:
+            count = f"{was['repositories']} -> {now['repositories']}"
+            return f"the repositories of input {path} changed ({count} repositories)"
+        what = [f"size {was['size']} -> {now['size']} bytes"] if was["size"] != now["size"] else []
+        what += ["modification time"] if was["mtime_ns"] != now["mtime_ns"] else []
         return f"input {path} changed ({', '.join(what)})"
     before, after = old.get("tokenizer", {}), new.get("tokenizer", {})
     changed = [n for n in sorted(set(before) | set(after)) if before.get(n) != after.get(n)]

@@ -143,7 +143,8 @@ def _check_keepable(path: str) -> None:
         raise WorkDirError(
             f"--work-dir {path}: the temporary work directory of another run; use a new directory"
         )
-    if STAMP not in names and names - {OWNER}:
+    stamping = {n for n in names if n.startswith(f"{STAMP}.") and n.endswith(PARTIAL)}
+    if STAMP not in names and names - stamping - {OWNER}:  # a run killed before its stamp
         raise WorkDirError(
             f"--work-dir {path}: not empty and not a work directory (no {STAMP}); give a new "
             "or empty directory"

@@ -61,7 +61,7 @@ def test_damaged_work_files_and_markers_are_redone_changed_inputs_refused(
 
     with data.open("a") as f:  # W04: an input changed under the kept directory
         f.write(json.dumps({"text": "x = 1\n", "repo": "new", "path": "n.py"}) + "\n")
-    with pytest.raises(WorkDirError, match=r"input .*in\.jsonl changed \(mtime_ns .*size \d+ ->"):
+    with pytest.raises(WorkDirError, match=r"in\.jsonl changed \(size \d+ -> \d+ bytes, modif"):
         run(tmp_path, [data], tiny_tokenizer_dir, **options)
 
 
@@ -75,7 +75,11 @@ def test_changed_checkout_file_or_tokenizer_is_refused(
     tok = Path(shutil.copytree(tiny_tokenizer_dir, tmp_path / "tok"))
     options = {"work_dir": str(tmp_path / "work"), "repos_per_task": 2}
     run(tmp_path, [checkout], tok, **options)
-    (checkout / "repo3" / "mod.py").write_text("x = 1\n")  # read by the second pass-1 task
+    (checkout / "repo4").mkdir()
+    with pytest.raises(WorkDirError, match=r"repositories of input .*checkout changed \(4 -> 5"):
+        run(tmp_path, [checkout], tok, **options)
+    (checkout / "repo4").rmdir()
+    (checkout / "repo3" / "mod.py").write_text("x = 1\n")  # read by the third pass-1 task
     with pytest.raises(
         WorkDirError, match=r"input .*checkout: repository repo3 changed since task pass1-0000002"
     ):
