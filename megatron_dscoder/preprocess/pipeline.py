@@ -280,7 +280,9 @@ def _second_pass(
             large.append(Step(layout.plan_task(bucket), plan_bucket, BucketTask(bucket, parts)))
     planned: Counter[str] = Counter()
     for step, result in run_steps(engine, large, ctx.work_dir, run.tasks):
-        regions[step.item.bucket] = [Region(*r) for r in result["regions"]]
+        regions[step.item.bucket] = [
+            Region(os.path.join(ctx.work_dir, path), *rest) for path, *rest in result["regions"]
+        ]
         planned.update(result["planned"])
     ordered = [region for bucket in sorted(regions) for region in regions[bucket]]
     steps = [

@@ -113,7 +113,8 @@ class BucketTask:
 
 
 def plan_bucket(task: BucketTask, ctx: WorkerContext) -> dict[str, Any]:
-    """Regions of one large bucket: its pieces joined into ``spill/bNNNNN.d/`` and re-split."""
+    """Regions of one large bucket: its pieces joined into ``spill/bNNNNN.d/`` and re-split
+    (their paths relative to the work directory)."""
     name = layout.bucket_name(task.bucket)
     final = os.path.join(layout.spill_dir(ctx.work_dir), f"{name}.d")
     scratch = tempfile.mkdtemp(prefix=f"{name}.d.tmp-", dir=layout.spill_dir(ctx.work_dir))
@@ -132,9 +133,10 @@ def plan_bucket(task: BucketTask, ctx: WorkerContext) -> dict[str, Any]:
     shutil.rmtree(final, ignore_errors=True)  # an attempt killed between its rename and marker
     os.rename(scratch, final)
     integrity.record_files([os.path.join(final, name) for name in sorted(os.listdir(final))])
+    rel = os.path.relpath(final, ctx.work_dir)  # a kept work directory may be moved
     return {
         "regions": [
-            [os.path.join(final, os.path.basename(r.path)), r.start, r.end, r.windowed]
+            [os.path.join(rel, os.path.basename(r.path)), r.start, r.end, r.windowed]
             for r in regions
         ],
         "planned": planned,

@@ -39,7 +39,7 @@ def test_damaged_work_files_and_markers_are_redone_changed_inputs_refused(
     work, out = tmp_path / "work", tmp_path / "out" / "data"
     options = {"work_dir": str(work), "prefix": out, **SMALL}
     first = run(tmp_path, [data], tiny_tokenizer_dir, **options)
-    assert first["tasks"]["pass1:ran"] >= 3, first["tasks"]
+    assert first["tasks"]["pass1:ran"] >= 3 and first["tasks"]["plan:ran"] >= 1, first["tasks"]
     written = out.with_suffix(".bin").read_bytes()
     # A flipped byte in a finished shard (W07), a truncated pass-2 shard (W08) and a truncated
     # band file (W10) of other tasks; an empty and a garbled marker (W06).
@@ -58,6 +58,13 @@ def test_damaged_work_files_and_markers_are_redone_changed_inputs_refused(
     assert redone == {"pass1:ran": 2, "pass2:ran": 1, "components:ran": 1, "finalize:ran": 1}
     third = run(tmp_path, [data], tiny_tokenizer_dir, **options)  # all intact again
     assert not any(k.endswith(":ran") or k.startswith("redone") for k in third["tasks"])
+
+    shutil.move(work, tmp_path / "moved")  # a kept directory moves (no absolute path inside)
+    options["work_dir"] = str(tmp_path / "moved")
+    for marker in (tmp_path / "moved" / "done").glob("pass2-*.json"):
+        marker.unlink()  # pass 2 reads the regions pass 2a planned
+    run(tmp_path, [data], tiny_tokenizer_dir, **options)
+    assert out.with_suffix(".bin").read_bytes() == written
 
     with data.open("a") as f:  # W04: an input changed under the kept directory
         f.write(json.dumps({"text": "x = 1\n", "repo": "new", "path": "n.py"}) + "\n")
