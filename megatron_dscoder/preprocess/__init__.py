@@ -9,7 +9,8 @@ The rooms, lowest first; each imports only from the ones above it in this list (
 - :mod:`.repo`       the repository level: spill shuffle, imports, Algorithm 1 order
 - :mod:`.stages`     the per-partition stages and the two ordered stage lists
 - :mod:`.partition`  one input chunk or spill region through the stage lists
-- :mod:`.cluster`    how tasks run: engines, the work directory, its layout, markers
+- :mod:`.cluster`    how tasks run: engines, the work directory, its layout, markers,
+  checksums of its files
 - :mod:`.dedup`      the near-dedup algorithm on band files (numpy)
 - :mod:`.tasks`      what the tasks do: passes, shards, dedup steps, merge
 - :mod:`.report`     the stats JSON, the Markdown/PNG report, the progress bar

@@ -7,7 +7,9 @@ exists is whole; :meth:`.workdir.WorkDir.sweep_temporaries` removes what killed 
 
     WORK/
       run.json                       what the work is for (kept directories only, :mod:`.workdir`)
-      done/NAME.json                 completion marker of the task NAME (:mod:`.markers`)
+      .temporary                     (temporary directories only: a later run may sweep it)
+      done/NAME.json                 completion marker of the task NAME, with the size and
+                                     checksum of each file it wrote (:mod:`.markers`)
       sNNNNNNN.{tok,len,nf}.npy      a shard's tokens, document lengths, files per document
       sNNNNNNN.sig.npy               its MinHash signatures (with dedup)
       spill/rNNNNNNN                 pass 1: the repository-level records of input reference N,
