@@ -28,7 +28,6 @@ stats JSON counts tasks ran and skipped (``tasks``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import IO, Any
@@ -80,11 +79,6 @@ def atomic_write(path: str, write: Callable[[IO[Any]], None], mode: str = "wb") 
 def save_array(path: str, array: np.ndarray) -> None:
     """``np.save`` through :func:`atomic_write`."""
     atomic_write(path, lambda f: np.save(f, array))
-
-
-def write_json(path: str, data: Any) -> None:
-    """Compact JSON through :func:`atomic_write`."""
-    atomic_write(path, lambda f: json.dump(data, f, separators=(",", ":")), mode="w")
 
 
 # ---- task names ----

@@ -9,10 +9,10 @@ results of the others as skipped; callers apply results by step name, in a fixed
 the output does not depend on completion order. A rerun with the same ``--work-dir`` after any
 kill therefore redoes only the tasks that had not finished.
 
-A marker also lists the size and checksum of every file its task wrote (:mod:`.integrity`); a
-reused marker is trusted only if they still match, so a damaged work file (a flipped byte, a
-truncated shard or band file) is rewritten by its task instead of reaching the output, and a
-damaged marker counts as none.
+A marker also lists the size and checksum of every file its task wrote (:mod:`.integrity`),
+and opens with the checksum of its own content; a reused marker is trusted only if all match,
+so a damaged work file (a flipped byte, a truncated shard or band file) is rewritten by its task
+instead of reaching the output, and a damaged or edited marker counts as none.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ from typing import Any
 
 from megatron_dscoder.preprocess.cluster import integrity
 from megatron_dscoder.preprocess.cluster.engine import Engine
-from megatron_dscoder.preprocess.cluster.layout import marker_path, task_kind, write_json
+from megatron_dscoder.preprocess.cluster.layout import atomic_write, marker_path, task_kind
 from megatron_dscoder.preprocess.cluster.workdir import WorkDirError
 from megatron_dscoder.preprocess.stages.base import WorkerContext
 
@@ -73,7 +74,11 @@ def run_step(step: Step, ctx: WorkerContext) -> dict[str, Any]:
             raise
     result["task_seconds"] = time.perf_counter() - started
     result[FILES] = integrity.relative_files(ctx.work_dir, written)
-    write_json(marker_path(ctx.work_dir, step.name), result)
+    body = json.dumps(result, separators=(",", ":")).encode()
+    digest = integrity.new_hash()
+    digest.update(body)
+    marker = digest.hexdigest().encode() + b"\n" + body
+    atomic_write(marker_path(ctx.work_dir, step.name), lambda f: f.write(marker))
     return result
 
 
@@ -90,16 +95,22 @@ def check_step(found: tuple[Step, dict[str, Any]], ctx: WorkerContext) -> str | 
 
 
 def read_marker(path: str) -> dict[str, Any] | None:
-    """A stored marker, or None when it is unreadable, empty or not one (a damaged marker is
-    the same as none: its task runs again)."""
+    """A stored marker, or None when it is not a regular file, or unreadable, or its content
+    does not match the checksum on its first line (truncated, empty, edited): a damaged marker
+    is the same as none, its task runs again."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block
+            return None
         with open(path, "rb") as f:
-            result = json.loads(f.read())
+            head, _, body = f.read().partition(b"\n")
+        digest = integrity.new_hash()
+        digest.update(body)
+        if head != digest.hexdigest().encode():
+            return None
+        result = json.loads(body)
     except (OSError, ValueError):
         return None
-    if not isinstance(result, dict) or not isinstance(result.get(FILES), dict):
-        return None
-    return result
+    return result if isinstance(result, dict) else None
 
 
 def run_steps(

@@ -42,14 +42,15 @@ def test_damaged_work_files_and_markers_are_redone_changed_inputs_refused(
     assert first["tasks"]["pass1:ran"] >= 3 and first["tasks"]["plan:ran"] >= 1, first["tasks"]
     written = out.with_suffix(".bin").read_bytes()
     # A flipped byte in a finished shard (W07), a truncated pass-2 shard (W08) and a truncated
-    # band file (W10) of other tasks; an empty and a garbled marker (W06).
+    # band file (W10) of other tasks; an empty and an edited marker (W06).
     flip(sorted((work / "shards").glob("shard-*.bin"))[-1])
     token_file = sorted(work.glob("s00163*.tok.npy"))[0]
     token_file.write_bytes(token_file.read_bytes()[:-8])
     band = work / "dedup" / "bands" / "p1-0000000.npy"
     band.write_bytes(band.read_bytes()[:100])
     (work / "done" / "components-00001.json").write_bytes(b"")
-    (work / "done" / "pass1-0000001.json").write_bytes(b'{"chunks": [[0, 1')
+    edited = work / "done" / "pass1-0000001.json"  # still JSON, but not what was written
+    edited.write_bytes(edited.read_bytes().replace(b'"files":{', b'"files":{"x":[1,"y"],'))
     again = run(tmp_path, [data], tiny_tokenizer_dir, **options)
     assert out.with_suffix(".bin").read_bytes() == written
     tasks = again["tasks"]
