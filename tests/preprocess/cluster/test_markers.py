@@ -4,6 +4,7 @@ checksums and the inputs are unchanged; a damaged marker counts as none."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,22 +42,32 @@ def test_damaged_work_files_and_markers_are_redone_changed_inputs_refused(
     first = run(tmp_path, [data], tiny_tokenizer_dir, **options)
     assert first["tasks"]["pass1:ran"] >= 3 and first["tasks"]["plan:ran"] >= 1, first["tasks"]
     written = out.with_suffix(".bin").read_bytes()
-    # A flipped byte in a finished shard (W07), a truncated pass-2 shard (W08) and a truncated
-    # band file (W10) of other tasks; an empty and an edited marker (W06).
+    # A flipped byte in a finished shard (W07), a truncated pass-2 shard (W08), a truncated band
+    # file (W10), a missing spill file and a FIFO in place of pairs, each of another task; an
+    # empty and an edited marker (W06).
     flip(sorted((work / "shards").glob("shard-*.bin"))[-1])
     token_file = sorted(work.glob("s00163*.tok.npy"))[0]
     token_file.write_bytes(token_file.read_bytes()[:-8])
     band = work / "dedup" / "bands" / "p1-0000000.npy"
     band.write_bytes(band.read_bytes()[:100])
+    (work / "spill" / "r0000002").unlink()  # a missing file, and one that became a FIFO
+    (work / "dedup" / "verified" / "v00000.npy").unlink()
+    os.mkfifo(work / "dedup" / "verified" / "v00000.npy")
     (work / "done" / "components-00001.json").write_bytes(b"")
     edited = work / "done" / "pass1-0000001.json"  # still JSON, but not what was written
     edited.write_bytes(edited.read_bytes().replace(b'"files":{', b'"files":{"x":[1,"y"],'))
     again = run(tmp_path, [data], tiny_tokenizer_dir, **options)
     assert out.with_suffix(".bin").read_bytes() == written
     tasks = again["tasks"]
-    assert tasks["redone:bad_files"] == 3 and tasks["redone:bad_marker"] == 2, tasks
+    assert tasks["redone:bad_files"] == 5 and tasks["redone:bad_marker"] == 2, tasks
     redone = {k: n for k, n in tasks.items() if k.endswith(":ran")}
-    assert redone == {"pass1:ran": 2, "pass2:ran": 1, "components:ran": 1, "finalize:ran": 1}
+    assert redone == {
+        "pass1:ran": 3,
+        "pass2:ran": 1,
+        "verify:ran": 1,
+        "components:ran": 1,
+        "finalize:ran": 1,
+    }
     third = run(tmp_path, [data], tiny_tokenizer_dir, **options)  # all intact again
     assert not any(k.endswith(":ran") or k.startswith("redone") for k in third["tasks"])
 
