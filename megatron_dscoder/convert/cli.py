@@ -96,6 +96,11 @@ class ConvertConfig:
         "data's --bos; DeepSeek's published models: yes)",
     )
     max_shard_size_gb: float = opt(2.0, "to-hf: safetensors shard size (default: %(default)s)")
+    allow_unverified_checkpoint: bool = opt(
+        False,
+        "to-hf: export a checkpoint that has no checksum manifest (checksums.json), unverified, "
+        "as the trainer loads one only with this flag",
+    )
 
     def __post_init__(self) -> None:
         require_positive(
@@ -124,6 +129,12 @@ def prepare(argv: list[str] | None) -> tuple[str, ConvertConfig]:
     config = ConvertConfig(**values_from_args(ConvertConfig, args))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
+    if args.direction == "to-hf":
+        from megatron_dscoder.convert import pipeline
+
+        # Refused before any work, as the trainer refuses it (exit 2); other problems of the
+        # source are found while converting.
+        pipeline.check_manifest(config.load, config.allow_unverified_checkpoint)
     return args.direction, config
 
 
@@ -149,6 +160,7 @@ def work(plan: tuple[str, ConvertConfig]) -> int:
             chat_template=CHAT_TEMPLATE[config.chat_template],
             max_shard_bytes=int(config.max_shard_size_gb * 1024**3),
             bos=config.bos,
+            allow_unverified=config.allow_unverified_checkpoint,
         )
         ckpt_dir, hf_dir = pipeline.resolve_checkpoint(config.load), result.output
     else:

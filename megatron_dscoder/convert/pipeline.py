@@ -138,6 +138,19 @@ def resolve_checkpoint(load: str | Path) -> Path:
     return found
 
 
+def check_manifest(load: str | Path, allow_unverified: bool = False) -> None:
+    """Refuse a checkpoint without a checksum manifest (unless ``allow_unverified``) or with a
+    malformed one, as the trainer does (:func:`checksums.manifest_problem`); a ``load`` that
+    names no checkpoint is left to :func:`to_hf` to report."""
+    try:
+        ckpt_dir = resolve_checkpoint(load)
+    except ConversionError:
+        return
+    problem = checksums.manifest_problem(ckpt_dir, allow_unverified)
+    if problem:
+        raise ConversionError(problem)
+
+
 def _checkpoint_tokenizer(meta: dict[str, Any], ckpt_dir: Path) -> Path | None:
     recorded = meta.get("tokenizer")
     candidates = [] if recorded is None else [Path(recorded), ckpt_dir / recorded]
@@ -163,6 +176,7 @@ def to_hf(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     chat_template: bool | None = None,
     bos: bool | None = None,
+    allow_unverified: bool = False,
 ) -> Result:
     """Export a torch_dist checkpoint to an HF ``LlamaForCausalLM`` directory.
 
@@ -170,15 +184,16 @@ def to_hf(
     model: ``<|EOT|>`` is its eos and the tokenizer carries DeepSeek-Coder-Instruct's template.
     ``bos`` (None: the checkpoint's BOS policy, :func:`.export_files.checkpoint_bos`) decides
     whether the exported tokenizer prepends BOS; every file of the export then agrees
-    (:mod:`.export_files`)."""
+    (:mod:`.export_files`). The checkpoint's checksum manifest is verified; one without a
+    manifest is exported only with ``allow_unverified`` (``--allow-unverified-checkpoint``)."""
     from megatron_dscoder.convert.megatron import CheckpointFormatError, CheckpointReader
 
     ckpt_dir = resolve_checkpoint(load)
     try:
         meta = checkpointing.read_checkpoint_metadata(ckpt_dir)
         checkpointing.verify_checkpoint(ckpt_dir)
-        # A manifest, when there is one, is enforced (a corrupted or unlisted file is refused).
-        problems = checksums.verify_manifest(ckpt_dir, allow_unverified=True)
+        # A corrupted or unlisted file is refused; so is a missing manifest, unless allowed.
+        problems = checksums.verify_manifest(ckpt_dir, allow_unverified=allow_unverified)
         if problems:
             raise checkpointing.CheckpointError(problems[0])
         arch = ModelArch(**meta["arch"])

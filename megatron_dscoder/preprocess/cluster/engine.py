@@ -23,6 +23,10 @@ every engine; engines differ only in where it runs:
 
 Because the pipeline applies results by task number and the stage code is deterministic, both
 engines (and any worker count) write byte-identical output.
+
+A cluster that fails under a run (a Ray node or its raylet dies, a task's retries run out, a
+local worker process is killed) raises :class:`ClusterFailure`, one line naming what Ray or the
+pool reported; an exception raised by the stage code itself passes through unchanged.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from megatron_dscoder.errors import UserError
 from megatron_dscoder.lifeline import die_with_parent
 from megatron_dscoder.preprocess.config import ENGINES
 
@@ -41,6 +47,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 C = TypeVar("C")
+
+
+class ClusterFailure(UserError, RuntimeError):
+    """The engine lost workers or nodes (the environment, not the data or the code)."""
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
 
 
 class InlineExecutor(Executor):
@@ -91,7 +106,12 @@ class LocalEngine:
                 return
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield pending.pop(future), future.result()
+                item = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool as err:
+                    raise ClusterFailure(f"a worker process died ({_first_line(err)})") from err
+                yield item, result
 
     def close(self, cancel: bool = False) -> None:
         self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -133,9 +153,14 @@ class RayEngine:
                     break
             if not pending:
                 return
-            done, _ = self.ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                yield pending.pop(ref), self.ray.get(ref)
+            try:
+                done, _ = self.ray.wait(list(pending), num_returns=1)
+                results = [(pending.pop(ref), self.ray.get(ref)) for ref in done]
+            except self.ray.exceptions.RayError as err:
+                if isinstance(err, self.ray.exceptions.RayTaskError):
+                    raise  # the task's own exception (the stage code), not the cluster's
+                raise ClusterFailure(f"the Ray cluster failed ({_first_line(err)})") from err
+            yield from results
 
     def close(self, cancel: bool = False) -> None:
         del self.config_ref

@@ -4,7 +4,8 @@ By default one merge task concatenates the finalised shards, in order, into the 
 a cluster it runs on a worker: the driver moves no bytes). With ``--output-shard-mb N``
 consecutive shards are grouped into parts of about N MB, merged by one task each (in parallel),
 into ``PREFIX.parts/part-NNNNN.bin/.idx`` listed, with their tokens, in
-``PREFIX.parts/manifest.json`` (:mod:`megatron_dscoder.data.manifest`), which training takes as
+``PREFIX.parts/manifest.json`` (:mod:`megatron_dscoder.data.manifest`; each part's sizes and
+checksums come back from its task, the ``.bin`` hashed as it was written), which training takes as
 ``--data-path PREFIX.parts/manifest.json``: a blend weighted by tokens. ``--keep-shards`` also
 keeps the per-shard datasets in ``PREFIX.shards/``.
 """
@@ -52,25 +53,19 @@ def write_output(
     if config.part_bytes > 0:
         os.makedirs(parts_dir, exist_ok=True)
         tasks = [
-            MergeTask(tuple(g), os.path.join(parts_dir, f"part-{j:05d}"))
+            MergeTask(tuple(g), os.path.join(parts_dir, f"part-{j:05d}"), part=True)
             for j, g in enumerate(groups)
         ]
     else:
         tasks = [MergeTask(tuple(groups[0]), config.output_prefix)]
-    for _ in engine.map_unordered(merge_group, tasks):
-        pass
+    entries = dict(engine.map_unordered(merge_group, tasks))
     if config.part_bytes > 0:
-        write_manifest(
-            os.path.join(parts_dir, "manifest.json"),
-            ctx.dtype,
-            [
-                {
-                    "prefix": os.path.basename(task.prefix),
-                    "tokens": sum(tokens_of[i] for i in task.shards),
-                }
-                for task in tasks
-            ],
-        )
+        parts = [entries[task] for task in tasks]
+        for task, part in zip(tasks, parts, strict=True):
+            expected = sum(tokens_of[i] for i in task.shards)
+            if part is None or part.tokens != expected:
+                raise RuntimeError(f"{task.prefix}: {part} written, {expected} tokens expected")
+        write_manifest(os.path.join(parts_dir, "manifest.json"), str(np.dtype(ctx.dtype)), parts)
     if config.keep_shards:
         _keep_shards(ctx.work_dir, f"{config.output_prefix}.shards", work_kept)
     return None, len(tasks) if config.part_bytes > 0 else 0
