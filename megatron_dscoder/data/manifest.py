@@ -162,7 +162,9 @@ def _part(path: str, i: int, entry: object) -> Part:
     if not isinstance(name, str) or not name:
         raise _fail(path, f"part {i}: prefix must be a file name")
     if os.path.basename(name) != name or "\\" in name or "\0" in name or name in (".", ".."):
-        raise _fail(path, f"part {name!r}: a prefix is a plain name inside the manifest's directory")
+        raise _fail(
+            path, f"part {name!r}: a prefix is a plain name inside the manifest's directory"
+        )
     for key in sorted(_STRS - {"prefix"}):
         if not isinstance(entry[key], str) or not entry[key]:
             raise _fail(path, f"part {name!r}: {key} must be a hex digest")
@@ -237,13 +239,19 @@ def verify_part(manifest: Manifest, part: Part, full: bool = False) -> None:
         if actual != size:
             raise _fail(manifest.path, f"{where}: {file} has {actual} bytes, {size} when written")
         if (suffix == ".idx" or full) and file_digest(file, manifest.algorithm) != digest:
-            raise _fail(manifest.path, f"{where}: {file}: checksum mismatch (changed since written)")
+            raise _fail(
+                manifest.path, f"{where}: {file}: checksum mismatch (changed since written)"
+            )
     try:
         header, lengths, _ = read_lengths(prefix)
     except DataError as err:
         raise _fail(manifest.path, f"{where}: {err}") from None
     tokens = int(np.asarray(lengths).sum(dtype=np.int64))
-    if (str(header.dtype), header.num_seqs, tokens) != (manifest.dtype, part.documents, part.tokens):
+    if (str(header.dtype), header.num_seqs, tokens) != (
+        manifest.dtype,
+        part.documents,
+        part.tokens,
+    ):
         raise _fail(
             manifest.path,
             f"{where}: lists {part.documents} documents, {part.tokens} {manifest.dtype} tokens; "

@@ -229,7 +229,9 @@ _LEAF = (
     | _TEXT
     | st.text(max_size=8)
 )
-_JSON = st.recursive(_LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(_TEXT, c, max_size=3))
+_JSON = st.recursive(
+    _LEAF, lambda c: st.lists(c, max_size=3) | st.dictionaries(_TEXT, c, max_size=3)
+)
 _KEYS = st.sampled_from(["format", "version", "dtype", "algorithm", "parts", "digest", "extra"])
 _PART_KEYS = st.sampled_from(sorted(mf._INTS | mf._STRS | {"extra"}))
 
@@ -246,14 +248,16 @@ _DELETE = object()
 
 
 def _apply(document: dict[str, Any], where: Any, value: Any) -> None:
+    target = document
     if isinstance(where, tuple):
-        index, key = where
-        if index >= len(document["parts"]):
-            document["parts"].append(value if value is not _DELETE else {})
+        index, where = where
+        parts = document.get("parts")
+        if not isinstance(parts, list):
+            return  # an earlier corruption replaced the list
+        if index >= len(parts) or not isinstance(parts[index], dict):
+            parts[min(index, len(parts)) : index + 1] = [{} if value is _DELETE else value]
             return
-        target, where = document["parts"][index], key
-    else:
-        target = document
+        target = parts[index]
     if value is _DELETE:
         target.pop(where, None)
     else:
@@ -271,7 +275,7 @@ def test_corrupted_manifests_give_one_line_or_a_correct_blend(
     text = None
     for where, value, redigest, cut in corruptions:
         _apply(document, where, value)
-        if redigest and document.get("algorithm") in mf.HASHES:
+        if redigest and str(document.get("algorithm")) in mf.HASHES:
             document["digest"] = mf._self_digest(document, document["algorithm"])
         text = json.dumps(document)
         if cut is not None and cut < len(text):

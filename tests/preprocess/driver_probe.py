@@ -45,9 +45,7 @@ threading.Thread.run = _run  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
-    alive = [
-        t for t in threading.enumerate() if t is not threading.main_thread() and not _rays(t)
-    ]
+    alive = [t for t in threading.enumerate() if t is not threading.main_thread() and not _rays(t)]
     io = _io("/proc/thread-self/io") + sum(_counted)
     io += sum(_io(f"/proc/self/task/{t.native_id}/io") for t in alive)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
