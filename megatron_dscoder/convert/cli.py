@@ -130,12 +130,26 @@ def prepare(argv: list[str] | None) -> tuple[str, ConvertConfig]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
     if args.direction == "to-hf":
-        from megatron_dscoder.convert import pipeline
-
-        # Refused before any work, as the trainer refuses it (exit 2); other problems of the
-        # source are found while converting.
-        pipeline.check_manifest(config.load, config.allow_unverified_checkpoint)
+        _check_manifest(config.load, config.allow_unverified_checkpoint)
     return args.direction, config
+
+
+def _check_manifest(load: str, allow_unverified: bool) -> None:
+    """Refuse a checkpoint without a checksum manifest (unless ``allow_unverified``) or with a
+    malformed one before any work, as the trainer does
+    (:func:`~megatron_dscoder.checkpointing.checksums.manifest_problem`); a ``load`` that names
+    no checkpoint, and the checksums themselves, are checked while converting."""
+    from megatron_dscoder.checkpointing import checksums
+    from megatron_dscoder.convert import ConversionError
+    from megatron_dscoder.convert.pipeline import resolve_checkpoint
+
+    try:
+        ckpt_dir = resolve_checkpoint(load)
+    except ConversionError:
+        return
+    problem = checksums.manifest_problem(ckpt_dir, allow_unverified)
+    if problem:
+        raise ConversionError(problem)
 
 
 def work(plan: tuple[str, ConvertConfig]) -> int:

@@ -138,19 +138,6 @@ def resolve_checkpoint(load: str | Path) -> Path:
     return found
 
 
-def check_manifest(load: str | Path, allow_unverified: bool = False) -> None:
-    """Refuse a checkpoint without a checksum manifest (unless ``allow_unverified``) or with a
-    malformed one, as the trainer does (:func:`checksums.manifest_problem`); a ``load`` that
-    names no checkpoint is left to :func:`to_hf` to report."""
-    try:
-        ckpt_dir = resolve_checkpoint(load)
-    except ConversionError:
-        return
-    problem = checksums.manifest_problem(ckpt_dir, allow_unverified)
-    if problem:
-        raise ConversionError(problem)
-
-
 def _checkpoint_tokenizer(meta: dict[str, Any], ckpt_dir: Path) -> Path | None:
     recorded = meta.get("tokenizer")
     candidates = [] if recorded is None else [Path(recorded), ckpt_dir / recorded]
