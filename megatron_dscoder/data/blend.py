@@ -10,6 +10,7 @@ train/valid/test exactly as megatron-core cuts them.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
     if len(tokens) == 1 and is_manifest(tokens[0]):
         return blend_from_manifest(tokens[0])
     if len(tokens) == 1:
+        _not_a_directory(tokens[0])
         return tokens, None
     if len(tokens) % 2:
         raise DataError(f"--data-path needs PREFIX or weight/prefix pairs, got {tokens}")
@@ -40,6 +42,7 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
     shares: list[float] = []
     for weight, prefix in zip(weights, tokens[1::2], strict=True):
         if not is_manifest(prefix):
+            _not_a_directory(prefix)
             prefixes.append(prefix)
             shares.append(weight)
             continue
@@ -48,6 +51,18 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
         prefixes += parts
         shares += [weight * t / total for t in part_tokens]
     return prefixes, shares
+
+
+def _not_a_directory(prefix: str) -> None:
+    """A directory is neither a prefix nor a manifest: say which file to give."""
+    if os.path.isdir(prefix):
+        manifest = os.path.join(prefix, "manifest.json")
+        hint = (
+            f"give its manifest, {manifest}"
+            if os.path.isfile(manifest)
+            else "give PREFIX of PREFIX.bin/PREFIX.idx, or a PREFIX.parts/manifest.json"
+        )
+        raise DataError(f"--data-path {prefix}: a directory; {hint}")
 
 
 def split_bounds(shares: Sequence[float]) -> list[tuple[float, float] | None]:

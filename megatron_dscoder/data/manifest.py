@@ -144,7 +144,8 @@ class Manifest:
 
     @property
     def root(self) -> str:
-        return os.path.dirname(os.path.abspath(self.path))
+        """The parts' directory: the manifest's own, a symlink to the manifest followed."""
+        return os.path.dirname(os.path.realpath(self.path))
 
 
 def _fail(path: str, what: str) -> DataError:

@@ -75,10 +75,12 @@ def refused(path: Path, *blend: str) -> str:
     return message
 
 
-def test_parts_weighted_by_their_tokens(manifest: Path) -> None:
+def test_parts_weighted_by_their_tokens(manifest: Path, tmp_path: Path) -> None:
     prefixes, weights = parse_blend([str(manifest)])
     assert prefixes == [str(manifest.parent / f"part-{j:05d}") for j in range(3)]
     assert weights == [float(sum(d)) for d in DOCS]
+    os.symlink(manifest, tmp_path / "linked.json")  # the parts stay beside the real file
+    assert parse_blend([str(tmp_path / "linked.json")]) == (prefixes, weights)
     assert mf.verify_manifest(str(manifest), full=True).parts[1].documents == 2
 
 
@@ -92,6 +94,11 @@ def test_a_manifest_inside_a_weighted_blend(manifest: Path, tmp_path: Path) -> N
     for bad in (["nan", str(manifest)], ["inf", str(manifest)], ["0.5", str(other), "-1", "x"]):
         with pytest.raises(DataError, match="positive and finite"):
             parse_blend(bad)
+    for directory in ([str(manifest.parent)], ["1", str(other), "1", f"{manifest.parent}/"]):
+        with pytest.raises(DataError, match=f"a directory; give its manifest, {manifest}"):
+            parse_blend(directory)
+    with pytest.raises(DataError, match="a directory; give PREFIX of PREFIX.bin/PREFIX.idx"):
+        parse_blend([str(tmp_path)])
 
 
 def test_a_weighted_manifest_passes_a_launchs_checks(
