@@ -58,7 +58,7 @@ from megatron_dscoder.config.flags import OneLineParser, add_flags, values_from_
 from megatron_dscoder.data.indexed import NoSpaceError
 from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.paths import check_output_path
-from megatron_dscoder.preprocess.cluster.engine import ClusterFailure
+from megatron_dscoder.preprocess.cluster.engine import ClusterFailure, check_ray_address
 from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import PreparedRun, execute, prepare_run
 from megatron_dscoder.preprocess.report.markdown import write_report
@@ -128,6 +128,8 @@ def prepare(argv: Sequence[str] | None) -> PreparedRun:
         check_output_path(options.stats_json, "--stats-json", directory=False)
     if options.tmp_dir:
         check_output_path(options.tmp_dir, "--tmp-dir", directory=True)
+    if options.engine == "ray":
+        check_ray_address(options.ray_address)
     with environment_errors(options):
         return prepare_run(options)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -134,7 +135,12 @@ class RayEngine:
         self.ray = ray
         self.owns = not ray.is_initialized()
         if self.owns:
-            ray.init(address=address or None, include_dashboard=False, logging_level="WARNING")
+            try:
+                ray.init(address=address or None, include_dashboard=False, logging_level="WARNING")
+            except ConnectionError as err:
+                raise UserError(
+                    f"--ray-address {address}: no Ray cluster ({_first_line(err)})"
+                ) from err
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = cpus
         self.in_flight = max_in_flight or 2 * cpus + 2
@@ -169,6 +175,24 @@ class RayEngine:
 
 
 Engine = LocalEngine | RayEngine
+
+
+def check_ray_address(address: str | None) -> None:
+    """Refuse a ``HOST:PORT`` where nothing listens before any work (Ray itself keeps retrying
+    such an address for minutes); ``auto``, ``local`` and ``ray://`` addresses are Ray's."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address}: expected HOST:PORT, auto or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(
+            f"--ray-address {address}: nothing answers there ({reason}); start the head node "
+            "with `ray start --head` and give the address it prints"
+        ) from err
 
 
 def make_engine(
