@@ -19,8 +19,9 @@ sampling matches one merged dataset.
 What is verified when (the costs: a multi-TB blend must not be re-read at every launch):
 
 - every load: the document's shape and digest; each part's name (no path, no symlink out of
-  the directory); the sizes of its ``.bin`` and ``.idx``; the ``.idx``'s checksum (about 0.7 %
-  of the ``.bin`` bytes, read at xxHash speed) and the documents and tokens it describes.
+  the directory); the sizes of its ``.bin`` and ``.idx``; the ``.idx``'s checksum (20 bytes
+  per document: 1 % of the ``.bin`` for 1,000-token documents) and the documents and tokens it
+  describes.
 - on request (:func:`verify_manifest` with ``full=True``, ``python -m
   megatron_dscoder.data.manifest PATH``): every ``.bin`` checksum as well.
 

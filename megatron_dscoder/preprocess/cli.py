@@ -161,7 +161,8 @@ def work(prepared: PreparedRun) -> int:
     out = sys.stdout
     out.write(json.dumps(summary, ensure_ascii=False) + "\n")
     written = (
-        f"{options.output_prefix}.parts/ ({stats['output_parts']} parts; train with "
+        f"{options.output_prefix}.parts/ ({stats['output_parts']} "
+        f"part{'s' if stats['output_parts'] > 1 else ''}; train with "
         f"--data-path {options.output_prefix}.parts/manifest.json)"
         if stats["output_parts"]
         else f"{options.output_prefix}.bin/.idx"

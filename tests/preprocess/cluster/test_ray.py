@@ -113,7 +113,7 @@ def drive(tmp_path: Path, corpus: Path, tokenizer: Path, name: str) -> tuple[int
     assert done.returncode == 0 and line, done.stderr[-3000:]
     prefix = tmp_path / name / "data"
     assert done.stdout.splitlines()[-1].startswith(
-        f"wrote {prefix}.parts/ (1 parts; train with --data-path {prefix}.parts/manifest.json)"
+        f"wrote {prefix}.parts/ (1 part; train with --data-path {prefix}.parts/manifest.json)"
     ), done.stdout
     _, io, rss = line.split()
     return int(io), int(rss), json.loads(stats.read_text())
