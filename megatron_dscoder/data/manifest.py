@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         paths = sys.argv[1:] if argv is None else list(argv)
         if not paths or any(p.startswith("-") for p in paths):
             raise UserError("usage: python -m megatron_dscoder.data.manifest MANIFEST.json...")
+        for path in paths:
+            if not os.path.isfile(path):
+                raise UserError(f"{path}: no such manifest file")
         return paths
 
     return run_cli(prepare, _verify_all)

@@ -217,6 +217,7 @@ def test_bin_checksums_are_verified_on_request(
     assert err.startswith(f"error: {manifest}: part 'part-00001'") and "checksum mismatch" in err
     assert err.count("\n") == 1
     assert mf.main([]) == 2 and mf.main(["--full"]) == 2
+    assert mf.main([str(manifest), str(manifest.parent)]) == 2
 
 
 settings.register_profile(
