@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import socket
+import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -141,6 +142,7 @@ class RayEngine:
                 raise UserError(
                     f"--ray-address {address}: no Ray cluster ({_first_line(err)})"
                 ) from err
+        check_workers_code(ray)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = cpus
         self.in_flight = max_in_flight or 2 * cpus + 2
@@ -175,6 +177,67 @@ class RayEngine:
 
 
 Engine = LocalEngine | RayEngine
+
+
+def source_fingerprint() -> tuple[str, str]:
+    """(where, digest of the sources) of the ``megatron_dscoder`` this process imports."""
+    import hashlib
+    import os
+
+    import megatron_dscoder
+
+    root = os.path.dirname(os.path.abspath(megatron_dscoder.__file__))
+    digest = hashlib.blake2b(digest_size=8)
+    for top, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(top, name)
+            digest.update(os.path.relpath(path, root).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return root, digest.hexdigest()
+
+
+_PROBE_CODE = source_fingerprint.__code__
+_checked: set[str] = set()
+
+
+def check_workers_code(ray: Any) -> None:
+    """Every node of the cluster must run the driver's ``megatron_dscoder``: tasks name their
+    functions by module, so a node with another version runs other code (results of another
+    shape, or other bytes). One probe per node, shipped by value (an older version has no such
+    function), compares digests of the sources; once per cluster and process."""
+    cluster = ray.get_runtime_context().gcs_address
+    if cluster in _checked:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = types.FunctionType(_PROBE_CODE, {"__builtins__": __builtins__})
+    probe.__qualname__ = probe.__name__ = "megatron_dscoder_source_probe"  # pickled by value
+    remote = ray.remote(num_cpus=0, max_retries=0)(probe)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = {
+        remote.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(): n.get("NodeManagerAddress", n["NodeID"])
+        for n in nodes
+    }
+    ours = source_fingerprint()
+    for ref, node in refs.items():
+        try:
+            theirs = ray.get(ref, timeout=600)
+        except ray.exceptions.RayError as err:
+            raise UserError(
+                f"Ray node {node} cannot import megatron_dscoder ({_first_line(err)}); install "
+                "this package on every node"
+            ) from err
+        if theirs[1] != ours[1]:
+            raise UserError(
+                f"Ray node {node} runs another megatron_dscoder ({theirs[0]}, sources "
+                f"{theirs[1]}) than this driver ({ours[0]}, sources {ours[1]}); install the same "
+                "version on every node"
+            )
+    _checked.add(cluster)
 
 
 def check_ray_address(address: str | None) -> None:

@@ -37,8 +37,9 @@ import pytest
 from megatron_dscoder.data.blend import parse_blend
 from megatron_dscoder.data.indexed import read_documents
 from megatron_dscoder.data.manifest import verify_manifest
-from megatron_dscoder.errors import run_cli
+from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.preprocess.cli import work
+from megatron_dscoder.preprocess.cluster import engine
 from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import prepare_run
 from tests.preprocess.preprocess_helpers import run
@@ -220,6 +221,21 @@ def test_a_cluster_failure_is_one_line_saying_a_rerun_resumes(
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     line = failing_run(tmp_path, tiny_tokenizer_dir, engine="ray")
     assert "the Ray cluster failed (WorkerCrashedError" in line, line
+
+
+def test_nodes_running_other_sources_are_refused(
+    ray_local: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node's megatron_dscoder is compared with the driver's (here: the driver's digest
+    changed, as if the nodes ran another version)."""
+    import ray
+
+    monkeypatch.setattr(engine, "_checked", set())
+    engine.check_workers_code(ray)  # the same sources everywhere
+    monkeypatch.setattr(engine, "_checked", set())
+    monkeypatch.setattr(engine, "source_fingerprint", lambda: ("/elsewhere", "0" * 16))
+    with pytest.raises(UserError, match=r"Ray node \S+ runs another megatron_dscoder \(.+ than"):
+        engine.check_workers_code(ray)
 
 
 def test_a_dead_local_worker_is_one_line(tmp_path: Path, tiny_tokenizer_dir: Path) -> None:
