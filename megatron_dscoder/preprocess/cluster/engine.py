@@ -26,7 +26,9 @@ engines (and any worker count) write byte-identical output.
 
 A cluster that fails under a run (a Ray node or its raylet dies, a task's retries run out, a
 local worker process is killed) raises :class:`ClusterFailure`, one line naming what Ray or the
-pool reported; an exception raised by the stage code itself passes through unchanged.
+pool reported; an exception raised by the stage code itself passes through unchanged. Before
+any task, :func:`check_ray_address` refuses an address where nothing answers and
+:func:`check_workers_code` a node whose ``megatron_dscoder`` differs from the driver's.
 """
 
 from __future__ import annotations
