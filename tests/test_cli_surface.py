@@ -56,6 +56,7 @@ def test_console_scripts_match_the_entry_points() -> None:
 
 CLI_SURFACE: dict[str, list[str]] = {
     "dscoder-convert": [
+        "--allow-unverified-checkpoint",
         "--bos",
         "--chat-template",
         "--check-logits",

@@ -96,6 +96,11 @@ class ConvertConfig:
         "data's --bos; DeepSeek's published models: yes)",
     )
     max_shard_size_gb: float = opt(2.0, "to-hf: safetensors shard size (default: %(default)s)")
+    allow_unverified_checkpoint: bool = opt(
+        False,
+        "to-hf: export a checkpoint that has no checksum manifest (checksums.json), unverified, "
+        "as the trainer loads one only with this flag",
+    )
 
     def __post_init__(self) -> None:
         require_positive(
@@ -124,7 +129,27 @@ def prepare(argv: list[str] | None) -> tuple[str, ConvertConfig]:
     config = ConvertConfig(**values_from_args(ConvertConfig, args))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("megatron").setLevel(logging.WARNING)
+    if args.direction == "to-hf":
+        _check_manifest(config.load, config.allow_unverified_checkpoint)
     return args.direction, config
+
+
+def _check_manifest(load: str, allow_unverified: bool) -> None:
+    """Refuse a checkpoint without a checksum manifest (unless ``allow_unverified``) or with a
+    malformed one before any work, as the trainer does
+    (:func:`~megatron_dscoder.checkpointing.checksums.manifest_problem`); a ``load`` that names
+    no checkpoint, and the checksums themselves, are checked while converting."""
+    from megatron_dscoder.checkpointing import checksums
+    from megatron_dscoder.convert import ConversionError
+    from megatron_dscoder.convert.pipeline import resolve_checkpoint
+
+    try:
+        ckpt_dir = resolve_checkpoint(load)
+    except ConversionError:
+        return
+    problem = checksums.manifest_problem(ckpt_dir, allow_unverified)
+    if problem:
+        raise ConversionError(problem)
 
 
 def work(plan: tuple[str, ConvertConfig]) -> int:
@@ -149,6 +174,7 @@ def work(plan: tuple[str, ConvertConfig]) -> int:
             chat_template=CHAT_TEMPLATE[config.chat_template],
             max_shard_bytes=int(config.max_shard_size_gb * 1024**3),
             bos=config.bos,
+            allow_unverified=config.allow_unverified_checkpoint,
         )
         ckpt_dir, hf_dir = pipeline.resolve_checkpoint(config.load), result.output
     else:

@@ -163,6 +163,7 @@ def to_hf(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     chat_template: bool | None = None,
     bos: bool | None = None,
+    allow_unverified: bool = False,
 ) -> Result:
     """Export a torch_dist checkpoint to an HF ``LlamaForCausalLM`` directory.
 
@@ -170,15 +171,16 @@ def to_hf(
     model: ``<|EOT|>`` is its eos and the tokenizer carries DeepSeek-Coder-Instruct's template.
     ``bos`` (None: the checkpoint's BOS policy, :func:`.export_files.checkpoint_bos`) decides
     whether the exported tokenizer prepends BOS; every file of the export then agrees
-    (:mod:`.export_files`)."""
+    (:mod:`.export_files`). The checkpoint's checksum manifest is verified; one without a
+    manifest is exported only with ``allow_unverified`` (``--allow-unverified-checkpoint``)."""
     from megatron_dscoder.convert.megatron import CheckpointFormatError, CheckpointReader
 
     ckpt_dir = resolve_checkpoint(load)
     try:
         meta = checkpointing.read_checkpoint_metadata(ckpt_dir)
         checkpointing.verify_checkpoint(ckpt_dir)
-        # A manifest, when there is one, is enforced (a corrupted or unlisted file is refused).
-        problems = checksums.verify_manifest(ckpt_dir, allow_unverified=True)
+        # A corrupted or unlisted file is refused; so is a missing manifest, unless allowed.
+        problems = checksums.verify_manifest(ckpt_dir, allow_unverified=allow_unverified)
         if problems:
             raise checkpointing.CheckpointError(problems[0])
         arch = ModelArch(**meta["arch"])

@@ -9,6 +9,8 @@ train/valid/test exactly as megatron-core cuts them.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,14 +21,14 @@ from megatron_dscoder.data.manifest import blend_from_manifest, is_manifest
 
 def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
     """``["a"]`` -> (["a"], None); ``["0.7", "a", "0.3", "b"]`` -> (["a", "b"], [0.7, 0.3]);
-    ``["PREFIX.parts/manifest.json"]`` -> its parts, weighted by tokens (:mod:`.manifest`)."""
+    a manifest (``PREFIX.parts/manifest.json``, :mod:`.manifest`), alone or in place of a
+    prefix, stands for its parts: alone weighted by their tokens, in a blend sharing its weight
+    in proportion to their tokens (``0.3 A 0.7 M`` with parts of 1 and 3 tokens ->
+    ``0.3 A 0.175 M/p0 0.525 M/p1``)."""
     if len(tokens) == 1 and is_manifest(tokens[0]):
-        try:
-            prefixes, token_weights = blend_from_manifest(tokens[0])
-        except ValueError as err:
-            raise DataError(str(err)) from err
-        return prefixes, token_weights
+        return blend_from_manifest(tokens[0])
     if len(tokens) == 1:
+        _not_a_directory(tokens[0])
         return tokens, None
     if len(tokens) % 2:
         raise DataError(f"--data-path needs PREFIX or weight/prefix pairs, got {tokens}")
@@ -34,9 +36,33 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
         weights = [float(w) for w in tokens[::2]]
     except ValueError as err:
         raise DataError(f"--data-path weights must be numbers: {tokens}") from err
-    if any(w <= 0 for w in weights):
-        raise DataError(f"--data-path weights must be positive: {weights}")
-    return list(tokens[1::2]), weights
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise DataError(f"--data-path weights must be positive and finite: {weights}")
+    prefixes: list[str] = []
+    shares: list[float] = []
+    for weight, prefix in zip(weights, tokens[1::2], strict=True):
+        if not is_manifest(prefix):
+            _not_a_directory(prefix)
+            prefixes.append(prefix)
+            shares.append(weight)
+            continue
+        parts, part_tokens = blend_from_manifest(prefix)
+        total = sum(part_tokens)
+        prefixes += parts
+        shares += [weight * t / total for t in part_tokens]
+    return prefixes, shares
+
+
+def _not_a_directory(prefix: str) -> None:
+    """A directory is neither a prefix nor a manifest: say which file to give."""
+    if os.path.isdir(prefix):
+        manifest = os.path.join(prefix, "manifest.json")
+        hint = (
+            f"give its manifest, {manifest}"
+            if os.path.isfile(manifest)
+            else "give PREFIX of PREFIX.bin/PREFIX.idx, or a PREFIX.parts/manifest.json"
+        )
+        raise DataError(f"--data-path {prefix}: a directory; {hint}")
 
 
 def split_bounds(shares: Sequence[float]) -> list[tuple[float, float] | None]:

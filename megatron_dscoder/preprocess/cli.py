@@ -58,6 +58,7 @@ from megatron_dscoder.config.flags import OneLineParser, add_flags, values_from_
 from megatron_dscoder.data.indexed import NoSpaceError
 from megatron_dscoder.errors import UserError, run_cli
 from megatron_dscoder.paths import check_output_path
+from megatron_dscoder.preprocess.cluster.engine import ClusterFailure, check_ray_address
 from megatron_dscoder.preprocess.config import PreprocessConfig
 from megatron_dscoder.preprocess.pipeline import PreparedRun, execute, prepare_run
 from megatron_dscoder.preprocess.report.markdown import write_report
@@ -127,22 +128,42 @@ def prepare(argv: Sequence[str] | None) -> PreparedRun:
         check_output_path(options.stats_json, "--stats-json", directory=False)
     if options.tmp_dir:
         check_output_path(options.tmp_dir, "--tmp-dir", directory=True)
+    if options.engine == "ray":
+        check_ray_address(options.ray_address)
     with environment_errors(options):
         return prepare_run(options)
 
 
+def resume_hint(options: PreprocessConfig) -> str:
+    """What a rerun after a failure does: resume from a kept ``--work-dir``, or start over."""
+    if options.work_dir:
+        return (
+            f"rerun the same command to resume: finished tasks are kept in --work-dir "
+            f"{options.work_dir} and the output is byte-identical to an uninterrupted run"
+        )
+    return (
+        "rerun the same command to start over; give --work-dir DIR to let a rerun after a "
+        "failure resume where it stopped"
+    )
+
+
 def work(prepared: PreparedRun) -> int:
-    """Run the pipeline; a one-line summary on stdout."""
+    """Run the pipeline; a one-line summary on stdout, then a line naming what was written."""
     options = prepared.config
-    with environment_errors(options):
-        stats = execute(prepared)
+    try:
+        with environment_errors(options):
+            stats = execute(prepared)
+    except ClusterFailure as err:
+        raise UserError(f"{err}; {resume_hint(options)}") from err
     summary = {k: stats[k] for k in SUMMARY}
     summary["decontaminated"] = stats["decontamination"]["dropped"]
     summary["dedup_dropped"] = stats["dedup"].get("dropped", 0)
     out = sys.stdout
     out.write(json.dumps(summary, ensure_ascii=False) + "\n")
     written = (
-        f"{options.output_prefix}.parts/manifest.json ({stats['output_parts']} parts)"
+        f"{options.output_prefix}.parts/ ({stats['output_parts']} "
+        f"part{'s' if stats['output_parts'] > 1 else ''}; train with "
+        f"--data-path {options.output_prefix}.parts/manifest.json)"
         if stats["output_parts"]
         else f"{options.output_prefix}.bin/.idx"
     )

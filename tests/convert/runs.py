@@ -173,6 +173,16 @@ def _jobs(d: SimpleNamespace) -> list[dict]:
             "--save",
             d.err / "out_missing_distcp",
         ),
+        conv("err_unverified", "to-hf", "--load", d.err / "unverified", "--save", d.err / "out_x"),
+        conv(
+            "unverified_allowed",
+            "to-hf",
+            "--load",
+            d.err / "unverified",
+            "--save",
+            d.hf / "unverified",
+            "--allow-unverified-checkpoint",
+        ),
         conv(
             "err_tokenizer_to_hf",
             "to-hf",
@@ -291,6 +301,8 @@ def build_runs(
         assert saving.returncode == 0, f"{out[-3000:]}\n{err[-6000:]}"
         shutil.copytree(d.ckpt / "gqa_tp2", d.err / "missing_distcp")
         next((d.err / "missing_distcp").glob("iter_*/*.distcp")).unlink()
+        shutil.copytree(d.ckpt / "gqa_tp1", d.err / "unverified")
+        next((d.err / "unverified").glob("iter_*/checksums.json")).unlink()
 
         tmp_jobs = root / "jobs.json.tmp"
         tmp_jobs.write_text(json.dumps(_jobs(d) + fidelity_jobs.jobs(d, tokenizer_dir)))

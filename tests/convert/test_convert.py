@@ -193,6 +193,19 @@ def test_errors_are_clear_and_write_nothing(runs, name, message):
     assert not list(runs.err.glob(".out_*")), "a temporary directory was left behind"
 
 
+def test_export_without_checksums_needs_the_flag(runs):
+    """A checkpoint whose checksum manifest is gone is refused before any work, as the trainer
+    refuses it, and exported only with --allow-unverified-checkpoint."""
+    refused = runs.results["err_unverified"]
+    assert refused["rc"] == 2, refused
+    assert refused["stderr"].startswith("error: ") and refused["stderr"].count("\n") == 1
+    assert "checksums.json: missing" in refused["stderr"]
+    assert "--allow-unverified-checkpoint" in refused["stderr"]
+    assert not (runs.err / "out_x").exists()
+    ok(runs, "unverified_allowed")
+    assert (runs.hf / "unverified" / "config.json").is_file()
+
+
 def test_conversion_streams(runs):
     """Peak memory above the pre-conversion RSS stays far below the model's size."""
     model_mb = runs.big_bytes / 2**20

@@ -16,12 +16,12 @@ to the output (``PREFIX.shards/``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from megatron_dscoder.data.indexed import IndexedDatasetWriter, read_documents
+from megatron_dscoder.data.manifest import Part, new_hash, part_record
 from megatron_dscoder.preprocess.cluster.layout import save_array, shard_file, shard_prefix
 from megatron_dscoder.preprocess.dedup import Signed, band_records
 from megatron_dscoder.preprocess.inputs.sources import InputChunk
@@ -104,28 +104,36 @@ def finalize_shard(task: ShardDrops, ctx: WorkerContext) -> tuple[int, int, int]
     return written
 
 
-def merge_shards(prefixes: list[str], writer: IndexedDatasetWriter) -> None:
-    """Append the shard datasets, in order, to ``writer``."""
+def merge_shards(prefixes: list[str], writer: IndexedDatasetWriter) -> str:
+    """Append the shard datasets, in order, to ``writer``; the digest of the ``.bin`` bytes
+    written (hashed as they are written: a part's checksum costs no second read)."""
+    digest = new_hash()
     for prefix in prefixes:
         tokens, lengths = read_documents(prefix)
+        tokens = np.ascontiguousarray(tokens, dtype=writer.dtype)  # the .bin's bytes
+        digest.update(tokens)
         writer.add(tokens, lengths)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
 class MergeTask:
-    """Consecutive finalised shards -> one dataset at ``prefix``."""
+    """Consecutive finalised shards -> one dataset at ``prefix`` (``part``: one part of
+    ``--output-shard-mb``, whose manifest entry the task returns)."""
 
     shards: tuple[int, ...]
     prefix: str
+    part: bool = False
 
 
-def merge_group(task: MergeTask, ctx: WorkerContext) -> dict[str, int]:
-    """Concatenate the shards into ``task.prefix`` (written under temporary names, renamed)."""
+def merge_group(task: MergeTask, ctx: WorkerContext) -> Part | None:
+    """Concatenate the shards into ``task.prefix`` (written under temporary names, renamed);
+    a part's manifest entry (sizes, checksums, counts)."""
     writer = IndexedDatasetWriter(task.prefix, ctx.dtype)
     try:
-        merge_shards([shard_prefix(ctx.work_dir, i) for i in task.shards], writer)
+        bin_digest = merge_shards([shard_prefix(ctx.work_dir, i) for i in task.shards], writer)
         writer.finalize()
     except BaseException:
         writer.abort()
         raise
-    return {"bytes": os.path.getsize(f"{task.prefix}.bin")}
+    return part_record(task.prefix, bin_digest) if task.part else None
