@@ -63,8 +63,10 @@ def test_smoke_scale_runs_every_setting(tmp_path):
         stats = json.loads((tmp_path / "data" / f"{run['tag']}.json").read_text())
         drawn, got = stats["fim"], _layouts(tmp_path / "data" / run["tag"], ids)
         assert got["psm"] + got["spm"] + got["plain"] == stats["documents_out"]
-        lost = {k: drawn[k] - got[k] for k in drawn}
-        assert min(lost.values()) >= 0 and sum(lost.values()) <= stats["dedup_dropped"], lost
+        assert sum(drawn.values()) == stats["documents_before_dedup"], (drawn, stats)
+        # (a PSM sample with an empty prefix reads as SPM, so FIM samples are compared as one)
+        drawn_fim, got_fim = drawn["psm"] + drawn["spm"], got["psm"] + got["spm"]
+        assert got_fim <= drawn_fim and got["plain"] <= drawn["plain"], (drawn, got)
         if run["fim_rate"] == 0:
             assert drawn["psm"] == drawn["spm"] == got["sentinels"] == 0
         else:
