@@ -92,16 +92,18 @@ SCALES = {
     # Plain, PSM and SPM samples all reach the data with the two settings that the smoke runs.
     "smoke": Scale("debug", 512, 128, 4, 3, 3e-3, 1.5e5, 4, 4, workers=1, infill_docs=2,
                    settings=("FIM 0%", "FIM 50% PSM+SPM")),
-    "cpu": Scale("fim-1m", 2048, 256, 8, 140, 3e-3, 1.5e6, 60, 200, seeds=(1234, 1235, 1236),
-                 workers=1, arch=_CPU_ARCH, infill_docs=50),
+    "cpu": Scale("fim-1m", 2048, 256, 8, 64, 3e-3, 1e6, 60, 160, seeds=(1234, 1235, 1236),
+                 workers=1, arch=_CPU_ARCH, infill_docs=40),
     "gpu": Scale(
         "fim-110m", 16384, 1024, 64, 4000, 6e-4, 6e8, 400, 1000, seeds=(1234, 1235, 1236),
+        workers=8,
         arch=dict(num_layers=12, hidden_size=768, ffn_hidden_size=2048, num_attention_heads=12,
                   num_query_groups=12, max_position_embeddings=1024, init_method_std=0.02),
     ),
 }  # fmt: skip
 
-# Runs the trainer with one extra registry size (the gpu scale's), then the real entry point.
+# Runs the trainer with one extra registry size (the cpu or gpu scale's), then the real entry
+# point.
 _LAUNCH = """
 import sys
 from megatron_dscoder.config import recipes
