@@ -1,18 +1,20 @@
 """The FIM ablation of DeepSeek-Coder (paper §3.1.2, Fig. 3) as a runnable experiment.
 
     python benchmarks/fim_ablation.py --scale smoke --out out/fim_smoke  # the test suite's
-    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu  # ~35 core-minutes
+    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu  # ~20 core-minutes
     python benchmarks/fim_ablation.py --scale gpu --out out/fim_gpu  # hours, one GPU, ~110M model
 
 One real-code corpus (the Python of this interpreter's standard library and site-packages), split
 by *file* into training files and held-out files (never trained on). The training files are cut
-at line boundaries into documents of about one context length (FIM then applies to each document
-before packing, the "after cutting to the context" reading of the paper) and, for every seed and
-every FIM setting, go through the project's real tools with the same token budget and seed:
+at line boundaries into documents of at most 1.5 x the context length in characters (FIM then
+applies to each document before packing, the "after cutting to the context" reading of the
+paper) and, for every seed and every FIM setting, go through the project's real tools with the
+same token budget and seed:
 ``dscoder-train-tokenizer`` (once), ``dscoder-preprocess --fim-rate R --fim-spm-rate Q --seed S``,
 ``python -m megatron_dscoder.pretrain``, ``dscoder-convert to-hf``; the HF model is then measured
 on the held-out documents by ``fim_metrics.evaluate`` (held-out left-to-right loss, held-out FIM
-loss in the PSM and SPM layouts, single-line infilling exact match and edit similarity).
+loss in the PSM and SPM layouts, single-line infilling exact match and edit similarity); the
+report adds each model's FIM loss minus its own left-to-right loss (``fim_excess_*``).
 
 Settings: FIM 0 %, 50 % PSM, 50 % with half of the FIM samples in SPM (``--fim-spm-rate 0.5``)
 and 100 % PSM. The paper's fourth setting, 50 % MSP (T5-style masked span prediction as in
@@ -22,6 +24,7 @@ be a different objective under the paper's name.
 
 Writes ``results.json`` (per-seed values and training-loss curves, mean, sample std),
 ``fim_ablation.md`` (the table) and ``fim_ablation.png`` under ``--out``, and prints the table.
+Each finished run is kept in ``--out``/runs/ and reused when the command is run again.
 The cpu and gpu scales register their architecture for their training processes only (``_LAUNCH``);
 the smoke scale uses the registry's ``debug`` model.
 """
