@@ -1,40 +1,32 @@
 """The FIM ablation of DeepSeek-Coder (paper §3.1.2, Fig. 3) as a runnable experiment.
 
-    python benchmarks/fim_ablation.py --scale smoke --out out/fim_smoke  # CI, about 2 minutes
-    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu  # about 30 minutes, 2 cores
+    python benchmarks/fim_ablation.py --scale smoke --out out/fim_smoke  # the test suite's
+    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu  # ~20 core-minutes
     python benchmarks/fim_ablation.py --scale gpu --out out/fim_gpu  # hours, one GPU, ~110M model
 
 One real-code corpus (the Python of this interpreter's standard library and site-packages), split
 by *file* into training files and held-out files (never trained on). The training files are cut
-at line boundaries into documents of about one context length (FIM then applies to each document
-before packing, the "after cutting to the context" reading of the paper) and, for every seed and
-every FIM setting, go through the project's real tools with the same token budget and seed:
-``dscoder-train-tokenizer`` (once), ``dscoder-preprocess --fim-rate R --fim-spm-rate 0 --seed S``,
-``python -m megatron_dscoder.pretrain``, ``dscoder-convert to-hf``, and the HF model is measured
-with ``megatron_dscoder.evaluation.generate.Generator`` on the held-out documents:
+at line boundaries into documents of at most 1.5 x the context length in characters (FIM then
+applies to each document before packing, the "after cutting to the context" reading of the
+paper) and, for every seed and every FIM setting, go through the project's real tools with the
+same token budget and seed:
+``dscoder-train-tokenizer`` (once), ``dscoder-preprocess --fim-rate R --fim-spm-rate Q --seed S``,
+``python -m megatron_dscoder.pretrain``, ``dscoder-convert to-hf``; the HF model is then measured
+on the held-out documents by ``fim_metrics.evaluate`` (held-out left-to-right loss, held-out FIM
+loss in the PSM and SPM layouts, single-line infilling exact match and edit similarity); the
+report adds each model's FIM loss minus its own left-to-right loss (``fim_excess_*``).
 
-- left-to-right loss: mean next-token cross-entropy (nats/token) on plain documents (no FIM),
-  each laid out as in training (EOS before and after it);
-- single-line infilling exact match: one line (at least 4 non-blank characters) masked per held-out
-  document; PSM prompt ``<｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>``, greedy decoding
-  until a newline or end of sequence; the stripped line must equal the stripped answer.
+Settings: FIM 0 %, 50 % PSM, 50 % with half of the FIM samples in SPM (``--fim-spm-rate 0.5``)
+and 100 % PSM. The paper's fourth setting, 50 % MSP (T5-style masked span prediction as in
+CodeGen2.5), is not run: it needs per-span sentinel tokens that DeepSeek's tokenizer does not have
+and a multi-span layout that the preprocessing pipeline does not build, so any version here would
+be a different objective under the paper's name.
 
-- held-out FIM loss (Bavarian et al. 2022 read FIM from it long before exact match has signal):
-  one random span per held-out document (two character cut points from a hash of its name), laid
-  out as in training, PSM ``<｜fim▁begin｜>prefix<｜fim▁hole｜>suffix<｜fim▁end｜>middle<EOS>`` and
-  SPM ``<｜fim▁begin｜><｜fim▁hole｜>suffix<｜fim▁end｜>prefix middle<EOS>``; the mean cross-entropy
-  over the middle's tokens (nats/token), prefix and suffix cut from the outside to fit the context;
-- infilling edit similarity, partial credit beside exact match: ``1 - Levenshtein / max length``
-  over the tokens of the stripped infilled line and the stripped answer, averaged over cases.
-
-Settings: FIM 0 %, 50 % PSM, 100 % PSM. The paper's fourth setting, 50 % MSP (T5-style masked
-span prediction as in CodeGen2.5), is not run: it needs per-span sentinel tokens that DeepSeek's
-tokenizer does not have and a multi-span layout that the preprocessing pipeline does not build, so
-any version here would be a different objective under the paper's name.
-
-Writes ``results.json`` (per-seed values, mean, sample std), ``fim_ablation.md`` (the table) and
-``fim_ablation.png`` under ``--out``, and prints the table. ``--scale gpu`` registers a ~110M
-architecture for its training processes only (12 layers, hidden 768); the others use registry sizes.
+Writes ``results.json`` (per-seed values and training-loss curves, mean, sample std),
+``fim_ablation.md`` (the table) and ``fim_ablation.png`` under ``--out``, and prints the table.
+Each finished run is kept in ``--out``/runs/ and reused when the command is run again.
+The cpu and gpu scales register their architecture for their training processes only (``_LAUNCH``);
+the smoke scale uses the registry's ``debug`` model.
 """
 
 from __future__ import annotations
@@ -53,11 +45,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SETTINGS = {"FIM 0%": 0.0, "FIM 50% PSM": 0.5, "FIM 100% PSM": 1.0}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fim_metrics import edit_similarity, evaluate
+
+__all__ = ["_LAUNCH", "chunks", "edit_similarity", "evaluate", "plot", "python_files", "run_tool",
+           "summarize", "table", "train"]  # fmt: skip
+
+# name: (--fim-rate, --fim-spm-rate)
+SETTINGS = {
+    "FIM 0%": (0.0, 0.0),
+    "FIM 50% PSM": (0.5, 0.0),
+    "FIM 50% PSM+SPM": (0.5, 0.5),
+    "FIM 100% PSM": (1.0, 0.0),
+}
 METRICS = {  # key: (label, scale for display)
     "l2r_loss": ("held-out L2R loss (nats/token)", 1.0),
     "fim_loss_psm": ("held-out FIM loss, PSM (nats/token)", 1.0),
     "fim_loss_spm": ("held-out FIM loss, SPM (nats/token)", 1.0),
+    "fim_excess_psm": ("FIM loss PSM − L2R loss (nats/token)", 1.0),
+    "fim_excess_spm": ("FIM loss SPM − L2R loss (nats/token)", 1.0),
     "infill_em": ("single-line infilling EM (%)", 100.0),
     "infill_edit_sim": ("infilling edit similarity (%)", 100.0),
 }
@@ -76,20 +82,33 @@ class Scale:
     eval_docs: int
     seeds: tuple[int, ...] = (1234, 1235)
     workers: int = 2
-    arch: dict | None = None  # a registered-on-the-fly architecture (gpu scale)
+    arch: dict | None = None  # a registered-on-the-fly architecture (cpu and gpu scales)
+    infill_docs: int | None = None  # greedy infilling on the first N held-out docs (None: all)
+    settings: tuple[str, ...] = tuple(SETTINGS)
 
 
+# 2 layers, hidden 128, SwiGLU 352, 4 heads in 2 GQA groups: 0.93M parameters with the 2K
+# vocabulary (0.56M of them in the untied embedding and output layers); two layers are the fewest
+# that can copy from earlier context (prefix and suffix to middle), which infilling needs.
+_CPU_ARCH = dict(num_layers=2, hidden_size=128, ffn_hidden_size=352, num_attention_heads=4,
+                 num_query_groups=2, max_position_embeddings=4096, init_method_std=0.02,
+                 make_vocab_size_divisible_by=128)  # fmt: skip
 SCALES = {
-    "smoke": Scale("debug", 512, 128, 4, 3, 3e-3, 1.5e5, 4, 6, workers=1),
-    "cpu": Scale("debug-4k", 2048, 256, 8, 110, 3e-3, 3e6, 40, 120),
+    # Plain, PSM and SPM samples all reach the data with the two settings that the smoke runs.
+    "smoke": Scale("debug", 512, 128, 4, 3, 3e-3, 1.5e5, 4, 4, workers=1, infill_docs=2,
+                   settings=("FIM 0%", "FIM 50% PSM+SPM")),
+    "cpu": Scale("fim-1m", 2048, 256, 8, 64, 3e-3, 1e6, 60, 160, seeds=(1234, 1235, 1236),
+                 workers=1, arch=_CPU_ARCH, infill_docs=40),
     "gpu": Scale(
-        "fim-110m", 16384, 1024, 64, 4000, 6e-4, 6e8, 400, 1000,
+        "fim-110m", 16384, 1024, 64, 4000, 6e-4, 6e8, 400, 1000, seeds=(1234, 1235, 1236),
+        workers=8,
         arch=dict(num_layers=12, hidden_size=768, ffn_hidden_size=2048, num_attention_heads=12,
                   num_query_groups=12, max_position_embeddings=1024, init_method_std=0.02),
     ),
 }  # fmt: skip
 
-# Runs the trainer with one extra registry size (the gpu scale's), then the real entry point.
+# Runs the trainer with one extra registry size (the cpu or gpu scale's), then the real entry
+# point.
 _LAUNCH = """
 import sys
 from megatron_dscoder.config import recipes
@@ -175,147 +194,141 @@ def train(scale: Scale, argv: list[str], log: Path) -> None:
         raise SystemExit(f"training failed ({proc.returncode}); see {log}")
 
 
-def edit_similarity(got: list[int], want: list[int]) -> float:
-    """``1 - Levenshtein(got, want) / max(len)`` over token ids (1.0 for two empty lines)."""
-    if not got and not want:
-        return 1.0
-    row = list(range(len(want) + 1))
-    for i, g in enumerate(got, start=1):
-        prev, row[0] = row[0], i
-        for j, w in enumerate(want, start=1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (g != w))
-    return 1.0 - row[-1] / max(len(got), len(want))
+def tag_of(rate: float, spm: float, seed: int) -> str:
+    """The run's file-name tag: ``fim50_s1234``, ``fim50spm50_s1234``."""
+    return f"fim{round(rate * 100)}" + (f"spm{round(spm * 100)}" if spm else "") + f"_s{seed}"
 
 
-def _span_nll(model, context: list[int], middle: list[int], eos: int) -> tuple[float, int]:
-    """Summed cross-entropy of ``middle`` after ``context`` (its EOS not counted), token count."""
-    import torch
-
-    ids = [*context, *middle, eos]
-    with torch.no_grad():
-        logits = model(torch.tensor([ids], device=model.device)).logits[0].float().cpu()
-    first = len(context)
-    pred = logits[first - 1 : first - 1 + len(middle)]  # [len(middle), vocab]
-    nll = torch.nn.functional.cross_entropy(pred, torch.tensor(middle), reduction="sum")
-    return float(nll), len(middle)
+def loss_curve(path: Path) -> list[list[float]]:
+    """[[iteration, lm loss], ...] from a ``--metrics-jsonl`` file (training data, FIM incl.)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [[r["iteration"], r["lm_loss"]] for r in rows if r.get("lm_loss") is not None]
 
 
-def evaluate(hf_dir: Path, heldout: list[dict], seq_length: int) -> dict:
-    """Left-to-right loss, FIM loss (PSM, SPM) on held-out documents, single-line infilling
-    exact match and edit similarity."""
-    import torch
-
-    from megatron_dscoder.evaluation.generate import Generator
-    from megatron_dscoder.preprocess.records import language_of, with_path_comment
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    gen = Generator(hf_dir, add_bos=False, device=device)
-    eos, nll, count, hits, cases, sim = gen.ids.eos, 0.0, 0, 0, 0, 0.0
-    begin, hole, end = gen.ids.fim_begin, gen.ids.fim_hole, gen.ids.fim_end
-    fim = {"psm": [0.0, 0], "spm": [0.0, 0]}
-    budget = seq_length // 2 - 4
-    for doc in heldout:
-        text = with_path_comment(language_of("", doc["path"]), doc["path"], doc["text"])
-        ids = ([eos, *gen.encode(text), eos])[:seq_length]
-        with torch.no_grad():
-            logits = gen.model(torch.tensor([ids], device=device)).logits[0, :-1].float().cpu()
-        target = torch.tensor(ids[1:])
-        nll += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
-        count += len(ids) - 1
-        cut = sorted(_h(f"{doc['path']}@{doc['i']}#{k}") % (len(text) + 1) for k in (0, 1))
-        pre, mid, suf = (
-            gen.encode(t) for t in (text[: cut[0]], text[cut[0] : cut[1]], text[cut[1] :])
-        )
-        mid = mid[: seq_length // 2]
-        room = seq_length - len(mid) - 5  # the sentinels and the two EOS
-        keep_suf = min(len(suf), max(room // 2, room - len(pre)))
-        pre, suf = pre[len(pre) - min(len(pre), room - keep_suf) :], suf[:keep_suf]
-        if mid:  # the same (truncated) prefix, suffix and middle in both layouts
-            for layout, context in (
-                ("psm", [eos, begin, *pre, hole, *suf, end]),
-                ("spm", [eos, begin, hole, *suf, end, *pre]),
-            ):
-                total, n = _span_nll(gen.model, context, mid, eos)
-                fim[layout][0] += total
-                fim[layout][1] += n
-        lines = text.splitlines(keepends=True)
-        usable = [i for i, line in enumerate(lines) if len(line.strip()) >= 4]
-        if not usable:
-            continue
-        k = usable[_h(f"{doc['path']}@{doc['i']}") % len(usable)]
-        prefix, answer = "".join(lines[:k]), lines[k].rstrip("\n")
-        suffix = "\n" + "".join(lines[k + 1 :]) if lines[k].endswith("\n") else ""
-        prefix = gen.decode(gen.encode(prefix)[-budget:])
-        suffix = gen.decode(gen.encode(suffix)[:budget])
-        got = gen.infill(prefix, suffix, max_new_tokens=48, stop=("\n",))
-        hits += got.strip() == answer.strip()
-        sim += edit_similarity(gen.encode(got.strip()), gen.encode(answer.strip()))
-        cases += 1
-    return {
-        "l2r_loss": nll / max(count, 1),
-        "fim_loss_psm": fim["psm"][0] / max(fim["psm"][1], 1),
-        "fim_loss_spm": fim["spm"][0] / max(fim["spm"][1], 1),
-        "fim_tokens": fim["psm"][1],
-        "infill_em": hits / max(cases, 1),
-        "infill_edit_sim": sim / max(cases, 1),
-        "infill_cases": cases,
-    }
-
-
-def summarize(runs: list[dict]) -> dict:
+def summarize(runs: list[dict], settings=None, metrics=None) -> dict:
+    """{setting: {metric: {mean, std (sample), values}}}, settings in order of first run."""
+    settings = settings or list(dict.fromkeys(r["setting"] for r in runs))
     out = {}
-    for name in SETTINGS:
+    for name in settings:
         vals = [r for r in runs if r["setting"] == name]
         out[name] = {}
-        for key in METRICS:
+        for key in metrics or METRICS:
             xs = [r[key] for r in vals]
             std = statistics.stdev(xs) if len(xs) > 1 else 0.0
             out[name][key] = {"mean": statistics.fmean(xs), "std": std, "values": xs}
     return out
 
 
-def table(summary: dict, seeds: int) -> str:
+def table(summary: dict, seeds: int, metrics=None) -> str:
+    metrics = metrics or METRICS
     rows = [
-        "| setting | " + " | ".join(label for label, _ in METRICS.values()) + " | seeds |",
-        "|---|" + "---|" * len(METRICS) + "---|",
+        "| setting | " + " | ".join(label for label, _ in metrics.values()) + " | seeds |",
+        "|---|" + "---|" * len(metrics) + "---|",
     ]
     for name, s in summary.items():
         cells = []
-        for key, (_, k) in METRICS.items():
+        for key, (_, k) in metrics.items():
             m, sd = k * s[key]["mean"], k * s[key]["std"]
             cells.append(f"{m:.1f} ± {sd:.1f}" if k != 1.0 else f"{m:.4f} ± {sd:.4f}")
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {seeds} |")
     return "\n".join(rows)
 
 
-def plot(summary: dict, path: Path, title: str) -> None:
+_COLORS = ["#888", "#4a7", "#a74", "#47a", "#a4a", "#aa4"]
+
+
+def plot(summary: dict, path: Path, title: str, metrics=None, curves=None) -> None:
+    """One bar panel per metric (mean, sample std, every seed as a dot); with ``curves``
+    ({setting: [[[iteration, loss], ...] per seed]}) a first panel of training-loss curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(summary)
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6))
-    for ax, (key, (label, k)) in zip(axes, METRICS.items(), strict=True):
+    metrics, names = metrics or METRICS, list(summary)
+    colors = [_COLORS[i % len(_COLORS)] for i in range(len(names))]
+    panels = len(metrics) + bool(curves)
+    cols = min(panels, 4)
+    rows = -(-panels // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    if curves:
+        ax = axes.pop(0)
+        for name, color in zip(names, colors, strict=True):
+            for i, curve in enumerate(curves.get(name, [])):
+                xs, ys = zip(*curve, strict=True) if curve else ((), ())
+                ax.plot(xs, ys, color=color, lw=1, alpha=0.8, label=name if i == 0 else None)
+        ax.set_title("training loss (on each setting's own data)", fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax, (key, (label, k)) in zip(axes, metrics.items(), strict=True):
         means = [k * summary[n][key]["mean"] for n in names]
         stds = [k * summary[n][key]["std"] for n in names]
-        ax.bar(names, means, yerr=stds, capsize=4, color=["#888", "#4a7", "#47a"])
+        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=colors)
         for i, n in enumerate(names):
-            ax.plot(
-                [i] * len(summary[n][key]["values"]),
-                [k * v for v in summary[n][key]["values"]],
-                "k.",
-            )
+            vals = summary[n][key]["values"]
+            ax.plot([i] * len(vals), [k * v for v in vals], "k.")
+        ax.set_xticks(range(len(names)), [n.replace(" ", "\n", 1) for n in names], fontsize=7)
         ax.set_title(label, fontsize=9)
-        ax.tick_params(axis="x", labelsize=7)
         if k == 1.0:  # losses: zoom on the differences
             lo, hi = min(means) - 2 * max(stds) - 0.02, max(means) + 2 * max(stds) + 0.02
             ax.set_ylim(lo, hi)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=110)
     os.replace(tmp, path)
+
+
+def _one_run(scale: Scale, out: Path, tok: Path, name: str, seed: int, heldout: list) -> dict:
+    """Preprocess, train, export and measure one (setting, seed)."""
+    from megatron_dscoder.convert.cli import main as convert
+    from megatron_dscoder.preprocess.cli import main as preprocess
+
+    rate, spm = SETTINGS[name]
+    t0, tag = time.monotonic(), tag_of(rate, spm, seed)
+    done = out / "runs" / f"{tag}.json"
+    if done.exists():  # a finished run of an interrupted invocation (same --out, same scale)
+        return json.loads(done.read_text())
+    run_tool(preprocess, [
+        "--input", str(out / "train.jsonl"), "--tokenizer-model", str(tok),
+        "--output-prefix", str(out / "data" / tag), "--workers", str(scale.workers),
+        "--fim-rate", str(rate), "--fim-spm-rate", str(spm), "--seed", str(seed),
+        "--no-repo-level", "--no-quality", "--no-syntax-check", "--no-progress",
+        "--stats-json", str(out / "data" / f"{tag}.json"),
+    ])  # fmt: skip
+    t1 = time.monotonic()
+    ckpt, hf, metrics = out / "ckpt" / tag, out / "hf" / tag, out / f"metrics_{tag}.jsonl"
+    metrics.unlink(missing_ok=True)
+    train(scale, [
+        "--data-path", str(out / "data" / tag), "--tokenizer-model", str(tok),
+        "--split", "100,0,0", "--seq-length", str(scale.seq_length),
+        "--global-batch-size", str(scale.global_batch_size), "--micro-batch-size",
+        str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
+        "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
+        "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
+        "--seed", str(seed), "--save", str(ckpt), "--save-interval",
+        str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 30)),
+        "--data-cache-path", str(out / "cache" / tag), "--metrics-jsonl", str(metrics),
+    ], out / f"train_{tag}.log")  # fmt: skip
+    t2 = time.monotonic()
+    if not (hf / "config.json").exists():
+        run_tool(convert, ["to-hf", "--load", str(ckpt), "--save", str(hf),
+                           "--tokenizer-model", str(tok)])  # fmt: skip
+    result = evaluate(hf, heldout, scale.seq_length, scale.infill_docs)
+    t3 = time.monotonic()
+    print(f"{tag}: L2R {result['l2r_loss']:.4f} FIM psm {result['fim_loss_psm']:.4f} "
+          f"spm {result['fim_loss_spm']:.4f} EM {result['infill_em']:.3f} "
+          f"sim {result['infill_edit_sim']:.3f} ({t3 - t0:.0f}s)", flush=True)  # fmt: skip
+    run = {"setting": name, "fim_rate": rate, "fim_spm_rate": spm, "seed": seed, "tag": tag,
+           **result, "preprocess_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2,
+           "train_loss_curve": loss_curve(metrics)}  # fmt: skip
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.with_suffix(".tmp").write_text(json.dumps(run))
+    os.replace(done.with_suffix(".tmp"), done)
+    return run
 
 
 def main() -> int:
@@ -330,8 +343,6 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(scale.workers))
-    from megatron_dscoder.convert.cli import main as convert
-    from megatron_dscoder.preprocess.cli import main as preprocess
     from megatron_dscoder.preprocess.tokenizer.cli import main as train_tokenizer
 
     started = time.monotonic()
@@ -340,45 +351,18 @@ def main() -> int:
     if not (tok / "tokenizer.json").exists():
         run_tool(train_tokenizer, ["--input", str(corpus), "--output", str(tok),
                                    "--vocab-size", str(scale.vocab)])  # fmt: skip
-    timings, runs = {"corpus_and_tokenizer_s": time.monotonic() - started}, []
-    for seed in scale.seeds:
-        for name, rate in SETTINGS.items():
-            t0, tag = time.monotonic(), f"fim{int(rate * 100)}_s{seed}"
-            run_tool(preprocess, [
-                "--input", str(corpus), "--tokenizer-model", str(tok),
-                "--output-prefix", str(out / "data" / tag), "--workers", str(scale.workers),
-                "--fim-rate", str(rate), "--fim-spm-rate", "0", "--seed", str(seed),
-                "--no-repo-level", "--no-quality", "--no-syntax-check", "--no-progress",
-                "--stats-json", str(out / "data" / f"{tag}.json"),
-            ])  # fmt: skip
-            t1 = time.monotonic()
-            ckpt, hf = out / "ckpt" / tag, out / "hf" / tag
-            train(scale, [
-                "--data-path", str(out / "data" / tag), "--tokenizer-model", str(tok),
-                "--split", "100,0,0", "--seq-length", str(scale.seq_length),
-                "--global-batch-size", str(scale.global_batch_size), "--micro-batch-size",
-                str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
-                "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
-                "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
-                "--seed", str(seed), "--save", str(ckpt), "--save-interval",
-                str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 10)),
-                "--data-cache-path", str(out / "cache" / tag),
-            ], out / f"train_{tag}.log")  # fmt: skip
-            t2 = time.monotonic()
-            if not (hf / "config.json").exists():
-                run_tool(convert, ["to-hf", "--load", str(ckpt), "--save", str(hf),
-                                   "--tokenizer-model", str(tok)])  # fmt: skip
-            result = evaluate(hf, heldout, scale.seq_length)
-            t3 = time.monotonic()
-            runs.append({"setting": name, "fim_rate": rate, "seed": seed, **result,
-                         "preprocess_s": t1 - t0, "train_s": t2 - t1,
-                         "eval_s": t3 - t2})  # fmt: skip
-            print(f"{tag}: loss {result['l2r_loss']:.4f} FIM {result['fim_loss_psm']:.4f} "
-                  f"EM {result['infill_em']:.3f} sim {result['infill_edit_sim']:.3f} "
-                  f"({t3 - t0:.0f}s)", flush=True)  # fmt: skip
-    summary = summarize(runs)
+    timings = {"corpus_and_tokenizer_s": time.monotonic() - started}
+    runs = [_one_run(scale, out, tok, name, seed, heldout)
+            for seed in scale.seeds for name in scale.settings]  # fmt: skip
+    for run in runs:  # the FIM loss beyond the model's own left-to-right loss: what the
+        # sentinel layout adds or costs once the model's general quality (and with it most of
+        # the seed-to-seed spread) is taken out; the same tokens for every model
+        for layout in ("psm", "spm"):
+            run[f"fim_excess_{layout}"] = run[f"fim_loss_{layout}"] - run["l2r_loss"]
+    summary = summarize(runs, list(scale.settings))
     tokens = scale.train_iters * scale.global_batch_size * scale.seq_length
-    timings["total_s"] = time.monotonic() - started
+    timings["total_s"] = time.monotonic() - started  # this invocation (finished runs are reused)
+    timings["runs_s"] = sum(r["preprocess_s"] + r["train_s"] + r["eval_s"] for r in runs)
     report = {
         "scale": args.scale, "config": dataclasses.asdict(scale), "train_tokens": tokens,
         "heldout_docs": len(heldout), "runs": runs, "summary": summary, "timings": timings,
@@ -390,7 +374,8 @@ def main() -> int:
         os.replace(out / f"{name}.tmp", out / name)
     title = (f"FIM ablation, {args.scale} scale: {scale.model}, {tokens:,} tokens/run, "
              f"{len(heldout)} held-out docs, seeds {list(scale.seeds)}")  # fmt: skip
-    plot(summary, out / "fim_ablation.png", title)
+    curves = {n: [r["train_loss_curve"] for r in runs if r["setting"] == n] for n in summary}
+    plot(summary, out / "fim_ablation.png", title, curves=curves)
     print(text)
     print(f"total {timings['total_s']:.0f}s; wrote {out}/results.json, fim_ablation.md/.png")
     return 0 if all(math.isfinite(r[key]) for r in runs for key in METRICS) else 1
