@@ -1,0 +1,439 @@
+"""The context-extension effect (DeepSeek-Coder §3.6) at a CPU-sized ratio, as an experiment.
+
+    python benchmarks/long_context_eval.py --scale smoke --out out/lc_smoke  # CI, seconds
+    python benchmarks/long_context_eval.py --scale cpu --out out/lc_cpu  # ~35 core-minutes
+    python benchmarks/long_context_eval.py --scale gpu --out out/lc_gpu  # one GPU, ~110M model
+
+The paper trains at 4K, then runs a 16K stage with RoPE base 100000 and linear position
+interpolation x4 (``megatron_dscoder.config.recipes.extend_context``), and claims the extended
+model stays good past the base length. Here the base length is ``--scale``'s (512 at the cpu
+scale) and the extension is the recipe itself, unchanged: factor 4 and base 100000, so 512 -> 2,048
+stands for the paper's 4K -> 16K.
+
+Data: the Python of this interpreter's standard library and site-packages, one *repository* per
+top-level package (``site/jinja2``, ``stdlib/email``; a top-level module is a repository of one
+file). Repositories are split, by a hash of their name, into held-out repositories (never
+trained on, never in the tokenizer's corpus) and training repositories, whole repositories taken
+in hash order up to the scale's character budget. Through the project's real tools, per seed:
+
+1. ``dscoder-train-tokenizer`` on the training files (once), ``dscoder-preprocess`` with its
+   default repository-level samples (Algorithm 1 order, path comments), FIM off (once);
+2. base: ``python -m megatron_dscoder.pretrain`` at the base length;
+3. extension: ``python -m megatron_dscoder.pretrain --stage extend-context --load BASE`` (the
+   recipe's RoPE, 4x sequences, LR held at 10 % of the peak, the base run's batch);
+4. ``dscoder-convert to-hf`` of both checkpoints.
+
+Held-out documents are the held-out repositories laid out by the preprocessor's own
+``repo_samples`` (the same Algorithm 1 order and path comments), tokenized, EOS first as in
+training, and cut into non-overlapping windows of the extended length (4x base). Each HF model is
+measured with transformers (fp32) on every window: next-token cross-entropy (nats/token) by the
+position of the predicted token, averaged in buckets of the base length. Three conditions:
+
+- ``base, no scaling``: the base export, positions past its length extrapolated (RoPE base 10000);
+- ``base + recipe RoPE, no training``: the base weights under the extension's RoPE (the base
+  export's ``config.json`` with ``rope_theta``, ``rope_scaling`` linear x4 and 4x
+  ``max_position_embeddings`` from the recipe; checked equal to the extended export's);
+- ``extended``: the export of the ``--stage extend-context`` checkpoint.
+
+Writes ``results.json`` (every per-seed value, mean, sample std, the command),
+``long_context_eval.md`` (the table) and ``long_context_eval.png`` (loss vs position) under
+``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import statistics
+import sys
+import sysconfig
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fim_ablation import python_files, run_tool, train
+
+
+def _h(text: str) -> int:
+    """A stable 64-bit hash (held-out choice and window order do not depend on PYTHONHASHSEED)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+CONDITIONS = ("base, no scaling", "base + recipe RoPE, no training", "extended")
+SEED = 1234  # the preprocessing seed (Algorithm 1 tie-breaks), shared by training and held-out
+
+
+@dataclass(frozen=True)
+class Scale:
+    model: str
+    arch: dict
+    vocab: int
+    global_batch_size: int
+    base_iters: int
+    extend_iters: int
+    lr: float
+    corpus_chars: float
+    heldout_repos: int
+    eval_windows: int
+    seeds: tuple[int, ...] = (1234, 1235, 1236)
+    fine_bucket: int = 64  # resolution of the plotted curve (tokens)
+    max_repo_chars: float = 2e6  # larger packages (torch, transformers) are left out entirely
+    stdlib_only: bool = False  # the smoke scale: no scan of site-packages
+
+    @property
+    def base_length(self) -> int:
+        return self.arch["max_position_embeddings"]
+
+
+def _arch(layers: int, hidden: int, heads: int, base_length: int) -> dict:
+    return dict(num_layers=layers, hidden_size=hidden, ffn_hidden_size=hidden * 11 // 4,
+                num_attention_heads=heads, num_query_groups=heads,
+                max_position_embeddings=base_length, init_method_std=0.02)  # fmt: skip
+
+
+SCALES = {
+    "smoke": Scale("lc-smoke", _arch(2, 32, 2, 32), 512, 2, 2, 1, 3e-3, 6e4, 2, 4, (1, 2), 8,
+                   stdlib_only=True),
+    "cpu": Scale("lc-cpu", _arch(4, 64, 2, 512), 2048, 8, 100, 20, 3e-3, 3e6, 12, 32),
+    "gpu": Scale("lc-110m", _arch(12, 768, 12, 1024), 16384, 64, 4000, 500, 6e-4, 6e8, 60, 400),
+}  # fmt: skip
+
+
+def repositories(scale: Scale) -> dict[str, list[tuple[str, Path]]]:
+    """Repository name -> its (path inside the repository, file) pairs, in hash order of the
+    name; files outside 500..100,000 bytes and packages over ``max_repo_chars`` left out."""
+    repos: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    if scale.stdlib_only:  # the stdlib part of python_files(), without the site-packages scan
+        root = Path(sysconfig.get_paths()["stdlib"])
+        found = [(f"stdlib/{p.relative_to(root)}", p) for p in root.rglob("*.py")]
+        found = [(rel, p) for rel, p in found if "site-packages" not in rel]
+    else:
+        found = python_files()
+    for rel, path in found:
+        label, inner = rel.split("/", 1)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if 500 <= size <= 100_000:
+            repos[f"{label}/{inner.split('/', 1)[0]}"].append((inner, path))
+    keep = {}
+    for name in sorted(repos, key=lambda n: (_h(n), n)):
+        files = sorted(repos[name])
+        if sum(p.stat().st_size for _, p in files) <= scale.max_repo_chars:
+            keep[name] = files
+    return keep
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def build_corpus(scale: Scale, work: Path) -> tuple[Path, dict[str, list[tuple[str, str]]]]:
+    """Training JSONL (one record per file, with its repository) and the held-out repositories'
+    files. Held out: the first ``heldout_repos`` standard-library repositories (hash order) of
+    at least 60,000 characters, so that they hold documents longer than the extended context
+    (and any Python 3.11 reproduces the evaluation set)."""
+    train_path, heldout, total = work / "train.jsonl", {}, 0
+    tmp = train_path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for name, files in repositories(scale).items():
+            wanted = name.startswith("stdlib/") and len(heldout) < scale.heldout_repos
+            if total >= scale.corpus_chars and not wanted:
+                continue
+            texts = [(inner, t) for inner, p in files if (t := _read(p)) is not None]
+            size = sum(len(t) for _, t in texts)
+            long_enough = size >= min(6e4, scale.corpus_chars / 4)
+            if wanted and long_enough:
+                heldout[name] = texts
+                continue
+            if total >= scale.corpus_chars:
+                continue
+            for inner, text in texts:
+                f.write(json.dumps({"text": text, "repo": name, "path": inner}) + "\n")
+            total += size
+    os.replace(tmp, train_path)
+    return train_path, heldout
+
+
+def heldout_windows(
+    heldout: dict[str, list[tuple[str, str]]], tok_dir: Path, length: int, limit: int
+) -> list[dict]:
+    """Non-overlapping windows of ``length + 1`` token ids of the held-out repositories'
+    repository-level samples (EOS first), at most 4 per sample and 8 per repository."""
+    from megatron_dscoder.preprocess.records import Record
+    from megatron_dscoder.preprocess.repo.order import repo_samples
+    from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids, text_tokenizer
+
+    tok = text_tokenizer(load_tokenizer(tok_dir))
+    eos = special_token_ids(tok, require=("eos",), source=str(tok_dir)).eos
+    windows = []
+    for repo, files in heldout.items():
+        records = [Record(text=t, repo=repo, path=p, lang="python") for p, t in files]
+        per_repo = []
+        for sample in repo_samples(repo, records, SEED):
+            ids = [eos, *tok.encode(sample.text, add_special_tokens=False).ids, eos]
+            for k in range(min(4, (len(ids) - 1) // length)):
+                window = ids[k * length : (k + 1) * length + 1]
+                per_repo.append({"repo": repo, "sample": sample.paths[0], "k": k, "ids": window})
+        windows += sorted(per_repo, key=lambda w: _h(f"{w['sample']}#{w['k']}"))[:8]
+    windows.sort(key=lambda w: _h(f"{w['repo']}/{w['sample']}#{w['k']}"))
+    return windows[:limit]
+
+
+def scaled_config(base_hf: Path, out: Path) -> dict:
+    """The base export with the extension recipe's RoPE in ``config.json`` (weights shared)."""
+    from megatron_dscoder.config.recipes import EXTEND_CONTEXT as ext
+
+    out.mkdir(parents=True, exist_ok=True)
+    for item in base_hf.iterdir():
+        if item.name != "config.json" and not (out / item.name).exists():
+            (out / item.name).symlink_to(item.resolve())
+    config = json.loads((base_hf / "config.json").read_text())
+    config["max_position_embeddings"] *= ext.factor
+    config["rope_theta"] = ext.rotary_base
+    config["rope_scaling"] = {"type": "linear", "factor": float(ext.factor)}
+    (out / "config.tmp").write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(out / "config.tmp", out / "config.json")
+    return config
+
+
+def rope_of(config: dict) -> tuple:
+    return config["rope_theta"], config.get("rope_scaling"), config["max_position_embeddings"]
+
+
+def position_losses(hf_dir: Path, windows: list[dict], batch: int = 4) -> list[float]:
+    """Mean next-token cross-entropy at each position 0..L-1 over ``windows`` (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model.eval()
+    total = None
+    for i in range(0, len(windows), batch):
+        ids = torch.tensor([w["ids"] for w in windows[i : i + batch]])  # [b, L + 1]
+        with torch.no_grad():
+            logits = model(ids[:, :-1]).logits.float()  # [b, L, vocab]
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), ids[:, 1:], reduction="none"
+        )  # [b, L]
+        total = nll.sum(0) if total is None else total + nll.sum(0)
+    return (total / len(windows)).tolist()
+
+
+def buckets(curve: list[float], width: int) -> list[float]:
+    return [statistics.fmean(curve[i : i + width]) for i in range(0, len(curve), width)]
+
+
+def summarize(runs: list[dict], key: str) -> dict:
+    out = {}
+    for name in CONDITIONS:
+        per_seed = [r[key] for r in runs if r["condition"] == name]
+        cols = list(zip(*per_seed, strict=True))
+        out[name] = {
+            "mean": [statistics.fmean(c) for c in cols],
+            "std": [statistics.stdev(c) if len(c) > 1 else 0.0 for c in cols],
+            "values": per_seed,
+        }
+    return out
+
+
+def table(summary: dict, base: int, seeds: int) -> str:
+    n = len(next(iter(summary.values()))["mean"])
+    heads = [f"{i * base}–{(i + 1) * base}" for i in range(n)]
+    rows = [f"| condition | {' | '.join(heads)} | seeds |", "|---|" + "---|" * (n + 1)]
+    for name, s in summary.items():
+        cells = [f"{m:.3f} ± {sd:.3f}" for m, sd in zip(s["mean"], s["std"], strict=True)]
+        rows.append(f"| {name} | {' | '.join(cells)} | {seeds} |")
+    return "\n".join(rows)
+
+
+def plot(summary: dict, width: int, base: int, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (name, s), color in zip(summary.items(), ("#c44", "#d90", "#36b"), strict=True):
+        x = [(i + 0.5) * width for i in range(len(s["mean"]))]
+        lo = [m - sd for m, sd in zip(s["mean"], s["std"], strict=True)]
+        hi = [m + sd for m, sd in zip(s["mean"], s["std"], strict=True)]
+        ax.plot(x, s["mean"], color=color, label=name)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.25)
+    ax.axvline(base, color="k", ls=":", lw=1, label=f"base length {base}")
+    ax.set_xlabel(f"position in context (tokens, buckets of {width})")
+    ax.set_ylabel("held-out loss (nats/token), mean ± std over seeds")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def _last_loss(metrics: Path) -> float:
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return float([m for m in lines if "lm_loss" in m][-1]["lm_loss"])
+
+
+def train_stage(scale: Scale, stage: str, seed: int, out: Path, tok: Path) -> float:
+    """One training run (``base`` or ``extended`` from that seed's base), its final loss."""
+    tag, iters = f"{stage}_s{seed}", scale.base_iters if stage == "base" else scale.extend_iters
+    argv = ["--data-path", str(out / "data" / "code"), "--tokenizer-model", str(tok),
+            "--split", "100,0,0", "--global-batch-size", str(scale.global_batch_size),
+            "--micro-batch-size", str(min(scale.global_batch_size, 8)), "--seed", str(seed),
+            "--train-iters", str(iters), "--save", str(out / "ckpt" / tag),
+            "--save-interval", str(iters), "--log-interval", str(max(1, iters // 10)),
+            "--metrics-jsonl", str(out / f"metrics_{tag}.jsonl"),
+            "--data-cache-path", str(out / "cache" / tag)]  # fmt: skip
+    if stage == "base":
+        argv += ["--seq-length", str(scale.base_length), "--lr", str(scale.lr),
+                 "--min-lr", str(scale.lr / 10), "--lr-decay-style", "cosine",
+                 "--lr-warmup-iters", str(max(1, scale.base_iters // 20))]  # fmt: skip
+    else:  # the recipe: RoPE base 1e5 x4 linear, 4x sequences, LR 10 % of the peak, constant
+        argv += ["--stage", "extend-context", "--load", str(out / "ckpt" / f"base_s{seed}")]
+    metrics = out / f"metrics_{tag}.jsonl"
+    metrics.unlink(missing_ok=True)
+    train(scale, argv, out / f"train_{tag}.log")
+    return _last_loss(metrics)
+
+
+def measure_seed(scale: Scale, seed: int, out: Path, tok: Path, windows: list[dict],
+                 losses: dict[str, float]) -> list[dict]:  # fmt: skip
+    """Both exports of one seed and the three conditions measured on the held-out windows."""
+    from megatron_dscoder.convert.cli import main as convert
+
+    hf = {stage: out / "hf" / f"{stage}_s{seed}" for stage in ("base", "extended")}
+    for stage, path in hf.items():
+        if not (path / "config.json").exists():
+            run_tool(convert, ["to-hf", "--load", str(out / "ckpt" / f"{stage}_s{seed}"),
+                               "--save", str(path), "--tokenizer-model", str(tok)])  # fmt: skip
+    scaled = out / "hf" / f"base_scaled_s{seed}"
+    rope = rope_of(scaled_config(hf["base"], scaled))
+    extended_rope = rope_of(json.loads((hf["extended"] / "config.json").read_text()))
+    if rope != extended_rope:
+        raise SystemExit(f"the extended export's RoPE {extended_rope} is not the recipe's {rope}")
+    runs = []
+    for name, model_dir in zip(CONDITIONS, (hf["base"], scaled, hf["extended"]), strict=True):
+        t0 = time.monotonic()
+        curve = position_losses(model_dir, windows)
+        config = json.loads((model_dir / "config.json").read_text())
+        stage = "extended" if name == "extended" else "base"
+        runs.append({"condition": name, "seed": seed, "rope": rope_of(config),
+                     "buckets": buckets(curve, scale.base_length),
+                     "curve": buckets(curve, scale.fine_bucket),
+                     "final_train_loss": losses[f"{stage}_s{seed}"],
+                     "eval_s": time.monotonic() - t0})  # fmt: skip
+    return runs
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", choices=sorted(SCALES), default="smoke")
+    p.add_argument("--out", required=True, help="working and output directory")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the scale's")
+    p.add_argument(
+        "--iters",
+        type=int,
+        nargs=2,
+        metavar=("BASE", "EXTEND"),
+        default=None,
+        help="training iterations of the two stages (default: the scale's)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training runs at a time (default 1: one process, as budgeted)",
+    )
+    args = p.parse_args()
+    scale = SCALES[args.scale]
+    if args.seeds:
+        scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
+    if args.jobs < 1:
+        p.error("--jobs must be positive")
+    if args.iters:
+        if min(args.iters) < 1:
+            p.error("--iters must be positive")
+        scale = dataclasses.replace(scale, base_iters=args.iters[0], extend_iters=args.iters[1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from megatron_dscoder.preprocess.cli import main as preprocess
+    from megatron_dscoder.preprocess.tokenizer.cli import main as train_tokenizer
+
+    started = time.monotonic()
+    corpus, heldout = build_corpus(scale, out)
+    tok = out / "tokenizer"
+    if not (tok / "tokenizer.json").exists():
+        run_tool(train_tokenizer, ["--input", str(corpus), "--output", str(tok),
+                                   "--vocab-size", str(scale.vocab)])  # fmt: skip
+    if not (out / "data" / "code.idx").exists():
+        run_tool(preprocess, [
+            "--input", str(corpus), "--tokenizer-model", str(tok), "--output-prefix",
+            str(out / "data" / "code"), "--workers", "1", "--fim-rate", "0", "--seed", str(SEED),
+            "--no-quality", "--no-syntax-check", "--no-decontaminate", "--no-progress",
+            "--stats-json", str(out / "data" / "code.json"),
+        ])  # fmt: skip
+    length = scale.base_length * 4
+    windows = heldout_windows(heldout, tok, length, scale.eval_windows)
+    if not windows:
+        raise SystemExit(f"no held-out sample of {length + 1} tokens; raise heldout_repos")
+    timings, runs = {"corpus_tokenizer_preprocess_s": time.monotonic() - started}, []
+    losses: dict[str, float] = {}
+    for stage in ("base", "extended"):  # every seed's base, then every seed's extension
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own process
+            done = pool.map(
+                functools.partial(train_stage, scale, stage, out=out, tok=tok), scale.seeds
+            )
+            losses.update({f"{stage}_s{s}": v for s, v in zip(scale.seeds, done, strict=True)})
+        timings[f"{stage}_training_s"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    for seed in scale.seeds:
+        runs += measure_seed(scale, seed, out, tok, windows, losses)
+        print(f"seed {seed}: last-bucket loss " + ", ".join(f"{r['buckets'][-1]:.3f}"
+              for r in runs[-3:]), flush=True)  # fmt: skip
+    timings["export_and_eval_s"] = time.monotonic() - t0
+    summary = {"buckets": summarize(runs, "buckets"), "curve": summarize(runs, "curve")}
+    timings["total_s"] = time.monotonic() - started
+    tokens = {"base": scale.base_iters * scale.global_batch_size * scale.base_length,
+              "extension": scale.extend_iters * scale.global_batch_size * length}  # fmt: skip
+    report = {
+        "scale": args.scale, "config": dataclasses.asdict(scale), "train_tokens": tokens,
+        "eval_length": length, "heldout_repos": sorted(heldout),
+        "heldout_windows": [{k: w[k] for k in ("repo", "sample", "k")} for w in windows],
+        "preprocess": {k: v for k, v in json.loads((out / "data" / "code.json").read_text()).items()
+                       if k in ("documents_in", "documents_out", "tokens")},
+        "runs": runs, "summary": summary, "timings": timings,
+        "command": " ".join(["python", "benchmarks/long_context_eval.py", *sys.argv[1:]]),
+    }  # fmt: skip
+    text = table(summary["buckets"], scale.base_length, len(scale.seeds))
+    for name, body in (("results.json", json.dumps(report, indent=2)),
+                       ("long_context_eval.md", text)):  # fmt: skip
+        (out / f"{name}.tmp").write_text(body + "\n")
+        os.replace(out / f"{name}.tmp", out / name)
+    title = (f"Context extension {scale.base_length} -> {length} (RoPE base 1e5, linear x4), "
+             f"{args.scale} scale: {tokens['base']:,} + {tokens['extension']:,} tokens, "
+             f"{len(windows)} held-out windows, seeds {list(scale.seeds)}")  # fmt: skip
+    plot(summary["curve"], scale.fine_bucket, scale.base_length,
+         out / "long_context_eval.png", title)  # fmt: skip
+    print(text)
+    print(f"total {timings['total_s']:.0f}s; wrote {out}/results.json, long_context_eval.md/.png")
+    return 0 if all(math.isfinite(v) for r in runs for v in r["curve"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
