@@ -305,9 +305,40 @@ def train_stage(scale: Scale, stage: str, seed: int, out: Path, tok: Path) -> fl
     else:  # the recipe: RoPE base 1e5 x4 linear, 4x sequences, LR 10 % of the peak, constant
         argv += ["--stage", "extend-context", "--load", str(out / "ckpt" / f"base_s{seed}")]
     metrics = out / f"metrics_{tag}.jsonl"
+    if _checkpoint(out / "ckpt" / tag)[0].name == f"iter_{iters:07d}" and metrics.exists():
+        return _last_loss(metrics)  # a rerun on the same --out: this run is complete
     metrics.unlink(missing_ok=True)
     train(scale, argv, out / f"train_{tag}.log")
     return _last_loss(metrics)
+
+
+def _checkpoint(root: Path) -> tuple[Path, dict]:
+    """The latest checkpoint under ``root`` (a missing one: a nonexistent path) and its arch."""
+    from megatron_dscoder.checkpointing.files import (
+        find_latest_checkpoint,
+        read_checkpoint_metadata,
+    )
+
+    ckpt = find_latest_checkpoint(root) if root.exists() else None
+    return (ckpt, read_checkpoint_metadata(ckpt)["arch"]) if ckpt else (root / "none", {})
+
+
+def logits_gap(ckpt: Path, arch: dict, hf_dir: Path, window: list[int], long: bool) -> float:
+    """Max |our forward - the HF model| over the logits of one held-out window at the full
+    evaluation length: the HF measurement is exactly our model's (``long``: our model under the
+    recipe's RoPE, the construction of the second condition)."""
+    import torch
+
+    from megatron_dscoder.config.recipes import EXTEND_CONTEXT as ext
+    from megatron_dscoder.convert.logits import hf_logits, megatron_logits
+    from megatron_dscoder.model.registry import ModelArch, with_long_context
+
+    model = ModelArch(**arch)
+    if long and model.seq_len_interpolation_factor is None:
+        model = with_long_context(model, ext.factor, ext.rotary_base)
+    ids = torch.tensor([window[:-1]])  # [1, L]
+    ours = megatron_logits(ckpt, model, ids)[..., : model.vocab_size]
+    return float((ours - hf_logits(hf_dir, ids)[..., : model.vocab_size]).abs().max())
 
 
 def measure_seed(scale: Scale, seed: int, out: Path, tok: Path, windows: list[dict],
@@ -331,10 +362,13 @@ def measure_seed(scale: Scale, seed: int, out: Path, tok: Path, windows: list[di
         curve = position_losses(model_dir, windows)
         config = json.loads((model_dir / "config.json").read_text())
         stage = "extended" if name == "extended" else "base"
+        ckpt, arch = _checkpoint(out / "ckpt" / f"{stage}_s{seed}")
+        gap = logits_gap(ckpt, arch, model_dir, windows[0]["ids"], name != CONDITIONS[0])
         runs.append({"condition": name, "seed": seed, "rope": rope_of(config),
                      "buckets": buckets(curve, scale.base_length),
                      "curve": buckets(curve, scale.fine_bucket),
                      "final_train_loss": losses[f"{stage}_s{seed}"],
+                     "max_abs_logits_gap_vs_ours": gap,
                      "eval_s": time.monotonic() - t0})  # fmt: skip
     return runs
 

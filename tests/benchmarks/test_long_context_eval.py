@@ -36,6 +36,8 @@ def test_smoke_scale_measures_every_condition(tmp_path):
     for run in report["runs"]:
         assert len(run["buckets"]) == 4 and len(run["curve"]) == 4 * base // config["fine_bucket"]
         assert all(0 < v < ceiling for v in run["buckets"] + run["curve"]), run
+        # Measured through the HF export, which computes our model's logits at 4x base length.
+        assert run["max_abs_logits_gap_vs_ours"] < 1e-4, run
     # The mechanism under test: the RoPE each condition ran with, and that it changed the losses.
     by = {(r["condition"], r["seed"]): r for r in report["runs"]}
     for seed in seeds:
