@@ -103,7 +103,8 @@ SCALES = {
     "smoke": Scale("lc-smoke", _arch(2, 32, 2, 32), 512, 2, 2, 1, 3e-3, 6e4, 2, 4, (1, 2), 8,
                    stdlib_only=True),
     "cpu": Scale("lc-cpu", _arch(4, 64, 2, 512), 2048, 8, 100, 20, 3e-3, 3e6, 12, 32),
-    "gpu": Scale("lc-110m", _arch(12, 768, 12, 1024), 16384, 64, 4000, 500, 6e-4, 6e8, 60, 400),
+    "gpu": Scale("lc-110m", _arch(12, 768, 12, 1024), 16384, 64, 2000, 250, 6e-4, 3e8, 24, 192,
+                 max_repo_chars=1e9),
 }  # fmt: skip
 
 
@@ -218,18 +219,19 @@ def position_losses(hf_dir: Path, windows: list[dict], batch: int = 4) -> list[f
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).to(device)
     model.eval()
     total = None
     for i in range(0, len(windows), batch):
-        ids = torch.tensor([w["ids"] for w in windows[i : i + batch]])  # [b, L + 1]
+        ids = torch.tensor([w["ids"] for w in windows[i : i + batch]], device=device)  # [b, L+1]
         with torch.no_grad():
             logits = model(ids[:, :-1]).logits.float()  # [b, L, vocab]
         nll = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), ids[:, 1:], reduction="none"
         )  # [b, L]
         total = nll.sum(0) if total is None else total + nll.sum(0)
-    return (total / len(windows)).tolist()
+    return (total / len(windows)).cpu().tolist()
 
 
 def buckets(curve: list[float], width: int) -> list[float]:
@@ -249,12 +251,16 @@ def summarize(runs: list[dict], key: str) -> dict:
     return out
 
 
-def table(summary: dict, base: int, seeds: int) -> str:
+def table(summary: dict, shift: dict, base: int, seeds: int) -> str:
+    """Loss per bucket, and the last bucket minus the first (paired per seed), per condition."""
     n = len(next(iter(summary.values()))["mean"])
-    heads = [f"{i * base}–{(i + 1) * base}" for i in range(n)]
-    rows = [f"| condition | {' | '.join(heads)} | seeds |", "|---|" + "---|" * (n + 1)]
+    heads = [f"{i * base}–{(i + 1) * base}" for i in range(n)] + ["last − first"]
+    rows = [f"| condition | {' | '.join(heads)} | seeds |", "|---|" + "---|" * (n + 2)]
     for name, s in summary.items():
-        cells = [f"{m:.3f} ± {sd:.3f}" for m, sd in zip(s["mean"], s["std"], strict=True)]
+        pairs = [*zip(s["mean"], s["std"], strict=True), (shift[name]["mean"][0],
+                                                          shift[name]["std"][0])]  # fmt: skip
+        cells = [f"{m:+.3f} ± {sd:.3f}" if i == n else f"{m:.3f} ± {sd:.3f}"
+                 for i, (m, sd) in enumerate(pairs)]  # fmt: skip
         rows.append(f"| {name} | {' | '.join(cells)} | {seeds} |")
     return "\n".join(rows)
 
@@ -365,12 +371,20 @@ def measure_seed(scale: Scale, seed: int, out: Path, tok: Path, windows: list[di
         ckpt, arch = _checkpoint(out / "ckpt" / f"{stage}_s{seed}")
         gap = logits_gap(ckpt, arch, model_dir, windows[0]["ids"], name != CONDITIONS[0])
         runs.append({"condition": name, "seed": seed, "rope": rope_of(config),
-                     "buckets": buckets(curve, scale.base_length),
+                     "buckets": (b := buckets(curve, scale.base_length)),
+                     "last_minus_first": [b[-1] - b[0]],
                      "curve": buckets(curve, scale.fine_bucket),
                      "final_train_loss": losses[f"{stage}_s{seed}"],
                      "max_abs_logits_gap_vs_ours": gap,
                      "eval_s": time.monotonic() - t0})  # fmt: skip
     return runs
+
+
+def _parameters(scale: Scale, tok: Path) -> int:
+    from megatron_dscoder.model.registry import ModelArch
+    from megatron_dscoder.tokenizer import load_tokenizer, vocab_size
+
+    return ModelArch(**scale.arch, vocab_size=vocab_size(load_tokenizer(tok))).num_parameters()
 
 
 def main() -> int:
@@ -441,20 +455,22 @@ def main() -> int:
         print(f"seed {seed}: last-bucket loss " + ", ".join(f"{r['buckets'][-1]:.3f}"
               for r in runs[-3:]), flush=True)  # fmt: skip
     timings["export_and_eval_s"] = time.monotonic() - t0
-    summary = {"buckets": summarize(runs, "buckets"), "curve": summarize(runs, "curve")}
+    summary = {key: summarize(runs, key) for key in ("buckets", "last_minus_first", "curve")}
     timings["total_s"] = time.monotonic() - started
     tokens = {"base": scale.base_iters * scale.global_batch_size * scale.base_length,
               "extension": scale.extend_iters * scale.global_batch_size * length}  # fmt: skip
     report = {
         "scale": args.scale, "config": dataclasses.asdict(scale), "train_tokens": tokens,
         "eval_length": length, "heldout_repos": sorted(heldout),
+        "parameters": _parameters(scale, tok),
         "heldout_windows": [{k: w[k] for k in ("repo", "sample", "k")} for w in windows],
         "preprocess": {k: v for k, v in json.loads((out / "data" / "code.json").read_text()).items()
                        if k in ("documents_in", "documents_out", "tokens")},
         "runs": runs, "summary": summary, "timings": timings,
         "command": " ".join(["python", "benchmarks/long_context_eval.py", *sys.argv[1:]]),
     }  # fmt: skip
-    text = table(summary["buckets"], scale.base_length, len(scale.seeds))
+    text = table(summary["buckets"], summary["last_minus_first"], scale.base_length,
+                 len(scale.seeds))  # fmt: skip
     for name, body in (("results.json", json.dumps(report, indent=2)),
                        ("long_context_eval.md", text)):  # fmt: skip
         (out / f"{name}.tmp").write_text(body + "\n")
