@@ -1,8 +1,8 @@
 """The context-extension effect (DeepSeek-Coder §3.6) at a CPU-sized ratio, as an experiment.
 
-    python benchmarks/long_context_eval.py --scale smoke --out out/lc_smoke  # CI, seconds
-    python benchmarks/long_context_eval.py --scale cpu --out out/lc_cpu  # ~35 core-minutes
-    python benchmarks/long_context_eval.py --scale gpu --out out/lc_gpu  # one GPU, ~110M model
+    python benchmarks/long_context_eval.py --scale smoke --jobs 2 --out out/lc_smoke  # the tests'
+    python benchmarks/long_context_eval.py --scale cpu --out out/lc_cpu  # ~40 min, 1 busy core
+    python benchmarks/long_context_eval.py --scale gpu --out out/lc_gpu  # one GPU, 112M model
 
 The paper trains at 4K, then runs a 16K stage with RoPE base 100000 and linear position
 interpolation x4 (``megatron_dscoder.config.recipes.extend_context``), and claims the extended
@@ -271,16 +271,21 @@ def plot(summary: dict, width: int, base: int, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for (name, s), color in zip(summary.items(), ("#c44", "#d90", "#36b"), strict=True):
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    styles = (
+        ("#c44", "-", 2.4),
+        ("#d90", "--", 1.4),
+        ("#36b", "-", 1.4),
+    )  # a dashed 2nd: 1st shows
+    for (name, s), (color, ls, lw) in zip(summary.items(), styles, strict=True):
         x = [(i + 0.5) * width for i in range(len(s["mean"]))]
         lo = [m - sd for m, sd in zip(s["mean"], s["std"], strict=True)]
         hi = [m + sd for m, sd in zip(s["mean"], s["std"], strict=True)]
-        ax.plot(x, s["mean"], color=color, label=name)
+        ax.plot(x, s["mean"], color=color, ls=ls, lw=lw, label=name)
         ax.fill_between(x, lo, hi, color=color, alpha=0.25)
     ax.axvline(base, color="k", ls=":", lw=1, label=f"base length {base}")
     ax.set_xlabel(f"position in context (tokens, buckets of {width})")
-    ax.set_ylabel("held-out loss (nats/token), mean ± std over seeds")
+    ax.set_ylabel("held-out loss (nats/token)\nmean ± std over seeds", fontsize=9)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
@@ -476,7 +481,7 @@ def main() -> int:
         (out / f"{name}.tmp").write_text(body + "\n")
         os.replace(out / f"{name}.tmp", out / name)
     title = (f"Context extension {scale.base_length} -> {length} (RoPE base 1e5, linear x4), "
-             f"{args.scale} scale: {tokens['base']:,} + {tokens['extension']:,} tokens, "
+             f"{args.scale} scale:\n{tokens['base']:,} + {tokens['extension']:,} tokens, "
              f"{len(windows)} held-out windows, seeds {list(scale.seeds)}")  # fmt: skip
     plot(summary["curve"], scale.fine_bucket, scale.base_length,
          out / "long_context_eval.png", title)  # fmt: skip
