@@ -303,23 +303,15 @@ def main() -> int:
     p.add_argument("--scale", choices=sorted(SCALES), default="smoke")
     p.add_argument("--out", required=True, help="working and output directory")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the scale's")
-    p.add_argument(
-        "--iters",
-        type=int,
-        nargs=2,
-        metavar=("BASE", "EXTEND"),
-        default=None,
-        help="training iterations of the two stages (default: the scale's)",
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="training runs at a time (default 1: one process, as budgeted)",
-    )
+    p.add_argument("--iters", type=int, nargs=2, metavar=("BASE", "EXTEND"), default=None,
+                   help="training iterations of the two stages (default: the scale's)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs at a time (default 1: one process)")  # fmt: skip
     args = p.parse_args()
     scale = SCALES[args.scale]
     if args.seeds:
+        if len(set(args.seeds)) != len(args.seeds):
+            p.error("--seeds must be distinct (each names its runs)")
         scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
     if args.jobs < 1:
         p.error("--jobs must be positive")
