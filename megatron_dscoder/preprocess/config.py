@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass
 from typing import Any
 
-from megatron_dscoder.config.flags import ConfigError, check_choices, flag, opt, section
+from megatron_dscoder.config.flags import (
+    ConfigError,
+    check_choices,
+    flag,
+    opt,
+    require_positive,
+    section,
+)
 
 REQUIRED: Any = MISSING
 """Marks the options every run names (no default; ``required=True`` on the command line)."""
@@ -304,6 +311,7 @@ class PreprocessConfig:
         for name in ("fim_rate", "fim_spm_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{flag(name)} must be in [0, 1]")
+        require_positive(self, "output_shard_mb", allow_zero=True)
         check_choices(self)
 
     @property
