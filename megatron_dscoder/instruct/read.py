@@ -1,9 +1,10 @@
 """Instruction records from JSON Lines or JSON array files, streamed with bounded memory.
 
 A file whose first character (after a UTF-8 byte order mark and white space) is ``[`` is a JSON
-array, unless that array ends on its line and more lines follow (JSON Lines whose first record
-is an array); a file that is one JSON object is one record (a pretty-printed record, or records
-wrapped in an object, which the template names); anything else is JSON Lines.
+array (or several, one after another), unless that array ends on its line and more lines follow:
+then it is JSON Lines, where a line that is an array holds records. A file that is one JSON
+object is one record (a pretty-printed record, or records wrapped in an object, which the
+template names); anything else is JSON Lines.
 
 No file is loaded whole (one object file is, up to ``max_record_bytes``): lines are read with
 a size cap, and an array is cut into its top-level elements by a scanner that tracks only
@@ -277,6 +278,9 @@ def _jsonl_records(
         value, problem = parse_record(line)
         if problem:
             stats.skip(source, problem[0], f"{where}: {problem[1]}")
+        elif isinstance(value, list):  # a line of records (or of nonsense, counted later)
+            for index, element in enumerate(value, 1):
+                yield Sourced(source, f"{where}, element {index}", element)
         else:
             yield Sourced(source, where, value)
 
