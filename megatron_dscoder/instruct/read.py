@@ -28,6 +28,7 @@ with the first example's position kept for the warning logged when the file is d
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import Counter
@@ -102,7 +103,11 @@ class SFTStats:
 
 
 def parse_record(data: bytes) -> tuple[object, None] | tuple[None, tuple[str, str]]:
-    """``(value, None)``, or ``(None, (reason, message))`` for bytes that are not usable JSON."""
+    """``(value, None)``, or ``(None, (reason, message))`` for bytes that are not usable JSON.
+
+    orjson first; what it refuses only for being outside strict JSON (``NaN``, ``Infinity``,
+    a number past a double, as Python's ``json.dumps`` writes them in metadata fields) is read
+    by the standard library, and kept if its strings are all encodable."""
     try:
         return orjson.loads(data), None
     except orjson.JSONDecodeError as err:
@@ -115,7 +120,14 @@ def parse_record(data: bytes) -> tuple[object, None] | tuple[None, tuple[str, st
         return None, ("invalid_utf8", "a lone surrogate escape")
     if "depth" in message or "recursion" in message:
         return None, ("too_deep", "nested deeper than 1024 levels")
-    return None, ("malformed_json", message.split(":")[0])
+    try:
+        value = json.loads(data)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, ("invalid_utf8", "a lone surrogate escape")
+    except (ValueError, RecursionError):
+        return None, ("malformed_json", message.split(":")[0])
+    return value, None
 
 
 def iter_lines(stream: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:

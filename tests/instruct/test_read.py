@@ -19,7 +19,13 @@ import pytest
 from megatron_dscoder.data.indexed import read_documents
 from megatron_dscoder.instruct.cli import main as sft_main
 from megatron_dscoder.instruct.encode import SFTEncoder, encode_arrays
-from megatron_dscoder.instruct.read import ArrayCutter, SFTStats, iter_lines, read_records
+from megatron_dscoder.instruct.read import (
+    ArrayCutter,
+    SFTStats,
+    iter_lines,
+    parse_record,
+    read_records,
+)
 from megatron_dscoder.instruct.template import render
 from megatron_dscoder.tokenizer import load_tokenizer
 
@@ -212,3 +218,11 @@ def test_outputs_that_cannot_be_written_are_refused_before_work(
         assert err.count("\n") == 1 and message in err and flag in err, err
     assert good.read_bytes() == _line(ALPACA)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "good.jsonl"]
+
+
+def test_values_outside_strict_json_are_read_as_python_writes_them():
+    assert parse_record(b'{"output": "x", "score": NaN, "n": 1e400}')[0]["output"] == "x"
+    assert parse_record(b'{"score": NaN, "s": "\\ud800"}') == (
+        None,
+        ("invalid_utf8", "a lone surrogate escape"),
+    )
