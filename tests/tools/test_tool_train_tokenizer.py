@@ -86,6 +86,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     [
         (["--vocab-size", "0"], "--vocab-size must be > 0, got 0"),
         (["--vocab-size", "299"], "--vocab-size must be at least 300"),
+        (["--vocab-size", "1000000000"], "--vocab-size must be at most 4194304"),
         (["--max-chars", "-1"], "--max-chars must be > 0"),
         (["--max-chars", "nan"], "--max-chars must be a finite number"),
         (["--max-chars", "inf"], "--max-chars must be a finite number"),

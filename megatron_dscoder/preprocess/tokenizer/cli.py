@@ -56,6 +56,9 @@ from megatron_dscoder.tokenizer import vocab_size
 logger = logging.getLogger(__name__)
 #: The byte-level alphabet: a BPE with no more tokens than this has no merge.
 BYTE_TOKENS = 256
+#: 2**22: the trainer reserves about 70 bytes per token asked for, whatever the corpus
+#: (``--vocab-size 1e9`` aborts on a 70 GB allocation); real vocabularies are far smaller.
+MAX_VOCAB_SIZE = 1 << 22
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +94,11 @@ class TokenizerTrainingConfig:
             raise ConfigError(
                 f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + merges), "
                 f"got {self.vocab_size}"
+            )
+        if self.vocab_size is not None and self.vocab_size > MAX_VOCAB_SIZE:
+            raise ConfigError(
+                f"--vocab-size must be at most {MAX_VOCAB_SIZE} (the trainer reserves memory "
+                f"for every token asked for), got {self.vocab_size}"
             )
         if self.max_chars < 1:
             raise ConfigError(f"--max-chars must be at least 1, got {self.max_chars}")
