@@ -37,9 +37,9 @@ SETTINGS = settings(
     suppress_health_check=list(HealthCheck),
     derandomize=PROFILE != "fuzz",
 )
-MAX_RECORD_MB = 0.01  # 10,485 bytes
-LONG = 4000  # characters of a long string within the limit
-HUGE = 12000  # characters of a string over it
+MAX_RECORD_MB = 0.015  # 15,728 bytes: a good record of 7 long strings fits
+LONG = 1000  # characters of a long string (a record holds 7 at most)
+HUGE = 20000  # characters of a string over the limit
 DEEP = 1100  # nesting levels, past orjson's 1024
 
 
