@@ -54,6 +54,14 @@ def files(tmp_path_factory) -> dict[str, str]:
         '{"instruction": "Add.", "output": "a + b"}\n{"text": "x = 1\\n", "path": "a.py"}\n'
     )
     os.mkfifo(root / "fifo")
+    hostile_records = {  # records that once cost dscoder-preprocess-sft its run
+        "surrogate.jsonl": b'{"instruction": "\\ud800", "output": "x"}\n',
+        "deep.json": b"[" * 100_000 + b"]" * 100_000,
+        "bom_array.json": b'\xef\xbb\xbf[{"instruction": "a", "output": "b"}]',
+        "truncated.json": b'[{"instruction": "a", "output": "b"}, {"instr',
+    }
+    for name, data in hostile_records.items():
+        (root / name).write_bytes(data)
     return {
         "model": str(model),
         "pickled": str(pickled),
@@ -64,6 +72,7 @@ def files(tmp_path_factory) -> dict[str, str]:
         "under_file": str(root / "afile" / "x"),
         "records": str(records),
         "fifo": str(root / "fifo"),
+        **{name: str(root / name) for name in hostile_records},
     }
 
 
@@ -282,8 +291,10 @@ def test_preprocess(files, tiny_tokenizer_dir, tmp_path, monkeypatch):
 def test_preprocess_sft(files, tiny_tokenizer_dir, tmp_path):
     from megatron_dscoder.instruct import cli
 
+    records = [files[k] for k in ("surrogate.jsonl", "deep.json", "bom_array.json")]
+    records += [files[k] for k in ("truncated.json", "latin1", "records")]
     flags = {
-        "--input": _paths(files),
+        "--input": st.one_of(st.sampled_from(records), _paths(files)),
         "--output-prefix": _outputs(tmp_path),
         "--tokenizer-model": st.sampled_from([str(tiny_tokenizer_dir), files["model"]]),
         "--stats-json": _outputs(tmp_path),
@@ -329,3 +340,12 @@ def test_output_shard_mb_is_validated_naming_the_flag(files, tiny_tokenizer_dir,
     argv += ["--output-prefix", files["missing"], f"--output-shard-mb={value}"]
     code, err = _outcome(lambda: cli.main(argv))
     assert code == 2 and err.startswith("error: --output-shard-mb must be") and value in err, err
+
+
+@pytest.mark.parametrize("flag", ["--prompt-file", "--fim-prefix-file"])
+def test_a_fifo_prompt_file_is_refused_unread(files, flag):
+    from megatron_dscoder.evaluation import generate
+
+    code, err = _outcome(lambda: generate.main(["--model", files["model"], flag, files["fifo"]]))
+    assert (code, err) == (2, f"error: {flag} {files['fifo']}: not a regular file (a FIFO, "
+                              "socket or device)\n")  # fmt: skip
