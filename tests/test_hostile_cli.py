@@ -332,14 +332,23 @@ def test_train_tokenizer(files, tmp_path):
     run()
 
 
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf"])
-def test_output_shard_mb_is_validated_naming_the_flag(files, tiny_tokenizer_dir, value):
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--output-shard-mb", v) for v in ("-1", "nan", "inf", "-inf")]
+    + [
+        (f, v)
+        for f in ("--max-record-mb", "--partition-mb", "--dedup-group-mb")
+        for v in ("0", "nan")
+    ]
+    + [("--workers", "0"), ("--workers", "-2")],
+)
+def test_preprocess_sizes_are_validated_naming_the_flag(files, tiny_tokenizer_dir, flag, value):
     from megatron_dscoder.preprocess import cli
 
     argv = ["--input", files["records"], "--tokenizer-model", str(tiny_tokenizer_dir)]
-    argv += ["--output-prefix", files["missing"], f"--output-shard-mb={value}"]
+    argv += ["--output-prefix", files["missing"], f"{flag}={value}"]
     code, err = _outcome(lambda: cli.main(argv))
-    assert code == 2 and err.startswith("error: --output-shard-mb must be") and value in err, err
+    assert code == 2 and err.startswith(f"error: {flag} must be") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("flag", ["--prompt-file", "--fim-prefix-file"])

@@ -311,6 +311,7 @@ class PreprocessConfig:
         for name in ("fim_rate", "fim_spm_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{flag(name)} must be in [0, 1]")
+        require_positive(self, "workers", "max_record_mb", "partition_mb", "dedup_group_mb")
         require_positive(self, "output_shard_mb", allow_zero=True)
         check_choices(self)
 
@@ -343,7 +344,7 @@ class PreprocessConfig:
 
     @property
     def group_bytes(self) -> int:
-        return int(self.dedup_group_mb * MIB)
+        return max(1, int(self.dedup_group_mb * MIB))
 
     @property
     def worker_count(self) -> int:
