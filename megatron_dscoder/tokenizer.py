@@ -241,6 +241,24 @@ def newline_safe(tok: Tokenizer) -> bool:
     return all((i, i + 1) in spans for i, c in enumerate(_PROBE) if c in "\r\n")
 
 
+def newline_cuts(text: str, chunk_chars: int | None) -> list[int]:
+    """End offsets of the chunks of ``text``: cut right after a newline once a chunk has at least
+    ``chunk_chars`` characters (None: one chunk)."""
+    if chunk_chars is None or len(text) <= chunk_chars:
+        return [len(text)]
+    cuts = []
+    start = 0
+    while len(text) - start > chunk_chars:
+        cut = text.find("\n", start + chunk_chars) + 1
+        if cut == 0:
+            break
+        cuts.append(cut)
+        start = cut
+    if start < len(text):
+        cuts.append(len(text))
+    return cuts
+
+
 _TOKENIZERS: dict[str, tuple[Tokenizer, bool]] = {}
 
 

@@ -163,6 +163,7 @@ CLI_SURFACE: dict[str, list[str]] = {
     "dscoder-preprocess-sft": [
         "--help",
         "--input",
+        "--max-record-mb",
         "--output-prefix",
         "--stats-json",
         "--tokenizer-model",

@@ -4,7 +4,9 @@ traceback (hypothesis).
 Each example runs the entry point's parser and validation in-process, up to the point where real
 work would start: ``dscoder-pretrain`` through :func:`config.cli.parse` (and the planner for
 ``--dry-run``), ``dscoder-generate`` and ``dscoder-eval-humaneval`` against a model directory
-without a tokenizer (their last check), ``dscoder-convert`` against missing or empty sources.
+without a tokenizer (their last check), ``dscoder-convert`` against missing or empty sources,
+``dscoder-preprocess`` up to its plan (every check of inputs, outputs and the tokenizer).
+``dscoder-preprocess-sft`` and ``dscoder-train-tokenizer`` run to the end on tiny inputs.
 
 The number of examples comes from a settings profile chosen by ``DSCODER_FUZZ_PROFILE``: ``ci``
 (the default, a few seconds inside ``make test``) or ``fuzz`` (``make fuzz``, minutes).
@@ -47,6 +49,19 @@ def files(tmp_path_factory) -> dict[str, str]:
     utf8 = root / "ok.py"
     utf8.write_text("def f():\n    return 1\n")
     (root / "afile").write_text("")
+    records = root / "records.jsonl"
+    records.write_text(
+        '{"instruction": "Add.", "output": "a + b"}\n{"text": "x = 1\\n", "path": "a.py"}\n'
+    )
+    os.mkfifo(root / "fifo")
+    hostile_records = {  # records that once cost dscoder-preprocess-sft its run
+        "surrogate.jsonl": b'{"instruction": "\\ud800", "output": "x"}\n',
+        "deep.json": b"[" * 100_000 + b"]" * 100_000,
+        "bom_array.json": b'\xef\xbb\xbf[{"instruction": "a", "output": "b"}]',
+        "truncated.json": b'[{"instruction": "a", "output": "b"}, {"instr',
+    }
+    for name, data in hostile_records.items():
+        (root / name).write_bytes(data)
     return {
         "model": str(model),
         "pickled": str(pickled),
@@ -55,6 +70,9 @@ def files(tmp_path_factory) -> dict[str, str]:
         "empty_dir": str(tmp_path_factory.mktemp("empty")),
         "missing": str(root / "missing"),
         "under_file": str(root / "afile" / "x"),
+        "records": str(records),
+        "fifo": str(root / "fifo"),
+        **{name: str(root / name) for name in hostile_records},
     }
 
 
@@ -224,3 +242,119 @@ def test_convert(files):
         _check(*_outcome(lambda: cli.main([*head, *base, *argv])))
 
     run()
+
+
+def _outputs(root) -> st.SearchStrategy[str]:
+    """Output paths: fresh ones under ``root`` (mostly), or hostile ones."""
+    fresh = st.integers(0, 10**9).map(lambda i: str(root / f"o{i}" / "out"))
+    hostile = st.sampled_from(
+        [str(root), str(root) + "/", str(root / "afile"), str(root / "afile" / "x"), ""]
+    )
+    return st.one_of(fresh, fresh, hostile)
+
+
+def test_preprocess(files, tiny_tokenizer_dir, tmp_path, monkeypatch):
+    from megatron_dscoder.preprocess import cli
+
+    monkeypatch.setattr(cli, "work", lambda prepared: 0)  # stop at the plan: no real work
+    num = st.sampled_from(NUMBERS)
+    unit = st.sampled_from(["0", "0.3", "1", "1.5", *HOSTILE])
+    flags = {
+        "--input": _paths(files),
+        "--output-prefix": _outputs(tmp_path),
+        "--tokenizer-model": st.sampled_from([str(tiny_tokenizer_dir), files["model"]]),
+        "--stats-json": _outputs(tmp_path),
+        "--tmp-dir": _outputs(tmp_path),
+        "--workers": num,
+        "--fim-rate": unit,
+        "--fim-spm-rate": unit,
+        "--max-record-mb": num,
+        "--partition-mb": num,
+        "--output-shard-mb": num,
+        "--dedup-threshold": unit,
+        "--max-function-lines": num,
+        "--syntax-max-error-fraction": unit,
+        "--engine": st.sampled_from(["local", "ray", "spark"]),
+        "--no-dedup": None,
+        "--bos": None,
+    }
+    base = ["--input", files["records"], "--tokenizer-model", str(tiny_tokenizer_dir)]
+    base += ["--output-prefix", str(tmp_path / "base" / "out")]
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        _check(*_outcome(lambda: cli.main(base + argv)))
+
+    run()
+
+
+def test_preprocess_sft(files, tiny_tokenizer_dir, tmp_path):
+    from megatron_dscoder.instruct import cli
+
+    records = [files[k] for k in ("surrogate.jsonl", "deep.json", "bom_array.json")]
+    records += [files[k] for k in ("truncated.json", "latin1", "records")]
+    flags = {
+        "--input": st.one_of(st.sampled_from(records), _paths(files)),
+        "--output-prefix": _outputs(tmp_path),
+        "--tokenizer-model": st.sampled_from([str(tiny_tokenizer_dir), files["model"]]),
+        "--stats-json": _outputs(tmp_path),
+        "--max-record-mb": st.sampled_from(["16", "0.0001", *HOSTILE]),
+    }
+    base = ["--input", files["records"], "--tokenizer-model", str(tiny_tokenizer_dir)]
+    base += ["--output-prefix", str(tmp_path / "base" / "out")]
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        _check(*_outcome(lambda: cli.main(base + argv)))
+
+    run()
+
+
+def test_train_tokenizer(files, tmp_path):
+    from megatron_dscoder.preprocess.tokenizer import cli
+
+    num = st.sampled_from(["300", "400", "100000", *HOSTILE])
+    flags = {
+        "--input": _paths(files),
+        "--output": _outputs(tmp_path),
+        "--vocab-size": num,
+        "--max-chars": st.sampled_from(["1", "100", "1e9", *HOSTILE]),
+        "--layout": st.sampled_from(["deepseek-coder", "deepseek-llm", "gpt2"]),
+        "--text-field": st.sampled_from(["text", "content", "nope", ""]),
+        "--no-filters": None,
+    }
+    base = ["--input", files["records"], "--output", str(tmp_path / "base"), "--vocab-size", "300"]
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        _check(*_outcome(lambda: cli.main(base + argv)))
+
+    run()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--output-shard-mb", v) for v in ("-1", "nan", "inf", "-inf")]
+    + [
+        (f, v)
+        for f in ("--max-record-mb", "--partition-mb", "--dedup-group-mb")
+        for v in ("0", "nan")
+    ]
+    + [("--workers", "0"), ("--workers", "-2")],
+)
+def test_preprocess_sizes_are_validated_naming_the_flag(files, tiny_tokenizer_dir, flag, value):
+    from megatron_dscoder.preprocess import cli
+
+    argv = ["--input", files["records"], "--tokenizer-model", str(tiny_tokenizer_dir)]
+    argv += ["--output-prefix", files["missing"], f"{flag}={value}"]
+    code, err = _outcome(lambda: cli.main(argv))
+    assert code == 2 and err.startswith(f"error: {flag} must be") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("flag", ["--prompt-file", "--fim-prefix-file"])
+def test_a_fifo_prompt_file_is_refused_unread(files, flag):
+    from megatron_dscoder.evaluation import generate
+
+    code, err = _outcome(lambda: generate.main(["--model", files["model"], flag, files["fifo"]]))
+    assert (code, err) == (2, f"error: {flag} {files['fifo']}: not a regular file (a FIFO, "
+                              "socket or device)\n")  # fmt: skip

@@ -6,6 +6,8 @@ exit 2). Numeric flags are checked by their config dataclasses
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from megatron_dscoder.errors import UserError
@@ -16,8 +18,14 @@ class InputError(UserError, ValueError):
 
 
 def read_text_file(path: str, flag: str) -> str:
-    """The UTF-8 text of ``path``; one line naming the flag, the file and the problem otherwise."""
+    """The UTF-8 text of ``path``; one line naming the flag, the file and the problem otherwise
+    (a FIFO or device is refused unread: reading it could block forever)."""
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError(f"{flag} {path}: a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{flag} {path}: not a regular file (a FIFO, socket or device)")
         data = Path(path).read_bytes()
     except OSError as err:
         raise InputError(f"{flag} {path}: {err.strerror or err}") from None

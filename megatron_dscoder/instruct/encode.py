@@ -11,66 +11,29 @@ object with ``messages``) is rendered with DeepSeek-Coder-Instruct's template
 The mask is aligned with the tokens: token ``t`` is learned (as the label of position ``t-1``)
 exactly when ``mask[t]`` is 1. Text is encoded with :func:`.encode.text_tokenizer`, so a literal
 ``<|EOT|>`` in a user's text stays text; only the template inserts control ids. Records are
-processed in input order (deterministic); a bad record (unparsable JSON, missing fields, bad
-roles, no response) is skipped and counted by reason (``bad_json``, ``not_an_object``,
-``bad_alpaca``, ``bad_messages``, ``no_response``).
+processed in input order (deterministic). A record that cannot be read is counted by
+:mod:`.read`; one the template refuses is skipped and counted by reason: ``not_an_object``,
+``unknown_format`` (neither ``messages`` nor ``instruction``/``output``: e.g. a file that wraps
+its records in an object), ``bad_alpaca``, ``bad_messages``, ``no_response``.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from itertools import pairwise
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from megatron_dscoder.data.indexed import IndexedDatasetWriter, mask_prefix, token_dtype
+from megatron_dscoder.errors import UserError
+from megatron_dscoder.instruct.read import SFTStats, Sourced
 from megatron_dscoder.instruct.template import TemplateError, TemplatePiece, messages_of, render
-from megatron_dscoder.tokenizer import text_tokenizer, vocab_size
+from megatron_dscoder.tokenizer import newline_cuts, newline_safe, text_tokenizer, vocab_size
 
-
-@dataclass
-class SFTStats:
-    """Counts for the stats JSON."""
-
-    records: int = 0
-    written: int = 0
-    tokens: int = 0
-    loss_tokens: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "records": self.records,
-            "written": self.written,
-            "skipped": sum(self.skipped.values()),
-            "skipped_by_reason": dict(sorted(self.skipped.items())),
-            "tokens": self.tokens,
-            "loss_tokens": self.loss_tokens,
-        }
-
-
-def read_records(paths: Iterable[str | Path], stats: SFTStats) -> Iterator[object]:
-    """JSON objects of each file in order: a JSON array file, or JSON Lines."""
-    for path in paths:
-        text = Path(path).read_text("utf-8")
-        if text.lstrip().startswith("["):
-            try:
-                yield from json.loads(text)
-            except json.JSONDecodeError:
-                stats.skipped["bad_json_file"] += 1
-            continue
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                stats.records += 1
-                stats.skipped["bad_json"] += 1
+#: Characters per tokenizer call, and per piece of a long text: as the pretraining pipeline's.
+BATCH_CHARS = 1 << 20
+CHUNK_CHARS = 16384
 
 
 def text_runs(pieces: list[TemplatePiece]) -> list[TemplatePiece]:
@@ -91,21 +54,53 @@ def text_runs(pieces: list[TemplatePiece]) -> list[TemplatePiece]:
     return runs
 
 
+def _text_ids(texts: list[str], tok: Tokenizer, chunk_chars: int | None) -> Iterator[np.ndarray]:
+    """The ids of each text; long ones cut right after newlines (``chunk_chars``, for a
+    :func:`~megatron_dscoder.tokenizer.newline_safe` tokenizer only: the same ids) and sent in
+    batches of about :data:`BATCH_CHARS`, so a record of many MB never has all its tokenizer
+    ``Encoding`` objects alive at once."""
+    cuts = [newline_cuts(text, chunk_chars) for text in texts]
+    chunks = [t[a:b] for t, ends in zip(texts, cuts, strict=True) for a, b in pairwise([0, *ends])]
+    encoded: list[np.ndarray] = []
+    start = 0
+    while start < len(chunks):
+        stop, size = start, 0
+        while stop < len(chunks) and (stop == start or size < BATCH_CHARS):
+            size += len(chunks[stop])
+            stop += 1
+        batch = tok.encode_batch_fast(chunks[start:stop], add_special_tokens=False)
+        encoded += [np.array(e.ids, dtype=np.int64) for e in batch]
+        start = stop
+    parts = iter(encoded)
+    for ends in cuts:
+        yield np.concatenate([next(parts) for _ in ends])
+
+
+def encode_arrays(
+    pieces: list[TemplatePiece],
+    tok: Tokenizer,
+    control_ids: dict[str, int],
+    chunk_chars: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) of rendered pieces as arrays (int64 ids, uint8 mask); text through ``tok``
+    (an added-tokens-as-text copy), run by run (:func:`text_runs`): the ids of
+    ``apply_chat_template`` on the same messages."""
+    runs = text_runs(pieces)
+    encoded = _text_ids([p.text for p in runs if not p.control], tok, chunk_chars)
+    ids, mask = [], []
+    for p in runs:
+        part = np.array([control_ids[p.text]]) if p.control else next(encoded)
+        ids.append(part)
+        mask.append(np.full(part.size, p.loss, dtype=np.uint8))
+    return np.concatenate(ids), np.concatenate(mask)
+
+
 def encode_pieces(
     pieces: list[TemplatePiece], tok: Tokenizer, control_ids: dict[str, int]
 ) -> tuple[list[int], list[int]]:
-    """(ids, mask) of rendered pieces; text through ``tok`` (an added-tokens-as-text copy),
-    run by run (:func:`text_runs`): the ids of ``apply_chat_template`` on the same messages."""
-    ids: list[int] = []
-    mask: list[int] = []
-    runs = text_runs(pieces)
-    texts = [p.text for p in runs if not p.control]
-    encoded = iter(tok.encode_batch_fast(texts, add_special_tokens=False))
-    for p in runs:
-        part = [control_ids[p.text]] if p.control else next(encoded).ids
-        ids += part
-        mask += [int(p.loss)] * len(part)
-    return ids, mask
+    """:func:`encode_arrays` as lists (prompts for generation and tests)."""
+    ids, mask = encode_arrays(pieces, tok, control_ids)
+    return ids.tolist(), mask.tolist()
 
 
 class SFTEncoder:
@@ -114,6 +109,7 @@ class SFTEncoder:
     def __init__(self, tok: Tokenizer) -> None:
         self.text_tok = text_tokenizer(tok)
         self.vocab_size = vocab_size(tok)
+        self.chunk_chars = CHUNK_CHARS if newline_safe(self.text_tok) else None
         self.control_ids: dict[str, int] = {}
         for p in render([{"role": "assistant", "content": "x"}]):
             if p.control:
@@ -122,14 +118,32 @@ class SFTEncoder:
                     raise TemplateError(f"the tokenizer lacks the template's token {p.text!r}")
                 self.control_ids[p.text] = token_id
 
-    def encode(self, record: object) -> tuple[list[int], list[int]]:
-        return encode_pieces(render(messages_of(record)), self.text_tok, self.control_ids)
+    def encode(self, record: object) -> tuple[np.ndarray, np.ndarray]:
+        pieces = render(messages_of(record))
+        return encode_arrays(pieces, self.text_tok, self.control_ids, self.chunk_chars)
+
+
+class NoRecordsError(UserError, ValueError):
+    """No input record could be used; the message names the files and why."""
+
+
+def no_records_message(stats: SFTStats) -> str:
+    """Why nothing was written: each file's skips (three at most), or that there was no input."""
+    files = sorted(stats.skipped_by_file, key=lambda f: -sum(stats.skipped_by_file[f].values()))
+    if not files:
+        return "no record in the input"
+    shown = "; ".join(f"{f}: {stats.file_summary(f)}" for f in files[:3])
+    more = f"; and {len(files) - 3} more files" if len(files) > 3 else ""
+    return f"no usable record in the input, {stats.records} skipped: {shown}{more}"
 
 
 def write_sft(
     records: Iterable[object], tok: Tokenizer, prefix: str, stats: SFTStats | None = None
 ) -> SFTStats:
-    """Encode ``records`` into ``prefix`` and :func:`mask_prefix` (temp names until complete)."""
+    """Encode ``records`` (JSON values, or :class:`~.read.Sourced` ones that name their file)
+    into ``prefix`` and :func:`mask_prefix` (temporary names until complete); a record the
+    template refuses is skipped and counted. No usable record at all is a
+    :class:`NoRecordsError` (nothing is written)."""
     stats = stats if stats is not None else SFTStats()
     encoder = SFTEncoder(tok)
     with (
@@ -137,18 +151,21 @@ def write_sft(
         IndexedDatasetWriter(mask_prefix(prefix), np.uint8) as masks,
     ):
         for record in records:
-            stats.records += 1
+            source = record if isinstance(record, Sourced) else Sourced("", "", record)
             try:
-                ids, mask = encoder.encode(record)
+                ids, mask = encoder.encode(source.value)
             except TemplateError as err:
-                stats.skipped[err.reason] += 1
+                stats.skip(source.source, err.reason, f"{source.where}: {err}".lstrip(": "))
                 continue
-            lengths = np.array([len(ids)], dtype=np.int32)
-            tokens.add(np.array(ids), lengths)
-            masks.add(np.array(mask), lengths)
+            stats.records += 1
+            lengths = np.array([ids.size], dtype=np.int32)
+            tokens.add(ids, lengths)
+            masks.add(mask, lengths)
             stats.written += 1
-            stats.tokens += len(ids)
-            stats.loss_tokens += sum(mask)
+            stats.tokens += ids.size
+            stats.loss_tokens += int(mask.sum())
+        if not stats.written:
+            raise NoRecordsError(no_records_message(stats))
         tokens.finalize()
         masks.finalize()
     return stats

@@ -135,4 +135,11 @@ def messages_of(record: object) -> list[Mapping[str, str]]:
         raise TemplateError("a record must be a JSON object", "not_an_object")
     if "messages" in record:
         return check_messages(record["messages"])
+    if "instruction" not in record and "output" not in record:
+        keys = ", ".join(repr(k)[:40] for k in list(record)[:5]) or "none"
+        raise TemplateError(
+            "neither a chat record (messages) nor an Alpaca record (instruction, output); "
+            f"its keys: {keys}",
+            "unknown_format",
+        )
     return alpaca_messages(record)

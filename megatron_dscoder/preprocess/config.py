@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass
 from typing import Any
 
-from megatron_dscoder.config.flags import ConfigError, check_choices, flag, opt, section
+from megatron_dscoder.config.flags import (
+    ConfigError,
+    check_choices,
+    flag,
+    opt,
+    require_positive,
+    section,
+)
 
 REQUIRED: Any = MISSING
 """Marks the options every run names (no default; ``required=True`` on the command line)."""
@@ -304,6 +311,8 @@ class PreprocessConfig:
         for name in ("fim_rate", "fim_spm_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{flag(name)} must be in [0, 1]")
+        require_positive(self, "workers", "max_record_mb", "partition_mb", "dedup_group_mb")
+        require_positive(self, "output_shard_mb", allow_zero=True)
         check_choices(self)
 
     @property
@@ -335,7 +344,7 @@ class PreprocessConfig:
 
     @property
     def group_bytes(self) -> int:
-        return int(self.dedup_group_mb * MIB)
+        return max(1, int(self.dedup_group_mb * MIB))
 
     @property
     def worker_count(self) -> int:

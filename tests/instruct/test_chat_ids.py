@@ -51,7 +51,7 @@ def _hf_ids(reference, messages, generation: bool) -> list[int]:
 
 def _ours(tok, messages, generation: bool) -> list[int]:
     if not generation:
-        return SFTEncoder(tok).encode({"messages": messages})[0]
+        return SFTEncoder(tok).encode({"messages": messages})[0].tolist()
     pieces = render(messages, add_generation_prompt=True)
     controls = {p.text: tok.token_to_id(p.text) for p in pieces if p.control}
     return encode_pieces(pieces, text_tokenizer(tok), controls)[0]

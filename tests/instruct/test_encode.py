@@ -17,7 +17,8 @@ from megatron_dscoder.convert.hf import copy_tokenizer
 from megatron_dscoder.convert.instruct import add_chat_template
 from megatron_dscoder.data.indexed import read_documents
 from megatron_dscoder.instruct.cli import main as sft_main
-from megatron_dscoder.instruct.encode import SFTStats, mask_prefix, read_records, write_sft
+from megatron_dscoder.instruct.encode import mask_prefix, write_sft
+from megatron_dscoder.instruct.read import SFTStats, read_records
 from megatron_dscoder.instruct.template import DEFAULT_SYSTEM, render_text
 from megatron_dscoder.tokenizer import BOS, EOT, load_tokenizer
 
@@ -137,7 +138,7 @@ def test_bad_records_skipped_and_counted(tiny_tokenizer_dir, tmp_path, capsys):
     summary = json.loads(stats.read_text())
     assert summary["records"] == 6 and summary["written"] == 2
     assert summary["skipped_by_reason"] == {
-        "bad_json": 1,
+        "malformed_json": 1,
         "bad_alpaca": 1,
         "no_response": 1,
         "bad_messages": 1,
@@ -155,4 +156,4 @@ def test_json_array_input(tiny_tokenizer_dir, tmp_path):
 def test_missing_input_is_one_line_error(tiny_tokenizer_dir, tmp_path, capsys):
     args = ["--input", str(tmp_path / "nope.jsonl"), "--tokenizer-model", str(tiny_tokenizer_dir)]
     assert sft_main([*args, "--output-prefix", str(tmp_path / "x")]) == 2
-    assert capsys.readouterr().err.startswith("error: no such input file")
+    assert capsys.readouterr().err == f"error: --input {args[1]}: no such file or directory\n"

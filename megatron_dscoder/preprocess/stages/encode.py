@@ -36,25 +36,7 @@ from megatron_dscoder.preprocess.records import EncodedPartition, Piece
 from megatron_dscoder.preprocess.stages.base import Batch, WorkerContext
 from megatron_dscoder.preprocess.stages.line_encode import LineCut, encode_lines, line_cut
 from megatron_dscoder.preprocess.stats import PartitionStats
-from megatron_dscoder.tokenizer import get_tokenizer
-
-
-def newline_cuts(text: str, chunk_chars: int | None) -> list[int]:
-    """End offsets of the chunks of ``text``: cut right after a newline once a chunk has at least
-    ``chunk_chars`` characters (None: one chunk)."""
-    if chunk_chars is None or len(text) <= chunk_chars:
-        return [len(text)]
-    cuts = []
-    start = 0
-    while len(text) - start > chunk_chars:
-        cut = text.find("\n", start + chunk_chars) + 1
-        if cut == 0:
-            break
-        cuts.append(cut)
-        start = cut
-    if start < len(text):
-        cuts.append(len(text))
-    return cuts
+from megatron_dscoder.tokenizer import get_tokenizer, newline_cuts
 
 
 def split_at_newlines(text: str, chunk_chars: int | None) -> list[str]:

@@ -24,23 +24,41 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass
 
-from megatron_dscoder.config.flags import OneLineParser, add_flags, opt, values_from_args
-from megatron_dscoder.errors import UserError, run_cli
+from megatron_dscoder.config.flags import (
+    ConfigError,
+    OneLineParser,
+    add_flags,
+    check_choices,
+    opt,
+    require_positive,
+    values_from_args,
+)
+from megatron_dscoder.errors import run_cli
+from megatron_dscoder.paths import check_output_path
 from megatron_dscoder.preprocess.inputs.readers import FieldNames
+from megatron_dscoder.preprocess.inputs.sources import check_inputs
 from megatron_dscoder.preprocess.tokenizer.train import (
     LAYOUT_VOCAB_SIZE,
     LAYOUTS,
-    iter_training_texts,
+    MIN_VOCAB_SIZE,
+    NoTrainingText,
+    TrainingText,
     save_tokenizer_dir,
     train_tokenizer,
 )
 from megatron_dscoder.tokenizer import vocab_size
+
+logger = logging.getLogger(__name__)
+#: The byte-level alphabet: a BPE with no more tokens than this has no merge.
+BYTE_TOKENS = 256
+#: 2**22: the trainer reserves about 70 bytes per token asked for, whatever the corpus
+#: (``--vocab-size 1e9`` aborts on a 70 GB allocation); real vocabularies are far smaller.
+MAX_VOCAB_SIZE = 1 << 22
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,41 +88,81 @@ class TokenizerTrainingConfig:
     text_field: str | None = opt(None, "JSONL/Parquet field holding the text")
     apply_filters: bool = opt(True, "train on unfiltered files", flag="--no-filters")
 
+    def __post_init__(self) -> None:
+        require_positive(self, "vocab_size", "max_chars")
+        if self.vocab_size is not None and self.vocab_size < MIN_VOCAB_SIZE:
+            raise ConfigError(
+                f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + merges), "
+                f"got {self.vocab_size}"
+            )
+        if self.vocab_size is not None and self.vocab_size > MAX_VOCAB_SIZE:
+            raise ConfigError(
+                f"--vocab-size must be at most {MAX_VOCAB_SIZE} (the trainer reserves memory "
+                f"for every token asked for), got {self.vocab_size}"
+            )
+        if self.max_chars < 1:
+            raise ConfigError(f"--max-chars must be at least 1, got {self.max_chars}")
+        check_choices(self)
+
+    @property
+    def fields(self) -> FieldNames:
+        return FieldNames().with_preferred(text=self.text_field)
+
+    @property
+    def bpe_vocab_size(self) -> int:
+        return self.vocab_size or LAYOUT_VOCAB_SIZE[self.layout]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="dscoder-train-tokenizer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_flags(parser, TokenizerTrainingConfig)
     return parser
 
 
 def prepare(argv: Sequence[str] | None) -> TokenizerTrainingConfig:
-    """The options, checked (a missing input is found here, before any work)."""
+    """The options, the inputs and the output, checked before any work (exit 2)."""
     args = build_parser().parse_args(argv)
     config = TokenizerTrainingConfig(**values_from_args(TokenizerTrainingConfig, args))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    missing = [p for p in config.inputs if not os.path.exists(p)]
-    if missing:
-        raise UserError(f"--input: no such file or directory: {', '.join(missing)}")
+    check_inputs(list(config.inputs), config.fields.text)
+    check_output_path(config.output, "--output", directory=True)
     return config
 
 
 def work(config: TokenizerTrainingConfig) -> int:
     """Train and write the tokenizer directory."""
     start = time.perf_counter()
-    texts = iter_training_texts(
+    texts = TrainingText(
         list(config.inputs),
-        max_bytes=int(config.max_chars),
-        fields=FieldNames().with_preferred(text=config.text_field),
+        max_chars=int(config.max_chars),
+        fields=config.fields,
         apply_filters=config.apply_filters,
     )
     tok = train_tokenizer(
         texts,
-        vocab_size=config.vocab_size or LAYOUT_VOCAB_SIZE[config.layout],
+        vocab_size=config.bpe_vocab_size,
         show_progress=sys.stderr.isatty(),
         layout=config.layout,
     )
+    texts.check_some_read()
+    learned = tok.get_vocab_size(with_added_tokens=False)
+    if learned <= BYTE_TOKENS:
+        raise NoTrainingText(
+            f"no BPE merge learned: the training text ({texts.chars} characters in --input "
+            f"{' '.join(config.inputs)}) has no pair of symbols seen twice"
+        )
+    if learned < config.bpe_vocab_size:
+        logger.warning(
+            "learned %d BPE tokens of the %d asked for: the training text (%d characters) "
+            "has no more pairs seen twice",
+            learned,
+            config.bpe_vocab_size,
+            texts.chars,
+        )
     out = save_tokenizer_dir(tok, config.output)
     seconds = time.perf_counter() - start
     sys.stdout.write(f"wrote {out} ({vocab_size(tok)} tokens) in {seconds:.1f}s\n")

@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from megatron_dscoder.errors import UserError
 from megatron_dscoder.preprocess.inputs.readers import FieldNames, read_chunk
 from megatron_dscoder.preprocess.inputs.sources import iter_chunks
 from megatron_dscoder.preprocess.stages.filters import filter_records
@@ -57,6 +59,7 @@ from megatron_dscoder.tokenizer import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_VOCAB_SIZE = 32000
+MIN_VOCAB_SIZE = 300
 #: Added tokens per layout: DeepSeek-Coder's nine strings; DeepSeek-LLM's (DeepSeek-Coder-v1.5's)
 #: BOS and EOS only, after 100,000 BPE ids (no FIM sentinels: v1.5 is next-token only).
 LAYOUTS: dict[str, tuple[str, ...]] = {
@@ -69,32 +72,64 @@ SPECIAL_FLAGGED = frozenset({BOS, EOS})
 MODEL_MAX_LENGTH = 16384
 
 
-def iter_training_texts(
-    inputs: list[str],
-    max_bytes: int,
-    fields: FieldNames | None = None,
-    max_record_bytes: int = 16 << 20,
-    apply_filters: bool = True,
-) -> Iterator[str]:
-    """Texts of the corpus (filtered like the data pipeline), stopping after ``max_bytes``."""
-    fields = fields or FieldNames()
-    bad: Counter[str] = Counter()
-    dropped: Counter[str] = Counter()
-    seen = 0
-    for task in iter_chunks(inputs, 4 << 20, max_record_bytes, bad):
-        records = read_chunk(task, fields, max_record_bytes, bad)
-        if apply_filters:
-            records = filter_records(records, dropped)
-        for record in records:
-            yield record.text
-            seen += len(record.text)
-            if seen >= max_bytes:
-                logger.info("tokenizer training text capped at %d characters", seen)
-                return
-    if bad or dropped:
-        logger.info(
-            "tokenizer training skipped bad input %s and filtered %s", dict(bad), dict(dropped)
-        )
+class TrainingText:
+    """The texts of the corpus (filtered like the data pipeline), up to ``max_chars``
+    characters; iterate once. What was read and skipped is counted, so an input with no usable
+    text is refused (:meth:`check_some_read`) instead of giving a tokenizer without merges."""
+
+    def __init__(
+        self,
+        inputs: list[str],
+        max_chars: int,
+        fields: FieldNames | None = None,
+        max_record_bytes: int = 16 << 20,
+        apply_filters: bool = True,
+    ) -> None:
+        self.inputs = inputs
+        self.max_chars = max_chars
+        self.fields = fields or FieldNames()
+        self.max_record_bytes = max_record_bytes
+        self.apply_filters = apply_filters
+        self.texts = 0
+        self.chars = 0
+        self.bad: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()  # files of checkouts in no known language
+
+    def __iter__(self) -> Iterator[str]:
+        for task in iter_chunks(
+            self.inputs, 4 << 20, self.max_record_bytes, self.bad, self.skipped
+        ):
+            records = read_chunk(task, self.fields, self.max_record_bytes, self.bad)
+            if self.apply_filters:
+                records = filter_records(records, self.dropped)
+            for record in records:
+                yield record.text
+                self.texts += 1
+                self.chars += len(record.text)
+                if self.chars >= self.max_chars:
+                    logger.info("tokenizer training text capped at %d characters", self.chars)
+                    return
+        if self.bad or self.dropped:
+            logger.info(
+                "tokenizer training skipped bad input %s and filtered %s",
+                dict(self.bad),
+                dict(self.dropped),
+            )
+
+    def check_some_read(self) -> None:
+        """Raise :class:`NoTrainingText` when no text was read."""
+        if self.texts:
+            return
+        filtered = {f"filtered_{k}": n for k, n in self.dropped.items()}
+        skipped = {**self.bad, **self.skipped, **filtered}
+        why = ", ".join(f"{k} {n}" for k, n in sorted(skipped.items())) or "no files found"
+        hint = "; --no-filters keeps filtered files" if self.dropped else ""
+        raise NoTrainingText(f"no training text in --input {' '.join(self.inputs)} ({why}){hint}")
+
+
+class NoTrainingText(UserError, ValueError):
+    """The inputs held no text to train on; the message names them and what was skipped."""
 
 
 def new_tokenizer() -> Tokenizer:
@@ -115,8 +150,10 @@ def train_tokenizer(
     added tokens (:data:`LAYOUTS`)."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    if vocab_size < 300:
-        raise ValueError("--vocab-size must be at least 300 (256 byte tokens + merges)")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + merges)"
+        )
     tok = new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -150,7 +187,7 @@ def save_tokenizer_dir(tok: Tokenizer, output_dir: str | Path) -> Path:
     """Write an HF tokenizer directory loadable offline by ``AutoTokenizer``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenizer.json").write_text(with_string_merges(tok.to_str()), "utf-8")
+    _replace(out / "tokenizer.json", with_string_merges(tok.to_str()))
     special_map = {"bos_token": BOS, "eos_token": EOS}
     if tok.token_to_id(PAD) is not None:
         special_map["pad_token"] = PAD
@@ -166,5 +203,15 @@ def save_tokenizer_dir(tok: Tokenizer, output_dir: str | Path) -> Path:
         ("tokenizer_config.json", config),
         ("special_tokens_map.json", special_map),
     ):
-        (out / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        _replace(out / name, json.dumps(content, indent=2, ensure_ascii=False) + "\n")
     return out
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` under a temporary name, then rename: never a half-written file."""
+    temp = path.with_name(f".{path.name}.partial")
+    try:
+        temp.write_text(text, "utf-8")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
