@@ -1,41 +1,32 @@
-"""The repository-level ablation of DeepSeek-Coder (paper §2.2 and Table 7) as a runnable experiment.
+"""The repository-level ablation of DeepSeek-Coder (paper §2.2, Table 7) as a runnable experiment.
 
-    python benchmarks/repo_ablation.py --scale smoke --out out/repo_smoke  # CI, seconds
-    python benchmarks/repo_ablation.py --scale cpu --out out/repo_cpu  # about 35 core-minutes
+    python benchmarks/repo_ablation.py --scale smoke --out out/repo_smoke  # CI, one seed
+    python benchmarks/repo_ablation.py --scale cpu --out out/repo_cpu  # about 30 core-minutes
     python benchmarks/repo_ablation.py --scale gpu --out out/repo_gpu  # hours, one GPU, ~110M
 
 Question: does training on repository-level samples (the files of a repository concatenated in
 Algorithm 1 dependency order, each under its path comment) teach a model to use the files a file
 imports more than training on the same files one by one?
 
-Repositories: every top-level package directory of this interpreter's standard library and
-site-packages is one repository checkout (``stdlib/email``: the path ``email/utils.py``),
-vendored copies (``_vendor``, ``_distutils``) left out. Repositories are split *by repository*:
-held-out ones, drawn by a hash of the name among those with enough files that import other files
-of their repository, are never trained on (and a training file identical to a held-out one is
-dropped). The training files go through the project's real tools, identically in both settings:
-``dscoder-train-tokenizer`` (once), ``dscoder-preprocess`` with FIM, filters, near-dedup and
-decontamination off (all of them act per sample, so they would treat the two layouts
-differently), ``python -m megatron_dscoder.pretrain`` (same seed, iterations and batch, so the
-same tokens), ``dscoder-convert to-hf``. The only difference between the two settings:
+Repositories: each top-level package of this interpreter's standard library and installed
+site-packages is one checkout (``stdlib/email`` holds ``email/utils.py``; vendored copies left
+out). Held-out repositories, drawn by a hash of the name among those whose files import each
+other, are never trained on (nor a training file that is a near-copy of a held-out one). The
+training files go through the real tools: ``dscoder-train-tokenizer``, ``dscoder-preprocess``
+(FIM, filters, near-dedup and decontamination off: they act per sample, so they would treat the
+layouts differently), ``python -m megatron_dscoder.pretrain`` (same seed, iterations and batch:
+the same tokens), ``dscoder-convert to-hf``. The one difference between the two settings:
+``repo-level`` is the default (one sample per connected component of a repository's import graph,
+files in Algorithm 1 order under path comments), ``file-level`` adds ``--no-repo-level`` (one
+sample per file, still under its path comment; the trainer's dataset shuffles documents).
 
-- ``repo-level``: the default, one sample per connected component of a repository's import graph;
-- ``file-level``: ``--no-repo-level``, one sample per file (still under its path comment),
-  documents shuffled by the trainer's dataset as always.
-
-Measure (on the HF model, held-out repositories only): for a file F that imports files
-I1..Ik of its repository, F's first ``score_tokens`` tokens (its path comment included) are
-scored after ``context_tokens`` tokens of context, the same F tokens in two conditions:
-
-- related: the tail of I1..Ik, laid out as a repository-level sample (Algorithm 1 order, path
-  comments, a blank line between files);
-- unrelated: the same kind of context (the imported files of a file) from another held-out
-  repository, so both conditions use the same set of context windows, only paired differently.
-
-``gain`` = unrelated loss - related loss (nats/token; positive: the imported code helps). The
-``ident`` variants restrict the scored tokens to those inside occurrences in F of names defined at
-the top level of I1..Ik (functions, classes, assignments) whose definition or use is visible in
-the related context window: the tokens where the imported code can help most directly.
+Measure, on held-out repositories: for a file F importing files I1..Ik of its repository, F's
+first ``score_tokens`` tokens (path comment included) are scored after ``context_tokens`` tokens
+of context, *related* (the tail of I1..Ik laid out as a repository-level sample) or *unrelated*
+(the related context of a file of another held-out repository: both conditions use the same set
+of windows, only paired differently). ``gain`` = unrelated loss - related loss (nats/token,
+positive when the imports help). The ``ident`` variants score only the tokens of occurrences in F
+of names defined at the top level of I1..Ik and visible in the related window.
 
 Writes ``results.json`` (per-seed values, mean, sample std, every case's numbers),
 ``repo_ablation.md`` (the table) and ``repo_ablation.png`` under ``--out``.
@@ -58,16 +49,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fim_ablation import _h, run_tool, train  # noqa: E402
+from fim_ablation import _h, run_tool, train
 
 SETTINGS = {"repo-level": True, "file-level": False}
 METRICS = {  # key: label
-    "gain": "cross-file gain, F's tokens",
-    "loss_related": "loss after its imports",
-    "loss_unrelated": "loss after unrelated code",
-    "gain_ident": "cross-file gain, imported names",
-    "ident_related": "names: after its imports",
-    "ident_unrelated": "names: after unrelated code",
+    "gain": "F's tokens: cross-file gain",
+    "loss_related": "F's tokens: loss after its imports",
+    "loss_unrelated": "F's tokens: loss after unrelated code",
+    "gain_ident": "imported names: cross-file gain",
+    "ident_related": "imported names: loss after its imports",
+    "ident_unrelated": "imported names: loss after unrelated code",
 }
 SKIPPED = ("_vendor", "vendored", "_distutils", "__pycache__")
 
@@ -99,7 +90,8 @@ SCALES = {
                    max_repo_chars=120_000),
     "cpu": Scale("debug-4k", 2048, 512, 8, 120, 3e-3, 1.4e6, 12, 16, 256, max_repo_chars=500_000),
     "gpu": Scale(
-        "repo-110m", 16384, 2048, 64, 4000, 6e-4, 6e8, 24, 40, 1024, max_repo_chars=60_000_000,
+        "repo-110m", 16384, 2048, 64, 1000, 6e-4, 3e8, 24, 40, 1024, workers=8,
+        max_repo_chars=60_000_000,
         arch=dict(num_layers=12, hidden_size=768, ffn_hidden_size=2048, num_attention_heads=12,
                   num_query_groups=12, max_position_embeddings=2048, init_method_std=0.02),
     ),
@@ -108,7 +100,7 @@ SCALES = {
 
 def repositories(max_chars: int) -> dict[str, dict[str, str]]:
     """{repository: {path: text}} for every top-level package of the stdlib and of the installed
-    distributions in site-packages (readable .py files of 200 to 100,000 characters), the repositories in hash order."""
+    distributions in site-packages (.py files of 200 to 100,000 characters), in hash order."""
     from importlib.metadata import packages_distributions
 
     roots = {"stdlib": sysconfig.get_paths()["stdlib"], "site": sysconfig.get_paths()["purelib"]}
@@ -308,28 +300,26 @@ def plot(summary: dict, path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
     names, colors = list(summary), ["#47a", "#888"]
-    for ax, key in zip(axes[:2], ("gain", "gain_ident"), strict=True):
-        means = [summary[n][key]["mean"] for n in names]
-        stds = [summary[n][key]["std"] for n in names]
-        ax.bar(names, means, yerr=stds, capsize=4, color=colors)
+    panels = [["gain"], ["gain_ident"], ["loss_related", "loss_unrelated"],
+              ["ident_related", "ident_unrelated"]]  # fmt: skip
+    for ax, keys in zip(axes, panels, strict=True):
+        ticks, labels, values = [], [], []
         for i, n in enumerate(names):
-            ax.plot([i] * len(summary[n][key]["values"]), summary[n][key]["values"], "k.")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_title(METRICS[key] + " (nats/token)", fontsize=9)
-    for ax, (rel, unrel) in zip(axes[2:], (("loss_related", "loss_unrelated"),
-                                           ("ident_related", "ident_unrelated")), strict=True):  # fmt: skip
-        for i, n in enumerate(names):
-            for j, key in enumerate((rel, unrel)):
-                x = i * 3 + j
-                ax.bar(x, summary[n][key]["mean"], yerr=summary[n][key]["std"], capsize=3,
-                       color=colors[i], alpha=1.0 if j == 0 else 0.45)  # fmt: skip
-                ax.plot([x] * len(summary[n][key]["values"]), summary[n][key]["values"], "k.")
-        ax.set_xticks([0, 1, 3, 4], ["a: imports", "a: unrel.", "b: imports", "b: unrel."],
-                      fontsize=7)  # fmt: skip
-        vals = [v for n in names for k in (rel, unrel) for v in summary[n][k]["values"]]
-        ax.set_ylim(min(vals) - 0.1, max(vals) + 0.1)
-        ax.set_title(("F's tokens" if rel == "loss_related" else "imported names")
-                     + ": loss (nats/token)", fontsize=9)  # fmt: skip
+            for j, key in enumerate(keys):
+                x, stats = i * (len(keys) + 1) + j, summary[n][key]
+                ax.bar(x, stats["mean"], yerr=stats["std"], capsize=3, color=colors[i],
+                       alpha=1.0 if j == 0 else 0.45)  # fmt: skip
+                ax.plot([x] * len(stats["values"]), stats["values"], "k.")
+                ticks.append(x)
+                labels.append(n if len(keys) == 1 else f"{n}\n{METRICS[key].split()[-1]}")
+                values += stats["values"]
+        ax.set_xticks(ticks, labels, fontsize=7)
+        if len(keys) == 1:
+            ax.axhline(0, color="k", lw=0.5)
+        else:  # losses: zoom on the differences
+            ax.set_ylim(min(values) - 0.1, max(values) + 0.1)
+        title = METRICS[keys[0]] if len(keys) == 1 else METRICS[keys[0]].split(":")[0] + ": loss"
+        ax.set_title(title + " (nats/token)", fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
