@@ -35,12 +35,10 @@ Writes ``results.json`` (per-seed values, mean, sample std, every case's numbers
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import sysconfig
@@ -50,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fim_ablation import _h, run_tool, train
+from repo_crossfile import evaluate
 
 SETTINGS = {"repo-level": True, "file-level": False}
 METRICS = {  # key: label
@@ -147,22 +146,6 @@ def import_cases(repo: str, files: dict[str, str], seed: int) -> list[dict]:
     return sorted(cases, key=lambda c: (_h(c["path"]), c["path"]))
 
 
-def top_level_names(text: str) -> set[str]:
-    """Functions, classes and assigned names at the top level of a module (not dunders)."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return set()
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    return {n for n in names if not (n.startswith("__") and n.endswith("__"))}
-
-
 def _inner(path: str) -> str:
     """A file's path inside its package (``httpx/_api.py`` and ``httpx2/_api.py`` meet)."""
     return path.split("/", 1)[-1]
@@ -205,73 +188,6 @@ def split(scale: Scale, work: Path) -> tuple[Path, dict, list[dict], dict]:
     return train_path, heldout, cases, counts
 
 
-def contexts(gen, heldout: dict, cases: list[dict], length: int) -> list[dict]:
-    """Each case's related context (the tail of its imports as a repository-level sample) and
-    the unrelated one (the related context of a case from the next held-out repository)."""
-    from megatron_dscoder.preprocess.records import with_path_comment
-
-    kept = []
-    for case in cases:
-        files = heldout[case["repo"]]
-        text = "".join(with_path_comment("python", p, files[p]) + "\n" for p in case["imports"])
-        ids = gen.encode(text)
-        if len(ids) >= length:
-            kept.append({**case, "context": ids[-length:]})
-    repos = list(dict.fromkeys(c["repo"] for c in kept))
-    by_repo = {r: [c for c in kept if c["repo"] == r] for r in repos}
-    for k, repo in enumerate(repos):
-        other = by_repo[repos[(k + 1) % len(repos)]]
-        for i, case in enumerate(by_repo[repo]):
-            case["unrelated"] = other[i % len(other)]["context"]
-    return [c for c in kept if len(repos) > 1]
-
-
-def name_mask(gen, case: dict, text: str, ids: list[int], heldout: dict) -> list[bool]:
-    """Per scored token of F: inside an occurrence of a name defined at the top level of F's
-    imports and visible (as a whole word) in the related context window."""
-    window = gen.decode(case["context"])
-    files = heldout[case["repo"]]
-    names = {n for p in case["imports"] for n in top_level_names(files[p])}
-    names = {n for n in names if re.search(rf"\b{re.escape(n)}\b", window)}
-    offsets = gen.tok.encode(text, add_special_tokens=False).offsets[: len(ids)]
-    spans = [m.span() for n in names for m in re.finditer(rf"\b{re.escape(n)}\b", text)]
-    start = text.index("\n") + 1  # not the path comment line
-    return [any(a < e and s < b and a >= start for a, b in spans) for s, e in offsets]
-
-
-def evaluate(hf_dir: Path, heldout: dict, cases: list[dict], scale: Scale) -> dict:
-    """Mean losses (nats/token) over every scored token of every case, in both conditions."""
-    import torch
-
-    from megatron_dscoder.evaluation.generate import Generator
-    from megatron_dscoder.preprocess.records import with_path_comment
-
-    gen = Generator(hf_dir, add_bos=False)
-    sums = dict.fromkeys(("related", "unrelated", "ident_related", "ident_unrelated"), 0.0)
-    tokens, ident, per_case = 0, 0, []
-    for case in contexts(gen, heldout, cases, scale.context_tokens):
-        text = with_path_comment("python", case["path"], heldout[case["repo"]][case["path"]])
-        ids = gen.encode(text)[: scale.score_tokens]
-        mask = torch.tensor(name_mask(gen, case, text, ids, heldout))
-        row = {"repo": case["repo"], "path": case["path"], "tokens": len(ids),
-               "ident_tokens": int(mask.sum())}  # fmt: skip
-        for cond in ("related", "unrelated"):
-            seq = torch.tensor([case["context" if cond == "related" else cond] + ids])
-            with torch.no_grad():
-                logits = gen.model(seq).logits[0, scale.context_tokens - 1 : -1].float()
-            nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids), reduction="none")
-            sums[cond] += float(nll.sum())
-            sums[f"ident_{cond}"] += float(nll[mask].sum())
-            row[cond] = float(nll.mean())
-        tokens, ident = tokens + len(ids), ident + row["ident_tokens"]
-        per_case.append(row)
-    rel, unrel = sums["related"] / tokens, sums["unrelated"] / tokens
-    irel, iunrel = sums["ident_related"] / max(ident, 1), sums["ident_unrelated"] / max(ident, 1)
-    return {"loss_related": rel, "loss_unrelated": unrel, "gain": unrel - rel,
-            "ident_related": irel, "ident_unrelated": iunrel, "gain_ident": iunrel - irel,
-            "scored_tokens": tokens, "ident_tokens": ident, "cases": per_case}  # fmt: skip
-
-
 def summarize(runs: list[dict]) -> dict:
     out = {}
     for name in SETTINGS:
@@ -284,11 +200,19 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def table(summary: dict, seeds: int) -> str:
+    """The per-layout rows, then the gap between layouts against twice the larger seed spread
+    (the gap is readable when the ratio exceeds 1)."""
     rows = ["| layout | " + " | ".join(METRICS.values()) + " | seeds |",
             "|---|" + "---|" * len(METRICS) + "---|"]  # fmt: skip
     for name, s in summary.items():
         cells = [f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in METRICS]
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {seeds} |")
+    a, b = (summary[n] for n in SETTINGS)
+    cells = []
+    for k in METRICS:
+        gap, spread = a[k]["mean"] - b[k]["mean"], 2 * max(a[k]["std"], b[k]["std"])
+        cells.append(f"{gap:+.4f} ({abs(gap) / spread:.1f}x)" if spread else f"{gap:+.4f}")
+    rows.append("| gap, (gap / 2 std) | " + " | ".join(cells) + " | |")
     return "\n".join(rows)
 
 
@@ -318,8 +242,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
             ax.axhline(0, color="k", lw=0.5)
         else:  # losses: zoom on the differences
             ax.set_ylim(min(values) - 0.1, max(values) + 0.1)
-        title = METRICS[keys[0]] if len(keys) == 1 else METRICS[keys[0]].split(":")[0] + ": loss"
-        ax.set_title(title + " (nats/token)", fontsize=9)
+        head = METRICS[keys[0]] if len(keys) == 1 else METRICS[keys[0]].split(":")[0] + ": loss"
+        ax.set_title(head + " (nats/token)", fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -333,13 +257,19 @@ def main() -> int:
     p.add_argument("--out", required=True, help="working and output directory")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the scale's")
     p.add_argument("--train-iters", type=int, default=None, help="default: the scale's")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the table and plot from --out's results.json")  # fmt: skip
     args = p.parse_args()
+    if args.train_iters is not None and args.train_iters <= 0:
+        p.error("--train-iters must be positive")
+    out = Path(args.out)
+    if args.report_only:
+        return write_report(out, json.loads((out / "results.json").read_text()))
     scale = SCALES[args.scale]
     if args.seeds:
         scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
     if args.train_iters:
         scale = dataclasses.replace(scale, train_iters=args.train_iters)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(scale.workers))
     from megatron_dscoder.convert.cli import main as convert
@@ -390,24 +320,31 @@ def main() -> int:
             print(f"{tag}: gain {result['gain']:+.4f} ({result['loss_unrelated']:.4f} -> "
                   f"{result['loss_related']:.4f}), names {result['gain_ident']:+.4f} "
                   f"({len(result['cases'])} cases, {t3 - t1:.0f}s)", flush=True)  # fmt: skip
-    summary = summarize(runs)
     tokens = scale.train_iters * scale.global_batch_size * scale.seq_length
     timings["total_s"] = time.monotonic() - started
     report = {
         "scale": args.scale, "config": dataclasses.asdict(scale), "train_tokens": tokens,
-        "corpus": counts, "data": data, "runs": runs, "summary": summary, "timings": timings,
+        "corpus": counts, "data": data, "runs": runs, "timings": timings,
         "command": " ".join(["python", "benchmarks/repo_ablation.py", *sys.argv[1:]]),
     }  # fmt: skip
-    text = table(summary, len(scale.seeds))
+    return write_report(out, report)
+
+
+def write_report(out: Path, report: dict) -> int:
+    """``results.json`` (with the summary), ``repo_ablation.md`` and ``.png``; printed table."""
+    runs, seeds = report["runs"], report["config"]["seeds"]
+    report["summary"] = summary = summarize(runs)
+    text = table(summary, len(seeds))
     for name, body in (("results.json", json.dumps(report, indent=1)), ("repo_ablation.md", text)):
         (out / f"{name}.tmp").write_text(body + "\n")
         os.replace(out / f"{name}.tmp", out / name)
-    title = (f"Repository-level ablation, {args.scale} scale: {scale.model}, {tokens:,} tokens/run,"
-             f" {len(runs[0]['cases'])} held-out files in {len(heldout)} held-out repositories, "
-             f"seeds {list(scale.seeds)}")  # fmt: skip
+    held = len(report["corpus"]["heldout_repos"])
+    title = (f"Repository-level ablation, {report['scale']} scale: {report['config']['model']}, "
+             f"{report['train_tokens']:,} tokens/run, {len(runs[0]['cases'])} held-out files in "
+             f"{held} held-out repositories, seeds {seeds}")  # fmt: skip
     plot(summary, out / "repo_ablation.png", title)
     print(text)
-    print(f"total {timings['total_s']:.0f}s; wrote {out}/results.json, repo_ablation.md/.png")
+    print(f"wrote {out}/results.json, repo_ablation.md/.png")
     return 0 if all(math.isfinite(r[key]) for r in runs for key in METRICS) else 1
 
 

@@ -12,6 +12,7 @@ from tests.launch import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import repo_ablation
+import repo_crossfile
 
 SETTINGS = ("repo-level", "file-level")
 
@@ -75,8 +76,8 @@ def test_import_cases_follow_the_dependency_order():
         "pkg/api.py": ["pkg/util.py", "pkg/core.py"],
         "pkg/core.py": ["pkg/util.py"],
     }
-    assert repo_ablation.top_level_names(files["pkg/api.py"] + "X: int = 1\n__all__ = []\n") == {
+    assert repo_crossfile.top_level_names(files["pkg/api.py"] + "X: int = 1\n__all__ = []\n") == {
         "run",
         "X",
     }
-    assert repo_ablation.top_level_names("def broken(:\n") == set()
+    assert repo_crossfile.top_level_names("def broken(:\n") == set()
