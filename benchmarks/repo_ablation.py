@@ -212,7 +212,7 @@ def table(summary: dict, seeds: int) -> str:
     for k in METRICS:
         gap, spread = a[k]["mean"] - b[k]["mean"], 2 * max(a[k]["std"], b[k]["std"])
         cells.append(f"{gap:+.4f} ({abs(gap) / spread:.1f}x)" if spread else f"{gap:+.4f}")
-    rows.append("| gap, (gap / 2 std) | " + " | ".join(cells) + " | |")
+    rows.append("| repo − file (gap ÷ 2 std) | " + " | ".join(cells) + " | |")
     return "\n".join(rows)
 
 
@@ -235,7 +235,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
                        alpha=1.0 if j == 0 else 0.45)  # fmt: skip
                 ax.plot([x] * len(stats["values"]), stats["values"], "k.")
                 ticks.append(x)
-                labels.append(n if len(keys) == 1 else f"{n}\n{METRICS[key].split()[-1]}")
+                cond = "after unrelated" if key.endswith("_unrelated") else "after imports"
+                labels.append(n if len(keys) == 1 else f"{n}\n{cond}")
                 values += stats["values"]
         ax.set_xticks(ticks, labels, fontsize=7)
         if len(keys) == 1:
