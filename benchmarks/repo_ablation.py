@@ -1,7 +1,7 @@
 """The repository-level ablation of DeepSeek-Coder (paper §2.2, Table 7) as a runnable experiment.
 
     python benchmarks/repo_ablation.py --scale smoke --out out/repo_smoke  # CI, one seed
-    python benchmarks/repo_ablation.py --scale cpu --out out/repo_cpu  # about 30 core-minutes
+    python benchmarks/repo_ablation.py --scale cpu --out out/repo_cpu  # ~1 hour, shared 2 cores
     python benchmarks/repo_ablation.py --scale gpu --out out/repo_gpu  # hours, one GPU, ~110M
 
 Question: does training on repository-level samples (the files of a repository concatenated in
@@ -222,7 +222,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
     names, colors = list(summary), ["#47a", "#888"]
     panels = [["gain"], ["gain_ident"], ["loss_related", "loss_unrelated"],
               ["ident_related", "ident_unrelated"]]  # fmt: skip
@@ -235,7 +235,7 @@ def plot(summary: dict, path: Path, title: str) -> None:
                        alpha=1.0 if j == 0 else 0.45)  # fmt: skip
                 ax.plot([x] * len(stats["values"]), stats["values"], "k.")
                 ticks.append(x)
-                cond = "after unrelated" if key.endswith("_unrelated") else "after imports"
+                cond = "unrelated" if key.endswith("_unrelated") else "imports"
                 labels.append(n if len(keys) == 1 else f"{n}\n{cond}")
                 values += stats["values"]
         ax.set_xticks(ticks, labels, fontsize=7)
