@@ -54,8 +54,10 @@ def parse_blend(tokens: list[str]) -> tuple[list[str], list[float] | None]:
 
 
 def _not_a_directory(prefix: str) -> None:
-    """A directory is neither a prefix nor a manifest: say which file to give."""
-    if os.path.isdir(prefix):
+    """A directory is neither a prefix nor a manifest: say which file to give. A directory
+    beside ``PREFIX.bin``/``PREFIX.idx`` is megatron-core's index cache (``PREFIX/cache/``,
+    written by the first run without ``--data-cache-path``), so the prefix stands."""
+    if os.path.isdir(prefix) and not any(os.path.exists(prefix + s) for s in (".bin", ".idx")):
         manifest = os.path.join(prefix, "manifest.json")
         hint = (
             f"give its manifest, {manifest}"

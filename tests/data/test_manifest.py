@@ -99,6 +99,11 @@ def test_a_manifest_inside_a_weighted_blend(manifest: Path, tmp_path: Path) -> N
             parse_blend(directory)
     with pytest.raises(DataError, match="a directory; give PREFIX of PREFIX.bin/PREFIX.idx"):
         parse_blend([str(tmp_path)])
+    # megatron-core caches its index arrays in PREFIX/cache/ beside PREFIX.bin/.idx when no
+    # --data-cache-path is given: the second run on that prefix still reads it as a prefix.
+    (other / "cache").mkdir(parents=True)
+    assert parse_blend([str(other)]) == ([str(other)], None)
+    assert parse_blend(["1", str(other), "1", str(manifest)])[0][0] == str(other)
 
 
 def test_a_weighted_manifest_passes_a_launchs_checks(
