@@ -46,7 +46,8 @@ test: setup lint
 	$(PY) -m pytest -q --durations=12 tests
 
 fuzz: setup
-	DSCODER_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/test_hostile_cli.py tests/test_hostile_records.py
+	DSCODER_FUZZ_PROFILE=fuzz $(PY) -m pytest -q tests/test_hostile_cli.py tests/test_hostile_records.py \
+		tests/data/test_manifest.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -4,14 +4,19 @@
 BPE with DeepSeek-Coder's pre-tokenizer and all nine special tokens) with the same code as
 ``tools/train_tokenizer.py``, on a few standard-library modules, in about a second. Any test
 that needs a real HF tokenizer directory (eos/pad/FIM ids, vocab size) can use it.
+
+The hypothesis suites share two settings profiles, chosen by ``DSCODER_FUZZ_PROFILE``: ``ci``
+(the default: few examples, derandomized, inside ``make test``) and ``fuzz`` (``make fuzz``).
 """
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from megatron_dscoder.preprocess.tokenizer.train import save_tokenizer_dir, train_tokenizer
 
@@ -19,6 +24,14 @@ from megatron_dscoder.preprocess.tokenizer.train import save_tokenizer_dir, trai
 TRAINING_MODULES = ("json/__init__.py", "json/decoder.py", "json/encoder.py", "textwrap.py",
                     "string.py", "difflib.py", "argparse.py", "dataclasses.py")  # fmt: skip
 TINY_VOCAB = 1500
+
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+settings.register_profile(
+    "fuzz", max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("DSCODER_FUZZ_PROFILE", "ci"))
 
 
 def stdlib_texts(names: tuple[str, ...] = TRAINING_MODULES) -> list[str]:

@@ -19,16 +19,8 @@ import io
 import os
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
-
-settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
-)
-settings.register_profile(
-    "fuzz", max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck)
-)
-settings.load_profile(os.environ.get("DSCODER_FUZZ_PROFILE", "ci"))
 
 HOSTILE = ["-1", "0", "0.5", "nan", "inf", "-inf", "1e309", "", "abc", "-0"]
 NUMBERS = ["1", "2", "4", "8"] * 4 + HOSTILE

@@ -1,7 +1,7 @@
 """Output manifests (``PREFIX.parts/manifest.json``): read as a blend weighted by tokens, alone
 or inside a weighted blend, and refused in one line naming the file (and the part) when edited,
 pointing outside their directory, malformed, or out of step with their parts' files; generated
-corruptions (hypothesis, the ``DSCODER_FUZZ_PROFILE`` profiles of ``tests/test_hostile_cli.py``)
+corruptions (hypothesis, the ``DSCODER_FUZZ_PROFILE`` profiles of ``tests/conftest.py``)
 never give anything else."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from megatron_dscoder.data import manifest as mf
@@ -224,14 +224,6 @@ def test_bin_checksums_are_verified_on_request(
     assert mf.main([]) == 2 and mf.main(["--full"]) == 2
     assert mf.main([str(manifest), str(manifest.parent)]) == 2
 
-
-settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
-)
-settings.register_profile(
-    "fuzz", max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck)
-)
-settings.load_profile(os.environ.get("DSCODER_FUZZ_PROFILE", "ci"))
 
 _TEXT = st.sampled_from(["", ".", "..", "../part-00000", "/etc/passwd", "part-00001", "a/b", "x"])
 _LEAF = (
