@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
 from pathlib import Path
 
 import pytest
 
 from megatron_dscoder.preprocess.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.launch import free_port
 
 
 @pytest.mark.parametrize(
     ("address", "says"),
     [
-        (f"127.0.0.1:{_free_port()}", "nothing answers there (Connection refused)"),
+        ("127.0.0.1:FREE", "nothing answers there (Connection refused)"),  # a free port
         ("127.0.0.1:99999", "nothing answers there"),
         ("headnode", "expected HOST:PORT, auto or ray://HOST:PORT"),
     ],
@@ -30,6 +24,7 @@ def _free_port() -> int:
 def test_a_ray_address_where_nothing_answers(
     tmp_path: Path, tiny_tokenizer_dir: Path, address: str, says: str
 ) -> None:
+    address = address.replace("FREE", str(free_port()))  # chosen here: ids stay the same
     corpus = tmp_path / "a.jsonl"
     corpus.write_text('{"text": "x = 1\\n"}\n')
     argv = ["--engine", "ray", "--ray-address", address, "--input", str(corpus)]
