@@ -42,6 +42,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,16 +283,12 @@ def plot(summary: dict, path: Path, title: str, metrics=None, curves=None) -> No
     os.replace(tmp, path)
 
 
-def _one_run(scale: Scale, out: Path, tok: Path, name: str, seed: int, heldout: list) -> dict:
-    """Preprocess, train, export and measure one (setting, seed)."""
-    from megatron_dscoder.convert.cli import main as convert
+def _prepare(scale: Scale, out: Path, tok: Path, name: str, seed: int) -> dict:
+    """Preprocess one (setting, seed): its data at the setting's FIM rates and the seed."""
     from megatron_dscoder.preprocess.cli import main as preprocess
 
     rate, spm = SETTINGS[name]
     t0, tag = time.monotonic(), tag_of(rate, spm, seed)
-    done = out / "runs" / f"{tag}.json"
-    if done.exists():  # a finished run of an interrupted invocation (same --out, same scale)
-        return json.loads(done.read_text())
     run_tool(preprocess, [
         "--input", str(out / "train.jsonl"), "--tokenizer-model", str(tok),
         "--output-prefix", str(out / "data" / tag), "--workers", str(scale.workers),
@@ -299,8 +296,14 @@ def _one_run(scale: Scale, out: Path, tok: Path, name: str, seed: int, heldout: 
         "--no-repo-level", "--no-quality", "--no-syntax-check", "--no-progress",
         "--stats-json", str(out / "data" / f"{tag}.json"),
     ])  # fmt: skip
-    t1 = time.monotonic()
-    ckpt, hf, metrics = out / "ckpt" / tag, out / "hf" / tag, out / f"metrics_{tag}.jsonl"
+    return {"setting": name, "fim_rate": rate, "fim_spm_rate": spm, "seed": seed, "tag": tag,
+            "preprocess_s": time.monotonic() - t0}  # fmt: skip
+
+
+def _train(scale: Scale, out: Path, tok: Path, run: dict) -> dict:
+    """Train one prepared run in its own process (several may run side by side)."""
+    t1, tag = time.monotonic(), run["tag"]
+    metrics = out / f"metrics_{tag}.jsonl"
     metrics.unlink(missing_ok=True)
     train(scale, [
         "--data-path", str(out / "data" / tag), "--tokenizer-model", str(tok),
@@ -309,26 +312,46 @@ def _one_run(scale: Scale, out: Path, tok: Path, name: str, seed: int, heldout: 
         str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
         "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
         "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
-        "--seed", str(seed), "--save", str(ckpt), "--save-interval",
+        "--seed", str(run["seed"]), "--save", str(out / "ckpt" / tag), "--save-interval",
         str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 30)),
         "--data-cache-path", str(out / "cache" / tag), "--metrics-jsonl", str(metrics),
     ], out / f"train_{tag}.log")  # fmt: skip
-    t2 = time.monotonic()
+    return {**run, "train_s": time.monotonic() - t1, "train_loss_curve": loss_curve(metrics)}
+
+
+def _measure(scale: Scale, out: Path, tok: Path, run: dict, heldout: list) -> dict:
+    """Export one trained run to HF, measure it, and keep the result under ``out/runs/``."""
+    from megatron_dscoder.convert.cli import main as convert
+
+    t2, tag = time.monotonic(), run["tag"]
+    hf = out / "hf" / tag
     if not (hf / "config.json").exists():
-        run_tool(convert, ["to-hf", "--load", str(ckpt), "--save", str(hf),
+        run_tool(convert, ["to-hf", "--load", str(out / "ckpt" / tag), "--save", str(hf),
                            "--tokenizer-model", str(tok)])  # fmt: skip
     result = evaluate(hf, heldout, scale.seq_length, scale.infill_docs)
-    t3 = time.monotonic()
+    run = {**run, **result, "eval_s": time.monotonic() - t2}
     print(f"{tag}: L2R {result['l2r_loss']:.4f} FIM psm {result['fim_loss_psm']:.4f} "
           f"spm {result['fim_loss_spm']:.4f} EM {result['infill_em']:.3f} "
-          f"sim {result['infill_edit_sim']:.3f} ({t3 - t0:.0f}s)", flush=True)  # fmt: skip
-    run = {"setting": name, "fim_rate": rate, "fim_spm_rate": spm, "seed": seed, "tag": tag,
-           **result, "preprocess_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2,
-           "train_loss_curve": loss_curve(metrics)}  # fmt: skip
+          f"sim {result['infill_edit_sim']:.3f}", flush=True)  # fmt: skip
+    done = out / "runs" / f"{tag}.json"
     done.parent.mkdir(parents=True, exist_ok=True)
     done.with_suffix(".tmp").write_text(json.dumps(run))
     os.replace(done.with_suffix(".tmp"), done)
     return run
+
+
+def all_runs(scale: Scale, out: Path, tok: Path, heldout: list, jobs: int) -> list[dict]:
+    """Every (seed, setting): preprocessing in this process, then the trainings ``jobs`` at a
+    time (each its own process), then export and measurement here. A run finished by an
+    interrupted invocation (same ``--out``, same scale) is read back from ``out/runs/``."""
+    keys = [(name, seed) for seed in scale.seeds for name in scale.settings]
+    done = {k: out / "runs" / f"{tag_of(*SETTINGS[k[0]], k[1])}.json" for k in keys}
+    finished = {k: json.loads(p.read_text()) for k, p in done.items() if p.exists()}
+    todo = [_prepare(scale, out, tok, *k) for k in keys if k not in finished]
+    with ThreadPoolExecutor(jobs) as pool:  # threads only wait on their training processes
+        trained = list(pool.map(lambda run: _train(scale, out, tok, run), todo))
+    measured = {(r["setting"], r["seed"]): _measure(scale, out, tok, r, heldout) for r in trained}
+    return [finished.get(k) or measured[k] for k in keys]
 
 
 def main() -> int:
@@ -336,7 +359,10 @@ def main() -> int:
     p.add_argument("--scale", choices=sorted(SCALES), default="smoke")
     p.add_argument("--out", required=True, help="working and output directory")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the scale's")
+    p.add_argument("--jobs", type=int, default=1, help="training processes at a time")
     args = p.parse_args()
+    if args.jobs < 1:
+        p.error("--jobs must be positive")
     scale = SCALES[args.scale]
     if args.seeds:
         scale = dataclasses.replace(scale, seeds=tuple(args.seeds))
@@ -352,8 +378,7 @@ def main() -> int:
         run_tool(train_tokenizer, ["--input", str(corpus), "--output", str(tok),
                                    "--vocab-size", str(scale.vocab)])  # fmt: skip
     timings = {"corpus_and_tokenizer_s": time.monotonic() - started}
-    runs = [_one_run(scale, out, tok, name, seed, heldout)
-            for seed in scale.seeds for name in scale.settings]  # fmt: skip
+    runs = all_runs(scale, out, tok, heldout, args.jobs)
     for run in runs:  # the FIM loss beyond the model's own left-to-right loss: what the
         # sentinel layout adds or costs once the model's general quality (and with it most of
         # the seed-to-seed spread) is taken out; the same tokens for every model

@@ -43,6 +43,7 @@ import statistics
 import sys
 import sysconfig
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,11 +259,14 @@ def main() -> int:
     p.add_argument("--out", required=True, help="working and output directory")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the scale's")
     p.add_argument("--train-iters", type=int, default=None, help="default: the scale's")
+    p.add_argument("--jobs", type=int, default=1, help="training processes at a time")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table and plot from --out's results.json")  # fmt: skip
     args = p.parse_args()
     if args.train_iters is not None and args.train_iters <= 0:
         p.error("--train-iters must be positive")
+    if args.jobs < 1:
+        p.error("--jobs must be positive")
     out = Path(args.out)
     if args.report_only:
         return write_report(out, json.loads((out / "results.json").read_text()))
@@ -295,32 +299,39 @@ def main() -> int:
         stats = json.loads(Path(f"{prefix}.json").read_text())
         data[name] = {k: stats[k] for k in ("documents_out", "files_out", "tokens")}
         timings[f"preprocess_{name}_s"] = time.monotonic() - t0
-    for seed in scale.seeds:
-        for name in SETTINGS:
-            t1, tag = time.monotonic(), f"{name}_s{seed}"
-            ckpt, hf = out / "ckpt" / tag, out / "hf" / tag
-            train(scale, [
-                "--data-path", str(out / "data" / name), "--tokenizer-model", str(tok),
-                "--split", "100,0,0", "--seq-length", str(scale.seq_length),
-                "--global-batch-size", str(scale.global_batch_size), "--micro-batch-size",
-                str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
-                "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
-                "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
-                "--seed", str(seed), "--save", str(ckpt), "--save-interval",
-                str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 10)),
-                "--data-cache-path", str(out / "cache" / tag),
-            ], out / f"train_{tag}.log")  # fmt: skip
-            t2 = time.monotonic()
-            if not (hf / "config.json").exists():
-                run_tool(convert, ["to-hf", "--load", str(ckpt), "--save", str(hf),
-                                   "--tokenizer-model", str(tok)])  # fmt: skip
-            result = evaluate(hf, heldout, cases, scale)
-            t3 = time.monotonic()
-            runs.append({"setting": name, "repo_level": SETTINGS[name], "seed": seed, **result,
-                         "train_s": t2 - t1, "eval_s": t3 - t2})  # fmt: skip
-            print(f"{tag}: gain {result['gain']:+.4f} ({result['loss_unrelated']:.4f} -> "
-                  f"{result['loss_related']:.4f}), names {result['gain_ident']:+.4f} "
-                  f"({len(result['cases'])} cases, {t3 - t1:.0f}s)", flush=True)  # fmt: skip
+
+    def fit(key: tuple[int, str]) -> float:  # one training process; returns its seconds
+        (seed, name), t1 = key, time.monotonic()
+        tag = f"{name}_s{seed}"
+        train(scale, [
+            "--data-path", str(out / "data" / name), "--tokenizer-model", str(tok),
+            "--split", "100,0,0", "--seq-length", str(scale.seq_length),
+            "--global-batch-size", str(scale.global_batch_size), "--micro-batch-size",
+            str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
+            "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
+            "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
+            "--seed", str(seed), "--save", str(out / "ckpt" / tag), "--save-interval",
+            str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 10)),
+            "--data-cache-path", str(out / "cache" / tag),
+        ], out / f"train_{tag}.log")  # fmt: skip
+        return time.monotonic() - t1
+
+    keys = [(seed, name) for seed in scale.seeds for name in SETTINGS]
+    with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on their processes
+        train_s = dict(zip(keys, pool.map(fit, keys), strict=True))
+    for seed, name in keys:
+        t2, tag = time.monotonic(), f"{name}_s{seed}"
+        ckpt, hf = out / "ckpt" / tag, out / "hf" / tag
+        if not (hf / "config.json").exists():
+            run_tool(convert, ["to-hf", "--load", str(ckpt), "--save", str(hf),
+                               "--tokenizer-model", str(tok)])  # fmt: skip
+        result = evaluate(hf, heldout, cases, scale)
+        t3 = time.monotonic()
+        runs.append({"setting": name, "repo_level": SETTINGS[name], "seed": seed, **result,
+                     "train_s": train_s[seed, name], "eval_s": t3 - t2})  # fmt: skip
+        print(f"{tag}: gain {result['gain']:+.4f} ({result['loss_unrelated']:.4f} -> "
+              f"{result['loss_related']:.4f}), names {result['gain_ident']:+.4f} "
+              f"({len(result['cases'])} cases)", flush=True)  # fmt: skip
     tokens = scale.train_iters * scale.global_batch_size * scale.seq_length
     timings["total_s"] = time.monotonic() - started
     report = {

@@ -32,7 +32,8 @@ def test_smoke_scale_runs_every_setting(tmp_path):
     from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids
 
     proc = subprocess.run(
-        [sys.executable, "benchmarks/fim_ablation.py", "--scale", "smoke", "--out", str(tmp_path)],
+        [sys.executable, "benchmarks/fim_ablation.py", "--scale", "smoke", "--jobs", "2"]
+        + ["--out", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -19,7 +19,8 @@ SETTINGS = ("repo-level", "file-level")
 
 def test_smoke_scale_runs_both_layouts(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "benchmarks/repo_ablation.py", "--scale", "smoke", "--out", str(tmp_path)],
+        [sys.executable, "benchmarks/repo_ablation.py", "--scale", "smoke", "--jobs", "2"]
+        + ["--out", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -98,12 +99,14 @@ def runs(tmp_path_factory) -> dict[str, list[dict]]:
         f"{LONG} --stage extend-context --load {out / 'ckpt4k'} --save {out / 'ckpt16k'} "
         "--seq-length 2048 --train-iters 2 --global-batch-size 1 --attention-backend sdpa",
     ]
-    python_module_script(WORKERS / "layouts.py", *single)
     pairs = [str(out)]
     for name, flags in TWO_RANKS.items():
         backend = name.rsplit("_", 1)[1]
         pairs += [name, f"{COMMON} {flags} --attention-backend {backend}"]
-    torchrun(2, WORKERS / "layouts.py", *pairs)
+    with ThreadPoolExecutor(1) as pool:  # the single-process runs beside the 2-rank launch
+        one_rank = pool.submit(python_module_script, WORKERS / "layouts.py", *single)
+        torchrun(2, WORKERS / "layouts.py", *pairs)
+        one_rank.result()
     runs = {p.stem: read_jsonl(p) for p in out.glob("*.jsonl")}
     runs["extend_meta"] = json.loads(
         (out / "ckpt16k" / "iter_0000002" / "run_config.json").read_text()

@@ -20,6 +20,8 @@ and buckets move the shard boundaries.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.launch import WORKERS, python_module, read_jsonl, torchrun
@@ -72,17 +74,20 @@ FEATURES = {  # name: (plain layout, flags); {ckpt} is a fresh directory
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("parity")
-    python_module(
-        "megatron_dscoder.pretrain", *COMMON.split(), "--metrics-jsonl", str(out / "single.jsonl")
-    )
-    for nproc, layouts in LAYOUTS.items():
-        args = [str(out)]
-        for name, flags in layouts.items():
-            args += [name, f"{COMMON} {flags}"]
-        if nproc == 2:
-            for name, (_, flags) in FEATURES.items():
-                args += [name, f"{COMMON} {flags.format(ckpt=out / 'overlap_ckpt')}"]
-        torchrun(nproc, WORKERS / "layouts.py", *args)
+    single = ["--metrics-jsonl", str(out / "single.jsonl")]
+    with ThreadPoolExecutor(1) as pool:  # the single-process reference beside the launches
+        reference = pool.submit(
+            python_module, "megatron_dscoder.pretrain", *COMMON.split(), *single
+        )
+        for nproc, layouts in LAYOUTS.items():
+            args = [str(out)]
+            for name, flags in layouts.items():
+                args += [name, f"{COMMON} {flags}"]
+            if nproc == 2:
+                for name, (_, flags) in FEATURES.items():
+                    args += [name, f"{COMMON} {flags.format(ckpt=out / 'overlap_ckpt')}"]
+            torchrun(nproc, WORKERS / "layouts.py", *args)
+        reference.result()
     names = ["single", *(n for layouts in LAYOUTS.values() for n in layouts), *FEATURES]
     return {name: read_jsonl(out / f"{name}.jsonl") for name in names}
 

@@ -23,6 +23,7 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -85,15 +86,14 @@ def runs(token_corpus, tmp_path_factory) -> dict:  # noqa: F811
     single += ["tp1_fp32_unfused", unfused]
     pairs += ["tp2_sp_fp32_unfused", f"{unfused} {LAYOUTS['tp2_sp']}"]
     torchrun(1, WORKERS / "grad_norm_check.py", *single)  # train and TP=1, one launch
-    torchrun(2, WORKERS / "grad_norm_check.py", *pairs)  # every 2-rank layout, one launch
-    export = subprocess.run(
-        [sys.executable, "tools/convert_checkpoint.py", "to-hf", "--load", str(out / "ckpt_bf16")]
-        + ["--save", str(out / "hf_bf16"), "--check-logits"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    export_cmd = [sys.executable, "tools/convert_checkpoint.py", "to-hf", "--load"]
+    export_cmd += [str(out / "ckpt_bf16"), "--save", str(out / "hf_bf16"), "--check-logits"]
+    with ThreadPoolExecutor(1) as pool:  # the export reads the checkpoint beside the launch
+        exported = pool.submit(
+            subprocess.run, export_cmd, cwd=REPO, capture_output=True, text=True, timeout=600
+        )
+        torchrun(2, WORKERS / "grad_norm_check.py", *pairs)  # every 2-rank layout, one launch
+        export = exported.result()
     results: dict = {"export_bf16": export}
     for name in single[1::2] + pairs[1::2]:
         ref = out / f"{name}.ref.json"

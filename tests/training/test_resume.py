@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -76,24 +77,36 @@ def runs(tmp_path_factory):
     # A NaN gradient element on rank 0 only (finite loss): every rank skips the same update.
     args += ["nan_grad_tp2", f"{COMMON} {LAYOUTS['tp2']} --inject-nonfinite-grad-iters 3"]
     torchrun(2, WORKERS / "layouts.py", *args)  # uninterrupted references, one launch
-    killed_at, tracker = {}, {}
-    for name, flags in LAYOUTS.items():
+
+    def killed(name: str) -> tuple[int, int]:
         ckpt, metrics = out / f"ckpt_{name}", out / f"resumed_{name}.jsonl"
         argv = [
-            *f"{COMMON} {flags} --save {ckpt} --load {ckpt} --save-interval 4".split(),
+            *f"{COMMON} {LAYOUTS[name]} --save {ckpt} --load {ckpt} --save-interval 4".split(),
             "--metrics-jsonl",
             str(metrics),
         ]
         proc = torchrun_popen(2, argv, out / f"killed_{name}.log")
-        killed_at[name] = kill_when(proc, metrics, iteration=KILL_AT[name])
-        tracker[name] = int((ckpt / "latest_checkpointed_iteration.txt").read_text())
+        at = kill_when(proc, metrics, iteration=KILL_AT[name])
+        return at, int((ckpt / "latest_checkpointed_iteration.txt").read_text())
+
     term_ckpt, term_metrics = out / "ckpt_term", out / "resumed_term.jsonl"
     term_flags = (
         f"{COMMON} {LAYOUTS['tp2']} --save {term_ckpt} --load {term_ckpt} --save-interval 4"
     )
-    argv = [*f"{term_flags} --exit-signal-handler".split(), "--metrics-jsonl", str(term_metrics)]
-    proc = torchrun_popen(2, argv, out / "term.log")
-    term = signal_when(proc, term_metrics, 6, signal.SIGTERM)
+
+    def terminated() -> tuple[int, int]:
+        argv = [*f"{term_flags} --exit-signal-handler".split(), "--metrics-jsonl"]
+        proc = torchrun_popen(2, [*argv, str(term_metrics)], out / "term.log")
+        return signal_when(proc, term_metrics, 6, signal.SIGTERM)
+
+    # Two interrupted runs at a time: each is stopped by the iteration its own metrics log,
+    # whatever the other is doing, so pairing them changes only the wall time.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        term_future = pool.submit(terminated)
+        stopped = dict(zip(LAYOUTS, pool.map(killed, LAYOUTS), strict=True))
+        term = term_future.result()
+    killed_at = {name: at for name, (at, _) in stopped.items()}
+    tracker = {name: latest for name, (_, latest) in stopped.items()}
     term_saved = (term_ckpt / "latest_checkpointed_iteration.txt").read_text().strip()
     for src, dst in (
         ("tp2", "reshard"),
