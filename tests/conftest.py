@@ -58,3 +58,24 @@ def deepseek_tokenizer_dir(
     out = tmp_path_factory.mktemp("deepseek_layout")
     deepseek_layout(load_tokenizer(tiny_tokenizer_dir)).save(str(out / "tokenizer.json"))
     return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests of the benchmarks' smokes run last: their smokes run meanwhile in the
+    background (``tests/benchmarks/smokes.py``)."""
+    from tests.benchmarks.smokes import SMOKES
+
+    items.sort(key=lambda item: item.nodeid.split("::")[0] in SMOKES)  # stable
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.benchmarks import smokes
+
+    if not session.config.option.collectonly:
+        smokes.start({item.nodeid.split("::")[0] for item in session.items})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.benchmarks import smokes
+
+    smokes.stop()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
+from tests.benchmarks import smokes
 from tests.launch import REPO
 
 
@@ -31,15 +31,8 @@ def _layouts(prefix, ids) -> dict[str, int]:
 def test_smoke_scale_runs_every_setting(tmp_path):
     from megatron_dscoder.tokenizer import load_tokenizer, special_token_ids
 
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/fim_ablation.py", "--scale", "smoke", "--jobs", "2"]
-        + ["--out", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    status, output, tmp_path = smokes.result(__file__, tmp_path)
+    assert status == 0, output[-4000:]
     report = json.loads((tmp_path / "results.json").read_text())
     seeds, settings = report["config"]["seeds"], report["config"]["settings"]
     assert len(seeds) >= 2 and settings == ["FIM 0%", "FIM 50% PSM+SPM"]

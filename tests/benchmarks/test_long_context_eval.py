@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
-from tests.launch import REPO
+from tests.benchmarks import smokes
 
 CONDITIONS = ("base, no scaling", "base + recipe RoPE, no training", "extended")
 
 
 def test_smoke_scale_measures_every_condition(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/long_context_eval.py", "--scale", "smoke", "--jobs", "2",
-         "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    status, output, tmp_path = smokes.result(__file__, tmp_path)
+    assert status == 0, output[-4000:]
     report = json.loads((tmp_path / "results.json").read_text())
     config, seeds = report["config"], report["config"]["seeds"]
     base = config["arch"]["max_position_embeddings"]

@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
-from tests.launch import REPO
+from tests.benchmarks import smokes
 
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("reference_parity")
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/reference_parity.py", "--scale", "smoke", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    status, output, out = smokes.result(__file__, tmp_path_factory.mktemp("reference_parity"))
+    assert status == 0, output[-4000:]
     assert (out / "reference_parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return json.loads((out / "reference_parity.json").read_text())
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
+from tests.benchmarks import smokes
 from tests.launch import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -18,15 +18,8 @@ SETTINGS = ("repo-level", "file-level")
 
 
 def test_smoke_scale_runs_both_layouts(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/repo_ablation.py", "--scale", "smoke", "--jobs", "2"]
-        + ["--out", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    status, output, tmp_path = smokes.result(__file__, tmp_path)
+    assert status == 0, output[-4000:]
     report = json.loads((tmp_path / "results.json").read_text())
     seeds = report["config"]["seeds"]
     assert sorted((r["setting"], r["seed"]) for r in report["runs"]) == sorted(
