@@ -20,13 +20,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_cmd(nproc: int, *target: str) -> list[str]:
+def torchrun_cmd(nproc: int, *target: str, preloaded: bool = False) -> list[str]:
     """``torchrun`` (as ``python -m torch.distributed.run``) on ``nproc`` local ranks, a
-    free port."""
+    free port; ``preloaded``: torchrun started with the training stack imported, its ranks
+    forked from it (``workers/preloaded_torchrun.py``; ``target`` is then a script)."""
+    launcher = [str(WORKERS / "preloaded_torchrun.py"), "--run-path", "--start-method", "fork"]
     return [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
+        *(launcher if preloaded else ["-m", "torch.distributed.run"]),
         f"--nproc-per-node={nproc}",
         f"--master-port={free_port()}",
         *target,
@@ -41,8 +42,9 @@ def torchrun(
     check: bool = True,
     env: dict[str, str | None] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``script`` on ``nproc`` local ranks; output is captured and shown on failure."""
-    cmd = torchrun_cmd(nproc, str(script), *args)
+    """Run ``script`` on ``nproc`` local ranks, forked from a torchrun that has imported the
+    training stack (``torchrun_cmd``); output is captured and shown on failure."""
+    cmd = torchrun_cmd(nproc, str(script), *args, preloaded=True)
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None unsets
     proc = subprocess.run(

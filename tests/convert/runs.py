@@ -92,8 +92,9 @@ def _write_big_hf(path: Path) -> int:
 def torchrun_background(
     nproc: int, script: Path, *args: str, env: dict[str, str]
 ) -> subprocess.Popen:
-    """Start a torchrun launch (gloo, one thread per rank) without waiting for it."""
-    cmd = torchrun_cmd(nproc, str(script), *args)
+    """Start a torchrun launch (gloo, one thread per rank, ranks forked from a launcher that
+    has imported the training stack) without waiting for it."""
+    cmd = torchrun_cmd(nproc, str(script), *args, preloaded=True)
     return subprocess.Popen(
         cmd,
         cwd=REPO,
