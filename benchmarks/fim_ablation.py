@@ -25,8 +25,8 @@ be a different objective under the paper's name.
 Writes ``results.json`` (per-seed values and training-loss curves, mean, sample std),
 ``fim_ablation.md`` (the table) and ``fim_ablation.png`` under ``--out``, and prints the table.
 Each finished run is kept in ``--out``/runs/ and reused when the command is run again.
-The cpu and gpu scales register their architecture for their training processes only (``_LAUNCH``);
-the smoke scale uses the registry's ``debug`` model.
+The cpu and gpu scales register their architecture for their training processes only
+(``ablation_training``); the smoke scale uses the registry's ``debug`` model.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import sysconfig
 import time
@@ -47,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation_training import TrainScale, cosine_argv, loss_curve, run_tool, train, train_argv
 from fim_metrics import edit_similarity, evaluate
 
-__all__ = ["_LAUNCH", "chunks", "edit_similarity", "evaluate", "plot", "python_files", "run_tool",
-           "summarize", "table", "train"]  # fmt: skip
+__all__ = ["chunks", "edit_similarity", "evaluate", "plot", "python_files", "summarize", "table"]
 
 # name: (--fim-rate, --fim-spm-rate)
 SETTINGS = {
@@ -71,14 +70,7 @@ METRICS = {  # key: (label, scale for display)
 
 
 @dataclass(frozen=True)
-class Scale:
-    model: str
-    vocab: int
-    seq_length: int
-    global_batch_size: int
-    train_iters: int
-    lr: float
-    corpus_chars: float
+class Scale(TrainScale):
     heldout_files: int
     eval_docs: int
     seeds: tuple[int, ...] = (1234, 1235)
@@ -107,19 +99,6 @@ SCALES = {
                   num_query_groups=12, max_position_embeddings=1024, init_method_std=0.02),
     ),
 }  # fmt: skip
-
-# Runs the trainer with one extra registry size (the cpu or gpu scale's), then the real entry
-# point.
-_LAUNCH = """
-import sys
-from megatron_dscoder.config import recipes
-from megatron_dscoder.model import registry
-name, arch, size = sys.argv[1], eval(sys.argv[2]), eval(sys.argv[3])
-registry.MODELS[name] = registry.ModelArch(**arch)
-recipes.SIZES[name] = recipes.SizeDefaults(**size)
-from megatron_dscoder.training import train
-sys.exit(train.cli(sys.argv[4:]))
-"""
 
 
 def _h(text: str) -> int:
@@ -175,35 +154,9 @@ def build_corpus(scale: Scale, work: Path) -> tuple[Path, list[dict]]:
     return train_path, heldout[: scale.eval_docs]
 
 
-def run_tool(main, argv: list[str]) -> None:
-    status = main(argv)
-    if status:
-        raise SystemExit(f"failed ({status}): {' '.join(argv)}")
-
-
-def train(scale: Scale, argv: list[str], log: Path) -> None:
-    """One training run in its own process (the real entry point), its log kept in ``log``."""
-    if scale.arch is None:
-        cmd = [sys.executable, "-m", "megatron_dscoder.pretrain", "--model", scale.model, *argv]
-    else:
-        size = dict(lr=scale.lr, global_batch_size=scale.global_batch_size, lr_warmup_iters=0)
-        cmd = [sys.executable, "-c", _LAUNCH, scale.model, repr(scale.arch), repr(size)]
-        cmd += ["--model", scale.model, *argv]
-    with open(log, "w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    if proc.returncode:
-        raise SystemExit(f"training failed ({proc.returncode}); see {log}")
-
-
 def tag_of(rate: float, spm: float, seed: int) -> str:
     """The run's file-name tag: ``fim50_s1234``, ``fim50spm50_s1234``."""
     return f"fim{round(rate * 100)}" + (f"spm{round(spm * 100)}" if spm else "") + f"_s{seed}"
-
-
-def loss_curve(path: Path) -> list[list[float]]:
-    """[[iteration, lm loss], ...] from a ``--metrics-jsonl`` file (training data, FIM incl.)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [[r["iteration"], r["lm_loss"]] for r in rows if r.get("lm_loss") is not None]
 
 
 def summarize(runs: list[dict], settings=None, metrics=None) -> dict:
@@ -305,17 +258,10 @@ def _train(scale: Scale, out: Path, tok: Path, run: dict) -> dict:
     t1, tag = time.monotonic(), run["tag"]
     metrics = out / f"metrics_{tag}.jsonl"
     metrics.unlink(missing_ok=True)
-    train(scale, [
-        "--data-path", str(out / "data" / tag), "--tokenizer-model", str(tok),
-        "--split", "100,0,0", "--seq-length", str(scale.seq_length),
-        "--global-batch-size", str(scale.global_batch_size), "--micro-batch-size",
-        str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
-        "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
-        "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
-        "--seed", str(run["seed"]), "--save", str(out / "ckpt" / tag), "--save-interval",
-        str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 30)),
-        "--data-cache-path", str(out / "cache" / tag), "--metrics-jsonl", str(metrics),
-    ], out / f"train_{tag}.log")  # fmt: skip
+    iters, data = scale.train_iters, out / "data" / tag
+    argv = train_argv(scale.global_batch_size, out, tag, data, tok, run["seed"], iters, 30)
+    argv += cosine_argv(scale.seq_length, scale.lr, iters)
+    train(scale, argv, out / f"train_{tag}.log")
     return {**run, "train_s": time.monotonic() - t1, "train_loss_curve": loss_curve(metrics)}
 
 

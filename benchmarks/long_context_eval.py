@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fim_ablation import run_tool, train
+from ablation_training import cosine_argv, run_tool, train, train_argv
 from long_context_data import SEED, build_corpus, heldout_windows
 
 CONDITIONS = ("base, no scaling", "base + recipe RoPE, no training", "extended")
@@ -208,17 +208,10 @@ def _last_loss(metrics: Path) -> float:
 def train_stage(scale: Scale, stage: str, seed: int, out: Path, tok: Path) -> float:
     """One training run (``base`` or ``extended`` from that seed's base), its final loss."""
     tag, iters = f"{stage}_s{seed}", scale.base_iters if stage == "base" else scale.extend_iters
-    argv = ["--data-path", str(out / "data" / "code"), "--tokenizer-model", str(tok),
-            "--split", "100,0,0", "--global-batch-size", str(scale.global_batch_size),
-            "--micro-batch-size", str(min(scale.global_batch_size, 8)), "--seed", str(seed),
-            "--train-iters", str(iters), "--save", str(out / "ckpt" / tag),
-            "--save-interval", str(iters), "--log-interval", str(max(1, iters // 10)),
-            "--metrics-jsonl", str(out / f"metrics_{tag}.jsonl"),
-            "--data-cache-path", str(out / "cache" / tag)]  # fmt: skip
+    data = out / "data" / "code"
+    argv = train_argv(scale.global_batch_size, out, tag, data, tok, seed, iters, 10)
     if stage == "base":
-        argv += ["--seq-length", str(scale.base_length), "--lr", str(scale.lr),
-                 "--min-lr", str(scale.lr / 10), "--lr-decay-style", "cosine",
-                 "--lr-warmup-iters", str(max(1, scale.base_iters // 20))]  # fmt: skip
+        argv += cosine_argv(scale.base_length, scale.lr, scale.base_iters)
     else:  # the recipe: RoPE base 1e5 x4 linear, 4x sequences, LR 10 % of the peak, constant
         argv += ["--stage", "extend-context", "--load", str(out / "ckpt" / f"base_s{seed}")]
     metrics = out / f"metrics_{tag}.jsonl"

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fim_ablation import _h, run_tool, train
+from ablation_training import TrainScale, cosine_argv, run_tool, train, train_argv
+from fim_ablation import _h
 from repo_crossfile import evaluate
 
 SETTINGS = {"repo-level": True, "file-level": False}
@@ -64,14 +65,7 @@ SKIPPED = ("_vendor", "vendored", "_distutils", "__pycache__")
 
 
 @dataclass(frozen=True)
-class Scale:
-    model: str
-    vocab: int
-    seq_length: int
-    global_batch_size: int
-    train_iters: int
-    lr: float
-    corpus_chars: float
+class Scale(TrainScale):
     heldout_repos: int
     cases_per_repo: int
     context_tokens: int
@@ -303,17 +297,11 @@ def main() -> int:
     def fit(key: tuple[int, str]) -> float:  # one training process; returns its seconds
         (seed, name), t1 = key, time.monotonic()
         tag = f"{name}_s{seed}"
-        train(scale, [
-            "--data-path", str(out / "data" / name), "--tokenizer-model", str(tok),
-            "--split", "100,0,0", "--seq-length", str(scale.seq_length),
-            "--global-batch-size", str(scale.global_batch_size), "--micro-batch-size",
-            str(min(scale.global_batch_size, 8)), "--train-iters", str(scale.train_iters),
-            "--lr", str(scale.lr), "--min-lr", str(scale.lr / 10), "--lr-decay-style",
-            "cosine", "--lr-warmup-iters", str(max(1, scale.train_iters // 20)),
-            "--seed", str(seed), "--save", str(out / "ckpt" / tag), "--save-interval",
-            str(scale.train_iters), "--log-interval", str(max(1, scale.train_iters // 10)),
-            "--data-cache-path", str(out / "cache" / tag),
-        ], out / f"train_{tag}.log")  # fmt: skip
+        iters, data = scale.train_iters, out / "data" / name
+        argv = train_argv(scale.global_batch_size, out, tag, data, tok, seed, iters, 10)
+        argv += cosine_argv(scale.seq_length, scale.lr, scale.train_iters)
+        (out / f"metrics_{tag}.jsonl").unlink(missing_ok=True)
+        train(scale, argv, out / f"train_{tag}.log")
         return time.monotonic() - t1
 
     keys = [(seed, name) for seed in scale.seeds for name in SETTINGS]

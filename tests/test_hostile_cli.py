@@ -112,6 +112,16 @@ def _check(code: int, err: str) -> None:
         assert len(lines) == 1, err
 
 
+def _fuzz(main, base: list[str], flags: dict[str, st.SearchStrategy[str] | None]) -> None:
+    """``main(base + argv)`` for generated ``argv``: exit 0, or 1/2 with one clear line."""
+
+    @given(argv=_argv(flags))
+    def run(argv: list[str]) -> None:
+        _check(*_outcome(lambda: main(base + argv)))
+
+    run()
+
+
 def test_pretrain(files):
     from megatron_dscoder.config import cli
     from megatron_dscoder.training import planner
@@ -178,12 +188,7 @@ def test_generate(files):
     }
 
     base = ["--model", files["model"]]
-
-    @given(argv=_argv(flags))
-    def run(argv: list[str]) -> None:
-        _check(*_outcome(lambda: generate.main(base + argv)))
-
-    run()
+    _fuzz(generate.main, base, flags)
 
 
 def test_eval_humaneval(files):
@@ -205,12 +210,7 @@ def test_eval_humaneval(files):
     }
 
     base = ["--model", files["model"]]
-
-    @given(argv=_argv(flags))
-    def run(argv: list[str]) -> None:
-        _check(*_outcome(lambda: humaneval.main(base + argv)))
-
-    run()
+    _fuzz(humaneval.main, base, flags)
 
 
 def test_convert(files):
@@ -272,12 +272,7 @@ def test_preprocess(files, tiny_tokenizer_dir, tmp_path, monkeypatch):
     }
     base = ["--input", files["records"], "--tokenizer-model", str(tiny_tokenizer_dir)]
     base += ["--output-prefix", str(tmp_path / "base" / "out")]
-
-    @given(argv=_argv(flags))
-    def run(argv: list[str]) -> None:
-        _check(*_outcome(lambda: cli.main(base + argv)))
-
-    run()
+    _fuzz(cli.main, base, flags)
 
 
 def test_preprocess_sft(files, tiny_tokenizer_dir, tmp_path):
@@ -294,12 +289,7 @@ def test_preprocess_sft(files, tiny_tokenizer_dir, tmp_path):
     }
     base = ["--input", files["records"], "--tokenizer-model", str(tiny_tokenizer_dir)]
     base += ["--output-prefix", str(tmp_path / "base" / "out")]
-
-    @given(argv=_argv(flags))
-    def run(argv: list[str]) -> None:
-        _check(*_outcome(lambda: cli.main(base + argv)))
-
-    run()
+    _fuzz(cli.main, base, flags)
 
 
 def test_train_tokenizer(files, tmp_path):
@@ -316,12 +306,7 @@ def test_train_tokenizer(files, tmp_path):
         "--no-filters": None,
     }
     base = ["--input", files["records"], "--output", str(tmp_path / "base"), "--vocab-size", "300"]
-
-    @given(argv=_argv(flags))
-    def run(argv: list[str]) -> None:
-        _check(*_outcome(lambda: cli.main(base + argv)))
-
-    run()
+    _fuzz(cli.main, base, flags)
 
 
 @pytest.mark.parametrize(
