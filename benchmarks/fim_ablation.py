@@ -1,7 +1,7 @@
 """The FIM ablation of DeepSeek-Coder (paper §3.1.2, Fig. 3) as a runnable experiment.
 
     python benchmarks/fim_ablation.py --scale smoke --out out/fim_smoke  # the test suite's
-    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu  # ~20 core-minutes
+    python benchmarks/fim_ablation.py --scale cpu --out out/fim_cpu --jobs 2  # ~30 min, 2 cores
     python benchmarks/fim_ablation.py --scale gpu --out out/fim_gpu  # hours, one GPU, ~110M model
 
 One real-code corpus (the Python of this interpreter's standard library and site-packages), split
@@ -90,7 +90,7 @@ SCALES = {
     # Plain, PSM and SPM samples all reach the data with the two settings that the smoke runs.
     "smoke": Scale("debug", 512, 128, 4, 3, 3e-3, 1.5e5, 4, 4, workers=1, infill_docs=2,
                    settings=("FIM 0%", "FIM 50% PSM+SPM")),
-    "cpu": Scale("fim-1m", 2048, 256, 8, 64, 3e-3, 1e6, 60, 160, seeds=(1234, 1235, 1236),
+    "cpu": Scale("fim-1m", 2048, 256, 16, 256, 3e-3, 3e6, 60, 160, seeds=(1234, 1235, 1236),
                  workers=1, arch=_CPU_ARCH, infill_docs=40),
     "gpu": Scale(
         "fim-110m", 16384, 1024, 64, 4000, 6e-4, 6e8, 400, 1000, seeds=(1234, 1235, 1236),
